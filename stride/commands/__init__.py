@@ -1,0 +1,1 @@
+"""Subcommands of `stride`, one module each (see stride.cli)."""
