@@ -1,0 +1,58 @@
+"""What every Stride gRPC server shares: lifecycle, health, interceptors, errors, TLS, auth.
+
+Torch-free and Ray-free. How a service uses it::
+
+    from services.common import ManagedServer, ServerOptions, Service, errors
+    from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc
+
+    class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
+        def GetRun(self, request, context):
+            run = store.get(request.run_id)   # raise errors.ModelNotFound / InvalidInput ...
+            return to_proto(run)              # ... the interceptor maps them to status codes
+
+    server = ManagedServer(
+        [Service("stride.analysis.v1.AnalysisService",
+                 lambda s: pb_grpc.add_AnalysisServiceServicer_to_server(AnalysisServicer(), s))],
+        ServerOptions(port=8003, auth_token=None, tls=None, grace_period=10),
+        on_stop=[store.close],                 # released after the drain
+    )
+    server.start()                             # binds; health SERVING for "" and each service
+    server.install_signal_handlers()           # SIGTERM/SIGINT: NOT_SERVING, drain, release
+    server.wait()                              # returns once stopped; exit 0
+
+- Errors: raise the classes of `services.common.errors` (InvalidInput is a ValueError,
+  ModelNotFound a LookupError, NotReady, ResourceExhausted, DeadlineExceeded, ...);
+  `services.common.status.STATUS_FOR_ERROR` is the one table of codes. Any other
+  exception answers INTERNAL with a generic message and is logged with its traceback.
+- Health: `server.set_health(name, serving)` for names of your own (the inference
+  server reports each model by its name). Health stays open when a token is set.
+- Logs: `configure_json_logging()` writes JSON lines carrying the call's request id
+  (`x-request-id` metadata, or a new one, echoed in trailing metadata).
+- Options: `ServerOptions` (ports, threads, concurrency cap, message size, grace period,
+  `TlsFiles(cert, key, ca)` for TLS / mutual TLS, bearer token, extra health port).
+"""
+
+from services.common import errors
+from services.common.logs import configure_json_logging, request_id_var
+from services.common.server import (
+    DEFAULT_MAX_MESSAGE_MB,
+    ManagedServer,
+    ServerOptions,
+    Service,
+    TlsFiles,
+)
+from services.common.status import STATUS_FOR_ERROR, register_error, status_for
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_MB",
+    "STATUS_FOR_ERROR",
+    "ManagedServer",
+    "ServerOptions",
+    "Service",
+    "TlsFiles",
+    "configure_json_logging",
+    "errors",
+    "register_error",
+    "request_id_var",
+    "status_for",
+]
