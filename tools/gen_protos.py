@@ -22,7 +22,11 @@ OUT = ROOT / "services" / "generated"
 
 
 def generate(out: Path) -> None:
+    import grpc_tools
     from grpc_tools import protoc  # dev dependency, pinned in pyproject
+
+    # The well-known types (google/protobuf/timestamp.proto, ...) ship inside grpc_tools.
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
 
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     if not sources:
@@ -31,6 +35,7 @@ def generate(out: Path) -> None:
     args = [
         "protoc",
         f"-I{PROTOS}",
+        f"-I{well_known}",
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
