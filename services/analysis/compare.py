@@ -1,0 +1,365 @@
+"""Compare groups of runs: the domain behind CompareRuns, GradientFlow and `stride compare`.
+
+`select` turns a request (an experiment, a config key or explicit run ids, filters)
+into named groups of runs plus the runs it left out and why. `compare` and
+`gradient_flow` compute the numbers from those groups; the servicer and the
+command line only format them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.analysis import stats
+from services.analysis.errors import InvalidRequest, NoRuns
+from services.analysis.store import Run, RunStore, Skipped, check_name, select_runs
+
+DEFAULT_GROUP_BY = "optimizer.name"
+DEFAULT_TARGET = 0.95
+# metric -> lower is better. Time metrics count a run that missed the target as its budget.
+RANK_METRICS: Mapping[str, bool] = {
+    "epochs_to_target": True,
+    "seconds_to_target": True,
+    "final_val_accuracy": False,
+    "best_val_accuracy": False,
+    "test_accuracy": False,
+    "auc_val_loss": True,
+}
+DEFAULT_RANK_BY = "epochs_to_target"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to compare: one experiment, grouped by a config key or by explicit run ids."""
+
+    experiment: str
+    group_by: str = DEFAULT_GROUP_BY
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)  # name -> run ids
+    where: Sequence[str] = ()  # KEY=VALUE filters on the config
+    include_unfinished: bool = False  # also running and failed runs
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Runs by group name (sorted names) and the runs left out, with the reason."""
+
+    experiment: str
+    group_by: str
+    runs: Mapping[str, tuple[Run, ...]]
+    skipped: tuple[Skipped, ...]
+
+
+def select(store: RunStore, selection: Selection) -> Groups:
+    """Read an experiment and split its runs into groups; NoRuns when none is left."""
+    check_name("experiment", selection.experiment)
+    scan = store.scan(selection.experiment)
+    skipped = list(scan.malformed)
+    runs = select_runs(scan.runs, where=selection.where)
+    if not selection.include_unfinished:
+        for run in runs:
+            if run.status != "completed":
+                why = f": {run.summary.reason}" if run.summary and run.summary.reason else ""
+                skipped.append(Skipped(run.experiment, run.run_id, f"{run.status}{why}"))
+        runs = [r for r in runs if r.status == "completed"]
+    runs = [r for r in runs if _usable(r, skipped)]
+    if selection.groups:
+        grouped = _explicit_groups(runs, selection.groups, selection.experiment)
+        group_by = "run ids"
+    else:
+        if not any(r.has(selection.group_by) for r in runs) and runs:
+            raise InvalidRequest(
+                f"no run of {selection.experiment!r} has config key {selection.group_by!r}; "
+                f"keys of the first run: {', '.join(_keys(runs[0].config)[:20])}"
+            )
+        grouped = {}
+        for run in runs:
+            grouped.setdefault(run.label(selection.group_by), []).append(run)
+        group_by = selection.group_by
+    if not grouped:
+        reasons = "; ".join(f"{s.run_id}: {s.reason}" for s in skipped[:5])
+        raise NoRuns(
+            f"no run of experiment {selection.experiment!r} to compare"
+            + (f" (left out: {reasons})" if reasons else "")
+        )
+    return Groups(
+        selection.experiment,
+        group_by,
+        {name: tuple(grouped[name]) for name in sorted(grouped)},
+        tuple(skipped),
+    )
+
+
+def _usable(run: Run, skipped: list[Skipped]) -> bool:
+    if not run.epochs:
+        skipped.append(Skipped(run.experiment, run.run_id, f"{run.status}: no epoch written"))
+        return False
+    return True
+
+
+def _explicit_groups(
+    runs: Sequence[Run], groups: Mapping[str, Sequence[str]], experiment: str
+) -> dict[str, list[Run]]:
+    by_id = {r.run_id: r for r in runs}
+    out: dict[str, list[Run]] = {}
+    for name, ids in groups.items():
+        if not ids:
+            raise InvalidRequest(f"group {name!r} names no run")
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise InvalidRequest(
+                f"group {name!r}: run {missing[0]!r} is not a comparable run of {experiment!r} "
+                "(absent, malformed, filtered out or unfinished)"
+            )
+        out[name] = [by_id[i] for i in ids]
+    return out
+
+
+def _keys(node: Mapping[str, object], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for k, v in node.items():
+        if isinstance(v, Mapping):
+            keys.extend(_keys(v, f"{prefix}{k}."))
+        else:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The per-run numbers a group's statistics are made of."""
+
+    run_id: str
+    seed: int | None
+    status: str
+    epochs: int
+    final_val_accuracy: float | None
+    best_val_accuracy: float | None
+    test_accuracy: float | None
+    reached_target: bool
+    epochs_to_target: int
+    seconds_to_target: float | None
+    auc_val_loss: float | None
+    wall_seconds: float | None
+    images_per_second: float | None
+
+    def metric(self, name: str) -> float | None:
+        """The value of a rank metric for this run."""
+        value = getattr(self, name)
+        return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """A group's statistics over its runs (seeds)."""
+
+    name: str
+    runs: tuple[RunResult, ...]
+    final_val_accuracy: stats.Stat
+    best_val_accuracy: stats.Stat
+    test_accuracy: stats.Stat
+    epochs_to_target: stats.Stat
+    seconds_to_target: stats.Stat
+    reached_target: int  # how many runs reached it
+    auc_val_loss: stats.Stat
+    wall_seconds: stats.Stat
+    images_per_second: stats.Stat
+    epochs: stats.Stat
+
+    def stat(self, metric: str) -> stats.Stat:
+        """The Stat of a rank metric."""
+        value = getattr(self, metric)
+        assert isinstance(value, stats.Stat)
+        return value
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The answer to CompareRuns and `stride compare`."""
+
+    experiment: str
+    group_by: str
+    target: float
+    rank_by: str
+    auc_epochs: int  # the horizon every run's AUC is taken over
+    bootstrap_seed: int
+    bootstrap_samples: int
+    groups: tuple[GroupStats, ...]  # best first
+    ranking: tuple[str, ...]
+    pairwise: tuple[stats.WinProbability, ...]  # every ordered pair, ranking order
+    skipped: tuple[Skipped, ...]
+
+
+def run_result(run: Run, target: float, auc_epochs: int) -> RunResult:
+    """The numbers of one run (definitions in docs/analysis.md)."""
+    acc = [e.val_accuracy for e in run.epochs]
+    known = [a for a in acc if a is not None]
+    ttt = stats.time_to_target(acc, [e.elapsed_seconds for e in run.epochs], target)
+    ips = [e.images_per_second for e in run.epochs if e.images_per_second is not None]
+    wall = run.summary.wall_seconds if run.summary else None
+    if wall is None:
+        wall = run.epochs[-1].elapsed_seconds
+    return RunResult(
+        run_id=run.run_id,
+        seed=run.seed,
+        status=run.status,
+        epochs=len(run.epochs),
+        final_val_accuracy=acc[-1],
+        best_val_accuracy=max(known) if known else None,
+        test_accuracy=run.summary.test_accuracy if run.summary else None,
+        reached_target=ttt.reached,
+        epochs_to_target=ttt.epochs,
+        seconds_to_target=ttt.seconds,
+        auc_val_loss=stats.auc_trapezoid([e.val_loss for e in run.epochs], auc_epochs),
+        wall_seconds=wall,
+        images_per_second=float(np.mean(ips)) if ips else None,
+    )
+
+
+def compare(
+    groups: Groups,
+    *,
+    target: float = DEFAULT_TARGET,
+    rank_by: str = DEFAULT_RANK_BY,
+    bootstrap_seed: int = 0,
+    bootstrap_samples: int = stats.DEFAULT_BOOTSTRAP_SAMPLES,
+) -> Comparison:
+    """Statistics per group, a ranking on `rank_by`, and P(A beats B) for every pair."""
+    if rank_by not in RANK_METRICS:
+        raise InvalidRequest(f"rank_by {rank_by!r} unknown; allowed: {', '.join(RANK_METRICS)}")
+    if not 0.0 < target <= 1.0:
+        raise InvalidRequest(f"target accuracy {target} is not in (0, 1]")
+    if bootstrap_samples < 1 or bootstrap_samples > 1_000_000:
+        raise InvalidRequest(f"bootstrap samples {bootstrap_samples} not in 1..1000000")
+    # AUC over the epochs every run has, so that early-stopped runs compare fairly.
+    auc_epochs = min(len(r.epochs) for runs in groups.runs.values() for r in runs)
+
+    def describe(values: Sequence[float | None]) -> stats.Stat:
+        return stats.describe(values, seed=bootstrap_seed, samples=bootstrap_samples)
+
+    by_name: dict[str, GroupStats] = {}
+    for name, runs in groups.runs.items():
+        results = tuple(run_result(r, target, auc_epochs) for r in runs)
+        by_name[name] = GroupStats(
+            name=name,
+            runs=results,
+            final_val_accuracy=describe([r.final_val_accuracy for r in results]),
+            best_val_accuracy=describe([r.best_val_accuracy for r in results]),
+            test_accuracy=describe([r.test_accuracy for r in results]),
+            epochs_to_target=describe([r.epochs_to_target for r in results]),
+            seconds_to_target=describe([r.seconds_to_target for r in results]),
+            reached_target=sum(r.reached_target for r in results),
+            auc_val_loss=describe([r.auc_val_loss for r in results]),
+            wall_seconds=describe([r.wall_seconds for r in results]),
+            images_per_second=describe([r.images_per_second for r in results]),
+            epochs=describe([r.epochs for r in results]),
+        )
+    lower = RANK_METRICS[rank_by]
+    ranking = stats.rank(
+        {n: g.stat(rank_by).mean for n, g in by_name.items()}, lower_is_better=lower
+    )
+    pairwise = tuple(
+        stats.win_probability(
+            a,
+            [(r.seed, r.metric(rank_by)) for r in by_name[a].runs],
+            b,
+            [(r.seed, r.metric(rank_by)) for r in by_name[b].runs],
+            lower_is_better=lower,
+        )
+        for a in ranking
+        for b in ranking
+        if a != b
+    )
+    return Comparison(
+        experiment=groups.experiment,
+        group_by=groups.group_by,
+        target=target,
+        rank_by=rank_by,
+        auc_epochs=auc_epochs,
+        bootstrap_seed=bootstrap_seed,
+        bootstrap_samples=bootstrap_samples,
+        groups=tuple(by_name[n] for n in ranking),
+        ranking=tuple(ranking),
+        pairwise=pairwise,
+        skipped=groups.skipped,
+    )
+
+
+@dataclass(frozen=True)
+class LayerFlow:
+    """One layer's gradient norm per epoch: mean and sample std across the group's runs."""
+
+    layer: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]  # NaN where fewer than two runs have the epoch
+
+
+@dataclass(frozen=True)
+class GroupFlow:
+    """Gradient norms of every layer (input side first) over epochs, for one group."""
+
+    name: str
+    runs: int
+    epochs: tuple[int, ...]
+    layers: tuple[LayerFlow, ...]
+    ratio_by_epoch: tuple[float, ...]  # first layer's mean norm / last layer's, per epoch
+    ratio: float  # mean first-layer norm over epochs / mean last-layer norm over epochs
+
+
+def gradient_flow(groups: Groups) -> tuple[GroupFlow, ...]:
+    """Per group: every layer's gradient norm over epochs and the first/last ratio.
+
+    Layers are in the depth order of the group's first run; at each epoch the mean
+    is over the runs that reached that epoch. A run without grad_norms adds nothing.
+    """
+    out = []
+    for name, runs in groups.runs.items():
+        order: list[str] = []
+        for run in runs:
+            for epoch in run.epochs:
+                order.extend(layer for layer, _ in epoch.grad_norms if layer not in order)
+        n_epochs = max(len(r.epochs) for r in runs)
+        # norms[layer][epoch index] -> values across runs
+        norms: dict[str, list[list[float]]] = {
+            layer: [[] for _ in range(n_epochs)] for layer in order
+        }
+        for run in runs:
+            for i, epoch in enumerate(run.epochs):
+                for layer, norm in epoch.grad_norms:
+                    norms[layer][i].append(norm)
+        layers = tuple(
+            LayerFlow(
+                layer,
+                tuple(_mean(v) for v in norms[layer]),
+                tuple(float(np.std(v, ddof=1)) if len(v) > 1 else math.nan for v in norms[layer]),
+            )
+            for layer in order
+        )
+        if layers:
+            first, last = layers[0].mean, layers[-1].mean
+            ratio_by_epoch = tuple(_div(f, la) for f, la in zip(first, last, strict=True))
+            ratio = _div(_nanmean(first), _nanmean(last))
+        else:
+            ratio_by_epoch, ratio = (), math.nan
+        out.append(
+            GroupFlow(name, len(runs), tuple(range(1, n_epochs + 1)), layers, ratio_by_epoch, ratio)
+        )
+    return tuple(out)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _div(a: float, b: float) -> float:
+    if math.isnan(a) or math.isnan(b) or b == 0.0:
+        return math.nan
+    return a / b

@@ -1,0 +1,156 @@
+"""Render a comparison as one PNG (matplotlib's Agg canvas, no pyplot global state).
+
+Panels: validation loss and accuracy against epoch and against elapsed seconds
+(mean over the group's runs, a band from the lowest to the highest run, train
+curves dashed), every layer's gradient norm against depth, and the first/last
+layer gradient ratio over epochs. Curves of runs of different lengths are
+averaged over the runs that reached each epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from services.analysis.compare import GroupFlow, Groups
+from services.analysis.errors import InvalidRequest
+from services.analysis.store import Run
+
+DEFAULT_WIDTH = 1500
+DEFAULT_HEIGHT = 900
+DEFAULT_DPI = 100
+MAX_PIXELS = 4000
+
+
+def band(runs: Sequence[Run], field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per epoch index: (mean elapsed seconds, mean, min, max) of `field` over the runs.
+
+    NaN where no run has a finite value at that epoch.
+    """
+    n = max(len(r.epochs) for r in runs)
+    seconds, mean, low, high = (np.full(n, np.nan) for _ in range(4))
+    for i in range(n):
+        values = [_get(r, i, field) for r in runs]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        times = [_get(r, i, "elapsed_seconds") for r in runs]
+        times_ok = [t for t in times if t is not None]
+        if times_ok:
+            seconds[i] = float(np.mean(times_ok))
+        if finite:
+            mean[i], low[i], high[i] = np.mean(finite), np.min(finite), np.max(finite)
+    return seconds, mean, low, high
+
+
+def _get(run: Run, index: int, field: str) -> float | None:
+    if index >= len(run.epochs):
+        return None
+    value = getattr(run.epochs[index], field)
+    return None if value is None else float(value)
+
+
+def render_png(
+    groups: Groups,
+    flows: Sequence[GroupFlow],
+    *,
+    width: int = DEFAULT_WIDTH,
+    height: int = DEFAULT_HEIGHT,
+    dpi: int = DEFAULT_DPI,
+    title: str = "",
+) -> bytes:
+    """The comparison figure as PNG bytes of exactly `width` x `height` pixels."""
+    for name, value in (("width", width), ("height", height)):
+        if not 200 <= value <= MAX_PIXELS:
+            raise InvalidRequest(f"{name} {value} px not in 200..{MAX_PIXELS}")
+    if not 30 <= dpi <= 600:
+        raise InvalidRequest(f"dpi {dpi} not in 30..600")
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3)
+    colours = {name: f"C{i % 10}" for i, name in enumerate(groups.runs)}
+    panels = [
+        (axes[0][0], "val_loss", "train_loss", "epoch", "loss"),
+        (axes[0][1], "val_accuracy", "train_accuracy", "epoch", "accuracy"),
+        (axes[1][0], "val_loss", "train_loss", "seconds", "loss"),
+        (axes[1][1], "val_accuracy", "train_accuracy", "seconds", "accuracy"),
+    ]
+    for ax, val_field, train_field, x_name, y_name in panels:
+        for name, runs in groups.runs.items():
+            _curve(ax, runs, val_field, x_name, colours[name], name, solid=True)
+            _curve(ax, runs, train_field, x_name, colours[name], None, solid=False)
+        ax.set_xlabel("epoch" if x_name == "epoch" else "elapsed seconds")
+        if x_name == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"{y_name} (val solid, train dashed)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(title=groups.group_by, fontsize="small")
+    _depth_panel(axes[0][2], flows, colours)
+    _ratio_panel(axes[1][2], flows, colours)
+    heading = title or f"{groups.experiment}: by {groups.group_by}"
+    runs_total = sum(len(r) for r in groups.runs.values())
+    fig.suptitle(f"{heading} ({runs_total} runs; line = mean, band = min..max over runs)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    # No bbox_inches="tight": it would change the pixel size the caller asked for.
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _curve(
+    ax: Axes,
+    runs: Sequence[Run],
+    field: str,
+    x_name: str,
+    colour: str,
+    label: str | None,
+    *,
+    solid: bool,
+) -> None:
+    seconds, mean, low, high = band(runs, field)
+    x = np.arange(1, len(mean) + 1) if x_name == "epoch" else seconds
+    if np.all(np.isnan(mean)):
+        return
+    if solid:
+        ax.plot(x, mean, color=colour, label=label, marker="o", markersize=3)
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
+    else:
+        ax.plot(x, mean, color=colour, linestyle="--", linewidth=1, alpha=0.8)
+
+
+def _depth_panel(ax: Axes, flows: Sequence[GroupFlow], colours: dict[str, str]) -> None:
+    for flow in flows:
+        if not flow.layers:
+            continue
+        means = [_finite_mean(layer.mean) for layer in flow.layers]
+        depth = np.arange(1, len(means) + 1)
+        ax.plot(depth, means, color=colours.get(flow.name), marker="o", label=flow.name)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer depth (1 = input side)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("gradient norm, mean over epochs")
+    ax.set_title("gradient norm vs depth", fontsize="medium")
+    ax.grid(alpha=0.3, which="both")
+
+
+def _ratio_panel(ax: Axes, flows: Sequence[GroupFlow], colours: dict[str, str]) -> None:
+    for flow in flows:
+        ratios = np.asarray(flow.ratio_by_epoch, dtype=float)
+        if ratios.size and np.any(ratios > 0):
+            ax.plot(flow.epochs, ratios, color=colours.get(flow.name), marker="o", label=flow.name)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("first / last layer gradient norm")
+    ax.set_title("gradient flow", fontsize="medium")
+    ax.grid(alpha=0.3, which="both")
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
