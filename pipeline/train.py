@@ -1,0 +1,418 @@
+"""The train loop: plain PyTorch. Ray touches it only through a `TrainContext`
+(prepare the data loader, prepare the model, reduce, report); `LocalContext` runs
+it in one process.
+
+Each epoch trains, validates, writes one line to metrics.jsonl (rank 0), saves a
+checkpoint and reports; early stopping ends it and restores the best weights; the
+restored model is then scored on the test split and summary.json written.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import EarlyStoppingSpec, RunConfig
+from pipeline.data import ImageDataset, Splits, build_augment, load_splits, make_loader
+from pipeline.losses import LOSSES
+from pipeline.model import build_model, parameterised_layers
+from pipeline.optim import build_optimizer, build_schedule
+from pipeline.runstore import RunDir, utc_now
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "last.pt"
+
+
+class TrainContext(Protocol):
+    """Where the loop runs: one process, or one Ray Train worker of several."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare_model(self, model: nn.Module) -> nn.Module: ...
+    def prepare_loader(self, loader: torch.utils.data.DataLoader) -> Any: ...
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor: ...
+    def latest_checkpoint(self) -> Path | None: ...
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
+
+
+class LocalContext:
+    """A single process on the CPU, or on the first GPU when the config asks for one."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, use_gpu: bool = False, checkpoint_dir: Path | None = None) -> None:
+        if use_gpu and not torch.cuda.is_available():
+            raise ValueError("scaling.use_gpu is true but no CUDA device is available")
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        self._checkpoint_dir = checkpoint_dir
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device)
+
+    def prepare_loader(self, loader: torch.utils.data.DataLoader) -> Any:
+        return loader
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def latest_checkpoint(self) -> Path | None:
+        d = self._checkpoint_dir
+        return d if d is not None and (d / CHECKPOINT).exists() else None
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        pass
+
+
+class EarlyStopping:
+    """Stops after `patience` epochs without an improvement of at least `min_delta`."""
+
+    def __init__(self, spec: EarlyStoppingSpec) -> None:
+        self.spec = spec
+        self.sign = 1.0 if spec.metric == "val_loss" else -1.0  # minimise sign * value
+        self.best_value: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record an epoch's metric; True when it is the best so far."""
+        if self.best_value is None or self.sign * (self.best_value - value) > self.spec.min_delta:
+            self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.spec.enabled and self.bad_epochs >= self.spec.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value = state["best_value"]
+        self.best_epoch = state["best_epoch"]
+        self.bad_epochs = state["bad_epochs"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Precision:
+    """Mixed precision on CUDA: bf16 where supported, else fp16 with a loss scaler."""
+
+    dtype: torch.dtype | None  # None: fp32
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
+
+    @classmethod
+    def choose(cls, cfg: RunConfig, device: torch.device) -> Precision:
+        if device.type != "cuda" or cfg.scaling.precision == "fp32":
+            return cls(None)
+        want = cfg.scaling.precision
+        if want == "auto":
+            want = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if want == "bf16":
+            return cls(torch.bfloat16, None, cfg.scaling.channels_last)
+        return cls(torch.float16, torch.amp.GradScaler("cuda"), cfg.scaling.channels_last)
+
+    def autocast(self, device: torch.device) -> Any:
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+@dataclass
+class EpochSums:
+    """Sums over the batches of one epoch, reduced across workers before use."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    count: torch.Tensor
+    grad: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # per layer norm sums
+    steps: int = 0
+
+
+class Trainer:
+    """Everything one run needs, built once; `fit` runs the epochs."""
+
+    def __init__(self, cfg: RunConfig, ctx: TrainContext, run: RunDir | None,
+                 splits: Splits | None = None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg, self.ctx, self.run, self.on_epoch = cfg, ctx, run, on_epoch
+        seed_everything(cfg.seed)
+        self.splits = splits or load_splits(cfg.data)
+        info = self.splits.info
+        self.device = ctx.device
+        self.precision = Precision.choose(cfg, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: autotune once
+        model = build_model(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes)
+        if self.precision.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = ctx.prepare_model(model)
+        self.raw_model: nn.Module = getattr(self.model, "module", self.model)
+        self.layers = parameterised_layers(self.raw_model)
+        self.loss_fn = LOSSES.get(cfg.loss.name)
+        self.mean = torch.tensor(self.splits.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.splits.std, device=self.device).view(1, -1, 1, 1)
+        size = info.input_shape[1:]
+        augment = build_augment(cfg.data.augment, (size[0], size[1]))
+        train_set = ImageDataset(self.splits.train, self.splits.scale, augment)
+        self.train_loader = ctx.prepare_loader(
+            make_loader(train_set, cfg.training.batch_size, shuffle=True, seed=cfg.seed))
+        self.val_loader = ctx.prepare_loader(make_loader(
+            ImageDataset(self.splits.val, self.splits.scale), cfg.training.eval_batch_size,
+            shuffle=False, seed=cfg.seed))
+        self.test_loader = ctx.prepare_loader(make_loader(
+            ImageDataset(self.splits.test, self.splits.scale), cfg.training.eval_batch_size,
+            shuffle=False, seed=cfg.seed))
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)
+        steps = max(1, len(self.train_loader))
+        self.scheduler = build_schedule(self.optimizer, cfg.schedule, steps_per_epoch=steps,
+                                        epochs=cfg.training.epochs)
+        self.stopper = EarlyStopping(cfg.early_stopping)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.start_epoch = 1
+        self.elapsed = 0.0
+
+    # ------------------------------------------------------------ one epoch
+
+    def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        x = (x - self.mean) / self.std  # (N, C, H, W), normalised by the train split's stats
+        if self.precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def train_epoch(self, epoch: int, progress: Any) -> EpochSums:
+        self.model.train()
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # a new shuffle per epoch under DistributedSampler
+        zero = torch.zeros((), device=self.device, dtype=torch.float64)
+        sums = EpochSums(zero.clone(), zero.clone(), zero.clone(),
+                         torch.zeros(len(self.layers), device=self.device, dtype=torch.float64))
+        scaler = self.precision.scaler
+        for x, y in self.train_loader:
+            x, y = self._inputs(x, y)
+            with self.precision.autocast(self.device):
+                logits = self.model(x)  # (N, K)
+                loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
+            sums.grad += self._layer_grad_norms()
+            if self.cfg.training.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.grad_clip)
+            if scaler is not None:
+                scaler.step(self.optimizer)
+                scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            n = y.shape[0]
+            sums.loss += loss.detach().double() * n
+            sums.correct += (logits.argmax(1) == y).sum()
+            sums.count += n
+            sums.steps += 1
+            if progress is not None:
+                progress.update(1)
+                if sums.steps % 10 == 0:
+                    progress.set_postfix(loss=f"{(sums.loss / sums.count).item():.4f}")
+        return sums
+
+    def _layer_grad_norms(self) -> torch.Tensor:
+        """L2 norm of each parameterised layer's gradient (weights and bias together)."""
+        norms = []
+        for _, params in self.layers:
+            grads = [p.grad for p in params if p.grad is not None]
+            if not grads:
+                norms.append(torch.zeros((), device=self.device))
+                continue
+            per_param = torch._foreach_norm(grads)
+            norms.append(torch.linalg.vector_norm(torch.stack(per_param)))
+        return torch.stack(norms).double()
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any) -> tuple[float, float]:
+        """(mean loss, accuracy) over a whole split, reduced across workers."""
+        self.model.eval()
+        totals = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss, correct, count
+        for x, y in loader:
+            x, y = self._inputs(x, y)
+            with self.precision.autocast(self.device):
+                logits = self.model(x).float()
+            totals[0] += self.loss_fn(logits, y).double() * y.shape[0]
+            totals[1] += (logits.argmax(1) == y).sum()
+            totals[2] += y.shape[0]
+        totals = self.ctx.all_reduce_sum(totals)
+        count = max(totals[2].item(), 1.0)
+        return totals[0].item() / count, totals[1].item() / count
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, epoch: int) -> Path | None:
+        if self.run is None or self.ctx.rank != 0:
+            return None
+        state = {
+            "epoch": epoch,
+            "elapsed": self.elapsed,
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "stopper": self.stopper.state_dict(),
+            "best_model": self.best_state,
+        }
+        target = self.run.checkpoints / CHECKPOINT
+        tmp = target.with_name(f".{CHECKPOINT}.tmp")
+        torch.save(state, tmp)
+        tmp.replace(target)
+        return self.run.checkpoints
+
+    def restore(self, checkpoint_dir: Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, schedule, early stopping."""
+        state = torch.load(checkpoint_dir / CHECKPOINT, map_location=self.device, weights_only=True)
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.best_state = state["best_model"]
+        self.start_epoch = int(state["epoch"]) + 1
+        self.elapsed = float(state["elapsed"])
+        if self.run is not None and self.ctx.rank == 0:
+            self.run.keep_metrics_through(int(state["epoch"]))
+
+    def save_final_model(self) -> Path | None:
+        """The weights export uses (the best epoch's, when restore_best): checkpoints/model.pt."""
+        if self.run is None or self.ctx.rank != 0:
+            return None
+        target = self.run.checkpoints / "model.pt"
+        tmp = target.with_name(".model.pt.tmp")
+        torch.save(self.raw_model.state_dict(), tmp)
+        tmp.replace(target)
+        return target
+
+    # ------------------------------------------------------------ the run
+
+    def fit(self) -> dict[str, Any]:
+        """Train until the epochs run out or early stopping; return the summary."""
+        cfg = self.cfg
+        checkpoint = self.ctx.latest_checkpoint()
+        if checkpoint is not None:
+            self.restore(checkpoint)
+            log.info("resuming from epoch %d", self.start_epoch)
+        wall_start = time.perf_counter()
+        progress = _progress_bar(cfg, self.ctx, len(self.train_loader))
+        stopped_early = self.stopper.should_stop
+        epoch = self.start_epoch - 1
+        try:
+            for epoch in range(self.start_epoch, cfg.training.epochs + 1):
+                if stopped_early:
+                    break
+                stopped_early = self._one_epoch(epoch, progress)
+        finally:
+            if progress is not None:
+                progress.close()
+        if cfg.early_stopping.restore_best and self.best_state is not None:
+            self.raw_model.load_state_dict(self.best_state)
+        test_loss, test_acc = self.evaluate(self.test_loader)
+        return {
+            "status": "completed",
+            "reason": None,
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            "best_epoch": self.stopper.best_epoch,
+            "best_metric": cfg.early_stopping.metric,
+            "best_value": self.stopper.best_value,
+            "epochs_run": epoch,
+            "stopped_early": stopped_early,
+            "wall_seconds": round(time.perf_counter() - wall_start, 3),
+            "train_seconds": round(self.elapsed, 3),
+            "device": _device_name(self.device),
+            "precision": self.precision.name,
+            "workers": self.ctx.world_size,
+            "finished_at": utc_now(),
+        }
+
+    def _one_epoch(self, epoch: int, progress: Any) -> bool:
+        if progress is not None:
+            progress.reset()
+            progress.set_description(f"epoch {epoch}/{self.cfg.training.epochs}")
+        t0 = time.perf_counter()
+        sums = self.train_epoch(epoch, progress)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_seconds = time.perf_counter() - t0
+        train = self.ctx.all_reduce_sum(torch.stack([sums.loss, sums.correct.double(),
+                                                     sums.count.double()]))
+        grad = self.ctx.all_reduce_sum(sums.grad) / max(sums.steps * self.ctx.world_size, 1)
+        val_loss, val_acc = self.evaluate(self.val_loader)
+        epoch_seconds = time.perf_counter() - t0
+        self.elapsed += epoch_seconds
+        value = val_loss if self.cfg.early_stopping.metric == "val_loss" else val_acc
+        if not math.isfinite(val_loss):
+            raise FloatingPointError(f"epoch {epoch}: validation loss is {val_loss}; the run diverged")
+        if self.stopper.update(epoch, value):
+            self.best_state = copy.deepcopy(self.raw_model.state_dict())
+        count = max(train[2].item(), 1.0)
+        record = {
+            "epoch": epoch,
+            "train_loss": train[0].item() / count,
+            "train_accuracy": train[1].item() / count,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norms": [{"layer": name, "norm": float(v)}
+                           for (name, _), v in zip(self.layers, grad.tolist())],
+            "epoch_seconds": round(epoch_seconds, 4),
+            "elapsed_seconds": round(self.elapsed, 4),
+            "images_per_second": round(count / max(train_seconds, 1e-9), 1),
+        }
+        if self.run is not None and self.ctx.rank == 0:
+            self.run.append_metrics(record)  # before the checkpoint: a resume redoes this epoch
+        self.ctx.report(record, self.save_checkpoint(epoch))
+        if self.on_epoch is not None and self.ctx.rank == 0:
+            self.on_epoch(record)
+        return self.stopper.should_stop
+
+
+def _progress_bar(cfg: RunConfig, ctx: TrainContext, total: int) -> Any:
+    if not cfg.training.progress or ctx.rank != 0:
+        return None
+    from tqdm.auto import tqdm
+
+    # disable=None: a bar on a terminal only; epoch lines go to the log either way
+    return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True, disable=None)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return "cpu"

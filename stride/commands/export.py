@@ -1,0 +1,28 @@
+"""stride export: a trained run -> a new version in a Triton-style model repository."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "export"
+HELP = "export a completed run to ONNX as a new version in a model repository"
+ORDER = 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="runs/<experiment>/<run-id>")
+    parser.add_argument("--repository", required=True, metavar="REPO",
+                        help="model repository root (created if absent)")
+    parser.add_argument("--name", help="model name (default: the config's model.name)")
+    parser.add_argument("--max-batch-size", type=int, default=64,
+                        help="max_batch_size in config.pbtxt (default 64)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.export import export_run
+
+    result = export_run(args.run_dir, args.repository, name=args.name,
+                        max_batch_size=args.max_batch_size)
+    print(f"exported {result.path} (version {result.version}); "
+          f"ONNX Runtime vs PyTorch max abs diff {result.max_abs_diff:.1e}")
+    return 0

@@ -1,0 +1,56 @@
+"""stride models: what can be named in a config, one line each."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "models"
+HELP = "list activations, optimizers, losses and data sets (or --summary CONFIG: layer table)"
+ORDER = 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--summary", metavar="CONFIG",
+                        help="print each layer's output shape and parameter count for a config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key before --summary (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.data import DATASETS, describe
+    from pipeline.layers import ACTIVATIONS
+    from pipeline.losses import LOSSES
+    from pipeline.optim import list_optimizers, optimizer_kwargs
+    from pipeline.spec import format_plan, validate
+
+    if args.summary:
+        cfg = load_config(args.summary, args.overrides)
+        print(format_plan(validate(cfg), describe(cfg.data).input_shape))
+        return 0
+    sections = [
+        ("activations", [(e.name, e.description) for e in ACTIVATIONS]),
+        ("optimizers", [(o.name, f"{o.description} ({_defaults(o.name, optimizer_kwargs)})")
+                        for o in list_optimizers()]),
+        ("losses", [(e.name, e.description) for e in LOSSES]),
+        ("data sets", [(e.name, e.description) for e in DATASETS]),
+        ("padding", [("valid", "no padding"), ("same", "k-1 in all: keeps H, W at stride 1"),
+                     ("full", "k-1 on each side"), ("<int>", "that many pixels on each side")]),
+        ("pooling", [("max", "maximum over the window"), ("mean", "average over the window")]),
+        ("schedules", [("none", "constant"), ("step", "times gamma every step_size epochs"),
+                       ("cosine", "cosine decay to min_lr_factor"),
+                       ("warmup_epochs", "linear warm-up, combines with any")]),
+    ]
+    width = max(len(n) for _, rows in sections for n, _ in rows)
+    for title, rows in sections:
+        print(f"{title}:")
+        for name, text in rows:
+            print(f"  {name:<{width}}  {text}")
+    return 0
+
+
+def _defaults(name: str, kwargs_of: object) -> str:
+    from pipeline.config import OptimizerSpec
+
+    kwargs = kwargs_of(OptimizerSpec(name=name))  # type: ignore[operator]
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items() if not (k == "weight_decay" and v == 0))
