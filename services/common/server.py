@@ -184,6 +184,11 @@ class ManagedServer:
         )
         return self
 
+    @property
+    def stopping(self) -> bool:
+        """True from the moment `stop` begins (readiness answers should turn false)."""
+        return self._stopping
+
     def set_health(self, name: str, serving: bool) -> None:
         """Report a service name (a service, a model, ...) SERVING or NOT_SERVING."""
         if not self._stopping:

@@ -1,0 +1,242 @@
+"""The dynamic batcher: requests of any batch size queue up and run together.
+
+Worker threads (one per model instance) take requests from one queue, in
+order, as long as their rows fit in `max_batch_size`; they run the batch at
+once when it reaches a preferred size or the maximum, when the oldest request
+has waited `max_queue_delay`, or when no other request is on its way (waiting
+then would only add latency). Each request gets exactly its own rows back.
+
+The queue is bounded (`max_queue_size`: ResourceExhausted when full) and every
+request may carry a deadline: one still queued when its deadline passes fails
+with DeadlineExceeded and never runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
+
+Batch = dict[str, np.ndarray]
+RunFn = Callable[[Batch], Batch]
+
+
+@dataclass(frozen=True)
+class BatchTimes:
+    """What one execution took, for statistics (nanoseconds)."""
+
+    batch_size: int
+    input_ns: int  # concatenating inputs
+    infer_ns: int  # the model
+    output_ns: int  # splitting outputs
+
+
+class _Pending:
+    __slots__ = ("deadline", "done", "enqueued", "error", "inputs", "queue_ns", "result", "rows")
+
+    def __init__(self, inputs: Batch, rows: int, deadline: float | None) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.deadline = deadline
+        self.enqueued = time.perf_counter()
+        self.done = threading.Event()
+        self.result: Batch | None = None
+        self.error: BaseException | None = None
+        self.queue_ns = 0
+
+
+@dataclass(frozen=True)
+class BatcherSettings:
+    max_batch_size: int  # rows per execution; 0: the model has no batch dimension
+    batching: bool  # False: one request per execution (Triton's default scheduler)
+    preferred_sizes: tuple[int, ...] = ()
+    max_queue_delay_s: float = 0.0
+    max_queue_size: int = 0  # 0: unbounded
+
+
+class DynamicBatcher:
+    """A queue and `len(runners)` worker threads, each calling its own runner."""
+
+    def __init__(
+        self,
+        name: str,
+        runners: list[RunFn],
+        settings: BatcherSettings,
+        on_batch: Callable[[BatchTimes], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._arriving = 0  # requests between `expect()` and `submit()`
+        self._executing = 0
+        self._on_batch = on_batch
+        self._preferred = set(settings.preferred_sizes)
+        self._largest_preferred = max(settings.preferred_sizes, default=0)
+        self._workers = [
+            threading.Thread(
+                target=self._work, args=(run,), name=f"batcher-{name}-{i}", daemon=True
+            )
+            for i, run in enumerate(runners)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or executing (the pending-request gauge)."""
+        return len(self._queue) + self._executing
+
+    def expect(self) -> None:
+        """Announce a request that is being decoded; the batcher may wait for it."""
+        with self._cond:
+            self._arriving += 1
+
+    def unexpect(self) -> None:
+        """Withdraw an `expect()` (the request failed before `submit`)."""
+        with self._cond:
+            self._arriving -= 1
+            self._cond.notify()
+
+    def submit(
+        self, inputs: Batch, rows: int, deadline: float | None = None, *, expected: bool = False
+    ) -> tuple[Batch, int]:
+        """Queue `rows` rows and block until their outputs are ready; returns (outputs, queue ns).
+
+        `deadline` is a `time.perf_counter()` value; a request still queued then fails.
+        `expected`: this request was announced with `expect()` (withdrawn here, atomically).
+        """
+        pending = _Pending(inputs, rows, deadline)
+        with self._cond:
+            if expected:
+                self._arriving -= 1
+            if self._closed:
+                raise NotReady(f"model {self.name} is unloading; retry")
+            limit = self.settings.max_queue_size
+            if limit and len(self._queue) >= limit:
+                raise ResourceExhausted(
+                    f"the queue of model {self.name} is full ({limit} requests waiting); retry "
+                    "later or raise max_queue_size in its dynamic_batching default_queue_policy"
+                )
+            self._queue.append(pending)
+            self._cond.notify()
+        timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
+        if not pending.done.wait(timeout):
+            with self._cond:
+                if pending in self._queue:  # still waiting: withdraw it
+                    self._queue.remove(pending)
+                    raise DeadlineExceeded(
+                        f"request to model {self.name} timed out after "
+                        f"{(time.perf_counter() - pending.enqueued) * 1e3:.1f} ms in the queue"
+                    )
+            pending.done.wait()  # already executing: the result is moments away
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result, pending.queue_ns
+
+    def close(self) -> None:
+        """Stop taking requests; the workers finish everything queued, then exit."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for worker in self._workers:
+            worker.join()
+
+    # Worker side -------------------------------------------------------------
+
+    def _ready(self, rows: int, taken: int, oldest: _Pending) -> tuple[bool, float]:
+        """Whether to run now, and else how long to wait (seconds)."""
+        s = self.settings
+        if not s.batching or rows >= s.max_batch_size or taken < len(self._queue):
+            return True, 0.0  # full, or the next request does not fit
+        if rows in self._preferred or (self._largest_preferred and rows >= self._largest_preferred):
+            return True, 0.0
+        if self._arriving == 0 or self._closed:
+            return True, 0.0  # nothing else is coming: waiting only adds latency
+        left = oldest.enqueued + s.max_queue_delay_s - time.perf_counter()
+        return left <= 0, left
+
+    def _take(self) -> list[_Pending] | None:
+        with self._cond:
+            while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                rows, taken = 0, 0
+                for pending in self._queue:
+                    if taken and (not self.settings.batching or rows + pending.rows > self._cap):
+                        break
+                    rows += pending.rows
+                    taken += 1
+                go, wait = self._ready(rows, taken, self._queue[0])
+                if go:
+                    batch = [self._queue.popleft() for _ in range(taken)]
+                    self._executing += len(batch)
+                    return batch
+                self._cond.wait(wait)
+
+    @property
+    def _cap(self) -> int:
+        return max(self.settings.max_batch_size, 1)
+
+    def _work(self, run: RunFn) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._execute(run, batch)
+            finally:
+                with self._cond:
+                    self._executing -= len(batch)
+
+    def _execute(self, run: RunFn, batch: list[_Pending]) -> None:
+        now = time.perf_counter()
+        live = []
+        for pending in batch:
+            pending.queue_ns = int((now - pending.enqueued) * 1e9)
+            if pending.deadline is not None and now > pending.deadline:
+                pending.error = DeadlineExceeded(
+                    f"request to model {self.name} timed out after {pending.queue_ns / 1e6:.1f} ms "
+                    "in the queue"
+                )
+                pending.done.set()
+            else:
+                live.append(pending)
+        if not live:
+            return
+        try:
+            t0 = time.perf_counter_ns()
+            if len(live) == 1 or self.settings.max_batch_size == 0:
+                feeds = live[0].inputs
+            else:
+                feeds = {k: np.concatenate([p.inputs[k] for p in live]) for k in live[0].inputs}
+            t1 = time.perf_counter_ns()
+            outputs = run(feeds)
+            t2 = time.perf_counter_ns()
+            start = 0
+            for pending in live:
+                end = start + pending.rows
+                if len(live) == 1:
+                    pending.result = outputs
+                else:
+                    pending.result = {k: v[start:end] for k, v in outputs.items()}
+                start = end
+            t3 = time.perf_counter_ns()
+            if self._on_batch is not None:
+                self._on_batch(BatchTimes(sum(p.rows for p in live), t1 - t0, t2 - t1, t3 - t2))
+        except BaseException as exc:  # the requests must learn of it; the worker lives on
+            for pending in live:
+                pending.error = exc
+        finally:
+            for pending in live:
+                pending.done.set()

@@ -1,0 +1,272 @@
+"""One loaded model version: ONNX Runtime sessions behind a dynamic batcher.
+
+`ModelVersion.infer` checks a decoded request against the model (names,
+datatypes, shapes, batch size, finite values), decodes images sent as bytes,
+queues the rows, and builds the outputs, including Triton's `classification`
+strings. It knows nothing of gRPC: problems are `services.common.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.common.errors import InvalidInput
+from services.generated.inference import model_config_pb2 as mc
+from services.inference import runtime
+from services.inference.batcher import BatcherSettings, DynamicBatcher
+from services.inference.config import ConfigError, ModelSettings, TensorSpec, read_labels
+from services.inference.preprocess import Preprocess
+from services.inference.stats import ModelStats
+from services.inference.tensors import (
+    BYTES,
+    InferRequest,
+    InferResult,
+    InputTensor,
+    OutputTensor,
+)
+
+log = logging.getLogger("stride.inference.model")
+
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+FLOATS = ("FP16", "FP32", "FP64", "BF16")
+
+
+def _file_in(folder: Path, name: str, what: str) -> Path:
+    # A plain file name: no separators, no "..", so nothing outside the model's folder.
+    if not FILE_NAME.fullmatch(name):
+        raise ConfigError(f"{what} {name!r} must be a plain file name in {folder}")
+    return folder / name
+
+
+class ModelVersion:
+    """A ready-to-serve version: sessions warmed up, batcher running."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        version: int,
+        config: mc.ModelConfig,
+        settings: ModelSettings,
+        options: runtime.RuntimeOptions,
+    ) -> None:
+        self.name = settings.name
+        self.version = version
+        self.config = config
+        self.settings = settings
+        folder = model_dir / str(version)
+        path = _file_in(folder, config.default_model_filename or "model.onnx", "model file")
+        if not path.is_file():
+            raise ConfigError(f"{path}: model file missing")
+        self.path = path
+        self.sessions = [
+            runtime.create_session(path, settings, options) for _ in range(settings.instance_count)
+        ]
+        self.metadata = runtime.metadata(self.sessions[0])
+        self.preprocess = self._read_preprocess()
+        self.labels = {o.name: self._read_labels(model_dir, o) for o in settings.outputs}
+        for session in self.sessions:
+            runtime.warm_up(session, settings)
+        self._output_names = [o.name for o in settings.outputs]
+        self._inputs = {spec.name: spec for spec in settings.inputs}
+        self._outputs = {spec.name: spec for spec in settings.outputs}
+        self.stats = ModelStats()
+        self.batcher = DynamicBatcher(
+            f"{self.name}:{version}",
+            [self._runner(s) for s in self.sessions],
+            BatcherSettings(
+                max_batch_size=settings.max_batch_size,
+                batching=settings.dynamic_batching,
+                preferred_sizes=settings.preferred_batch_sizes,
+                max_queue_delay_s=settings.max_queue_delay_us / 1e6,
+                max_queue_size=settings.max_queue_size,
+            ),
+            on_batch=self.stats.record_batch,
+        )
+
+    def _read_preprocess(self) -> Preprocess | None:
+        text = self.metadata.get("stride.preprocess")
+        if text is None:
+            return None
+        try:
+            return Preprocess.from_metadata(text)
+        except ValueError as exc:
+            raise ConfigError(f"{self.path}: {exc}") from exc
+
+    def _read_labels(self, model_dir: Path, spec: TensorSpec) -> list[str]:
+        if spec.label_filename:
+            return read_labels(_file_in(model_dir, spec.label_filename, "label_filename"))
+        if (model_dir / "labels.txt").is_file():
+            return read_labels(model_dir / "labels.txt")
+        try:
+            labels = json.loads(self.metadata.get("stride.labels", "[]"))
+        except json.JSONDecodeError:
+            labels = []
+        return [str(label) for label in labels] if isinstance(labels, list) else []
+
+    def _runner(self, session: Any) -> Any:
+        names = self._output_names
+
+        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return dict(zip(names, session.run(names, feeds), strict=True))
+
+        return run
+
+    # Requests ---------------------------------------------------------------
+
+    def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
+        """Run one request; raises InvalidInput, ResourceExhausted, DeadlineExceeded, ..."""
+        start = time.perf_counter_ns()
+        self.batcher.expect()
+        submitted = False
+        try:
+            feeds, rows = self._feeds(request)
+            outputs_wanted = self._requested(request)
+            deadline = self._deadline(request, deadline)
+            submitted = True
+            outputs, queue_ns = self.batcher.submit(feeds, rows, deadline, expected=True)
+            result = InferResult(self.name, str(self.version), request.id)
+            for name, k in outputs_wanted:
+                result.outputs.append(self._output(name, outputs[name], k))
+        except BaseException:
+            if not submitted:
+                self.batcher.unexpect()
+            self.stats.record_failure(time.perf_counter_ns() - start)
+            raise
+        self.stats.record_success(rows, time.perf_counter_ns() - start, queue_ns)
+        return result
+
+    def _deadline(self, request: InferRequest, deadline: float | None) -> float | None:
+        s = self.settings
+        timeout_us = s.default_timeout_us
+        if request.timeout_us and (timeout_us == 0 or s.allow_timeout_override):
+            timeout_us = min(request.timeout_us, timeout_us or request.timeout_us)
+        if timeout_us:
+            mine = time.perf_counter() + timeout_us / 1e6
+            deadline = mine if deadline is None else min(deadline, mine)
+        return deadline
+
+    def _feeds(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
+        given = {t.name: t for t in request.inputs}
+        if len(given) != len(request.inputs):
+            raise InvalidInput("each input may appear only once in a request")
+        unknown = sorted(set(given) - set(self._inputs))
+        missing = sorted(set(self._inputs) - set(given))
+        if unknown or missing:
+            raise InvalidInput(
+                f"model {self.name} expects inputs {sorted(self._inputs)}; "
+                + (f"unknown: {unknown}" if unknown else f"missing: {missing}")
+            )
+        feeds: dict[str, np.ndarray] = {}
+        batch_sizes = set()
+        for name, tensor in given.items():
+            array = self._input_array(self._inputs[name], tensor)
+            feeds[name] = array
+            batch_sizes.add(array.shape[0] if self.settings.max_batch_size else 1)
+        if len(batch_sizes) > 1:
+            raise InvalidInput(f"inputs have different batch sizes {sorted(batch_sizes)}")
+        return feeds, batch_sizes.pop()
+
+    def _expected_shape(self, spec: TensorSpec) -> list[int]:
+        return [-1, *spec.dims] if self.settings.max_batch_size else list(spec.dims)
+
+    def _input_array(self, spec: TensorSpec, tensor: InputTensor) -> np.ndarray:
+        what = f"input {spec.name!r} of model {self.name}"
+        if tensor.datatype == BYTES and spec.datatype != BYTES:
+            return self._images(spec, tensor, what)
+        if tensor.datatype != spec.datatype:
+            hint = " or BYTES (encoded PNG/JPEG images)" if self._takes_images(spec) else ""
+            raise InvalidInput(
+                f"{what}: datatype {tensor.datatype} given, expected {spec.datatype}{hint}"
+            )
+        assert isinstance(tensor.data, np.ndarray)
+        self._check_shape(spec, tensor.shape, what)
+        array = tensor.data
+        if spec.datatype in FLOATS and array.size and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise InvalidInput(f"{what}: {bad} NaN or infinite values; expected finite numbers")
+        return array
+
+    def _check_shape(self, spec: TensorSpec, shape: tuple[int, ...], what: str) -> None:
+        expected = self._expected_shape(spec)
+        ok = len(shape) == len(expected) and all(
+            e == -1 or e == s for e, s in zip(expected, shape, strict=True)
+        )
+        limit = self.settings.max_batch_size
+        if not ok:
+            batch = f" (first dimension: batch of 1 to {limit})" if limit else ""
+            raise InvalidInput(f"{what}: shape {list(shape)} given, expected {expected}{batch}")
+        if limit and shape[0] == 0:
+            raise InvalidInput(f"{what}: empty batch (batch size 0); expected 1 to {limit} items")
+        if 0 in shape:
+            raise InvalidInput(f"{what}: shape {list(shape)} has no elements")
+        if limit and shape[0] > limit:
+            raise InvalidInput(
+                f"{what}: batch size {shape[0]} exceeds the maximum batch size {limit}"
+            )
+
+    def _takes_images(self, spec: TensorSpec) -> bool:
+        pre = self.preprocess
+        return pre is not None and spec.datatype == "FP32" and spec.dims == pre.shape
+
+    def _images(self, spec: TensorSpec, tensor: InputTensor, what: str) -> np.ndarray:
+        if not self._takes_images(spec) or self.preprocess is None:
+            raise InvalidInput(
+                f"{what}: datatype BYTES given, expected {spec.datatype} (this model has no "
+                "stride.preprocess metadata for decoding images)"
+            )
+        limit = max(self.settings.max_batch_size, 1)
+        shape = tensor.shape
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidInput(f"{what}: BYTES images need shape [N] or [N, 1], got {list(shape)}")
+        if shape[0] == 0:
+            raise InvalidInput(f"{what}: empty batch (no images); expected 1 to {limit}")
+        if shape[0] > limit:
+            raise InvalidInput(f"{what}: {shape[0]} images exceed the maximum batch size {limit}")
+        assert isinstance(tensor.data, list)
+        batch = self.preprocess.images_to_batch(tensor.data)
+        return batch if self.settings.max_batch_size else batch[0]
+
+    def _requested(self, request: InferRequest) -> list[tuple[str, int]]:
+        if request.outputs is None:
+            return [(name, 0) for name in self._output_names]
+        wanted = []
+        for out in request.outputs:
+            if out.name not in self._outputs:
+                raise InvalidInput(
+                    f"unknown output {out.name!r}: model {self.name} has outputs "
+                    f"{', '.join(self._output_names)}"
+                )
+            if out.classification and len(self._outputs[out.name].dims) != 1:
+                raise InvalidInput(
+                    f"output {out.name!r}: classification needs a 1-D output per batch item"
+                )
+            wanted.append((out.name, out.classification))
+        return wanted
+
+    def _output(self, name: str, array: np.ndarray, k: int) -> OutputTensor:
+        spec = self._outputs[name]
+        if not k:
+            return OutputTensor(name, spec.datatype, tuple(array.shape), array)
+        rows = array if self.settings.max_batch_size else array[None]
+        k = min(k, rows.shape[1])
+        top = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+        labels = self.labels.get(name, [])
+        items = []
+        for row, indices in zip(rows, top, strict=True):
+            for i in indices:
+                label = f":{labels[i]}" if i < len(labels) else ""
+                items.append(f"{row[i]:f}:{i}{label}".encode())
+        shape = (rows.shape[0], k) if self.settings.max_batch_size else (k,)
+        return OutputTensor(name, BYTES, shape, items)
+
+    def close(self) -> None:
+        """Finish queued requests, then drop the sessions."""
+        self.batcher.close()
+        self.sessions.clear()

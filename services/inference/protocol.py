@@ -1,0 +1,156 @@
+"""Translation between the KServe v2 messages and the core's `InferRequest` / `InferResult`.
+
+Inputs may come as `raw_input_contents` (one entry per input, in order) or as
+typed `contents`; outputs always go back as `raw_output_contents`, which is
+what Triton does and what tritonclient reads fastest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from services.common.errors import InvalidInput
+from services.generated.inference import grpc_service_pb2 as pb
+from services.inference.tensors import (
+    BYTES,
+    NUMPY_DTYPES,
+    InferRequest,
+    InferResult,
+    InputTensor,
+    OutputRequest,
+    array_from_raw,
+    check_shape,
+    decode_bytes_elements,
+    element_count,
+    encode_bytes_elements,
+)
+
+# Which typed-contents field carries each datatype (the specification's table).
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+REQUEST_PARAMETERS = ("timeout", "priority")
+OUTPUT_PARAMETERS = ("classification",)
+
+
+def parameter_value(param: pb.InferParameter) -> Any:
+    choice = param.WhichOneof("parameter_choice")
+    return getattr(param, choice) if choice else None
+
+
+def _int_parameter(param: pb.InferParameter, what: str) -> int:
+    value = parameter_value(param)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{what} must be a non-negative integer (int64_param), got {value!r}")
+    return value
+
+
+def _decode_typed(tensor: Any, shape: tuple[int, ...], what: str) -> np.ndarray | list[bytes]:
+    field = CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        raise InvalidInput(
+            f"{what}: datatype {tensor.datatype!r} cannot use typed contents; expected one of "
+            f"{', '.join(CONTENTS_FIELD)} (FP16 and BF16 need raw_input_contents)"
+        )
+    values = getattr(tensor.contents, field)
+    count = element_count(shape)
+    if len(values) != count:
+        raise InvalidInput(
+            f"{what}: {field} holds {len(values)} elements but shape {list(shape)} needs {count}"
+        )
+    if tensor.datatype == BYTES:
+        return list(values)
+    return np.asarray(values, dtype=NUMPY_DTYPES[tensor.datatype]).reshape(shape)
+
+
+def _decode_input(request: pb.ModelInferRequest, index: int) -> InputTensor:
+    tensor = request.inputs[index]
+    what = f"input {tensor.name!r}"
+    shape = tuple(int(d) for d in tensor.shape)
+    check_shape(shape, what)
+    if tensor.parameters:
+        raise InvalidInput(f"{what}: unsupported parameters {sorted(tensor.parameters)}")
+    data: np.ndarray | list[bytes]
+    if request.raw_input_contents:
+        if tensor.HasField("contents"):
+            raise InvalidInput(f"{what}: give raw_input_contents or typed contents, not both")
+        raw = request.raw_input_contents[index]
+        if tensor.datatype == BYTES:
+            data = decode_bytes_elements(raw, what)
+            if len(data) != element_count(shape):
+                raise InvalidInput(
+                    f"{what}: {len(data)} BYTES elements but shape {list(shape)} needs "
+                    f"{element_count(shape)}"
+                )
+        else:
+            data = array_from_raw(raw, tensor.datatype, shape, what)
+    else:
+        data = _decode_typed(tensor, shape, what)
+    return InputTensor(tensor.name, tensor.datatype, shape, data)
+
+
+def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
+    """Decode a ModelInferRequest (raises InvalidInput with what was expected)."""
+    if not request.inputs:
+        raise InvalidInput("request has no inputs")
+    if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(request.raw_input_contents)} entries but the request "
+            f"has {len(request.inputs)} inputs: give one entry per input, in order"
+        )
+    timeout_us = 0
+    for key, param in request.parameters.items():
+        if key not in REQUEST_PARAMETERS:
+            raise InvalidInput(
+                f"unknown request parameter {key!r}; supported: {', '.join(REQUEST_PARAMETERS)}"
+            )
+        if key == "timeout":
+            timeout_us = _int_parameter(param, "request parameter 'timeout' (microseconds)")
+    outputs = None
+    if request.outputs:
+        outputs = []
+        for out in request.outputs:
+            k = 0
+            for key, param in out.parameters.items():
+                if key not in OUTPUT_PARAMETERS:
+                    raise InvalidInput(
+                        f"output {out.name!r}: unknown parameter {key!r}; supported: "
+                        f"{', '.join(OUTPUT_PARAMETERS)}"
+                    )
+                k = _int_parameter(param, f"output {out.name!r}: parameter 'classification'")
+            outputs.append(OutputRequest(out.name, k))
+    return InferRequest(
+        model=request.model_name,
+        version=request.model_version,
+        inputs=[_decode_input(request, i) for i in range(len(request.inputs))],
+        outputs=outputs,
+        id=request.id,
+        timeout_us=timeout_us,
+    )
+
+
+def response_to_proto(result: InferResult) -> pb.ModelInferResponse:
+    """Build a ModelInferResponse with every output in raw_output_contents."""
+    response = pb.ModelInferResponse(
+        model_name=result.model, model_version=result.version, id=result.id
+    )
+    for out in result.outputs:
+        response.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
+        if isinstance(out.data, list):
+            response.raw_output_contents.append(encode_bytes_elements(out.data))
+        else:
+            response.raw_output_contents.append(np.ascontiguousarray(out.data).tobytes())
+    return response

@@ -1,0 +1,138 @@
+"""ONNX Runtime sessions: providers, threads, optimisation level, metadata, warm-up.
+
+CUDA is used when the config asks for it (KIND_GPU) and must then really be
+used: if ONNX Runtime lacks the CUDA provider, or builds the session on the CPU
+anyway (it falls back silently when CUDA libraries are missing), the load fails
+with a message that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.inference.config import ConfigError, ModelSettings
+
+log = logging.getLogger("stride.inference.runtime")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+# ONNX Runtime's tensor element types by the protocol's datatype names.
+ONNX_TYPES = {
+    "FP32": "tensor(float)",
+    "FP16": "tensor(float16)",
+    "FP64": "tensor(double)",
+    "INT8": "tensor(int8)",
+    "INT16": "tensor(int16)",
+    "INT32": "tensor(int32)",
+    "INT64": "tensor(int64)",
+    "UINT8": "tensor(uint8)",
+    "UINT16": "tensor(uint16)",
+    "UINT32": "tensor(uint32)",
+    "UINT64": "tensor(uint64)",
+    "BOOL": "tensor(bool)",
+}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Server-wide session settings."""
+
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
+
+
+def choose_providers(use_gpu: bool | None, available: list[str]) -> list[str]:
+    """Providers for a session; raises ConfigError when CUDA is required but absent."""
+    if use_gpu is True:
+        if CUDA not in available:
+            raise ConfigError(
+                "instance_group asks for KIND_GPU but ONNX Runtime here has no "
+                f"CUDAExecutionProvider (available: {', '.join(available)}); install "
+                "onnxruntime-gpu with CUDA, or set kind: KIND_CPU"
+            )
+        return [CUDA]
+    if use_gpu is None and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def create_session(path: Path, settings: ModelSettings, options: RuntimeOptions) -> Any:
+    """Open `path` with ONNX Runtime and check it against the config (raises ConfigError)."""
+    import onnxruntime as ort
+
+    providers = choose_providers(settings.use_gpu, ort.get_available_providers())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }.get(settings.graph_level, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types for corrupt or invalid files
+        raise ConfigError(f"{path}: ONNX Runtime cannot load the model: {exc}") from exc
+    if settings.use_gpu and session.get_providers()[0] != CUDA:
+        raise ConfigError(
+            f"{path}: KIND_GPU was asked for but ONNX Runtime placed the session on "
+            f"{session.get_providers()[0]} (CUDA libraries missing or no device); refusing to "
+            "fall back to the CPU silently"
+        )
+    check_signature(session, settings, path)
+    return session
+
+
+def check_signature(session: Any, settings: ModelSettings, path: Path) -> None:
+    """The config's tensors must exist in the graph with the same type and compatible dims."""
+    graph = {t.name: t for t in [*session.get_inputs(), *session.get_outputs()]}
+    batch = 1 if settings.max_batch_size > 0 else 0
+    for spec in (*settings.inputs, *settings.outputs):
+        node = graph.get(spec.name)
+        if node is None:
+            raise ConfigError(
+                f"{path}: config names tensor {spec.name!r} but the graph has {', '.join(graph)}"
+            )
+        if ONNX_TYPES.get(spec.datatype) != node.type:
+            raise ConfigError(
+                f"{path}: tensor {spec.name!r} is {node.type} in the graph but "
+                f"{spec.datatype} in the config"
+            )
+        dims = list(node.shape)[batch:]
+        if len(dims) != len(spec.dims) or any(
+            isinstance(g, int) and c != -1 and g != c for g, c in zip(dims, spec.dims, strict=True)
+        ):
+            raise ConfigError(
+                f"{path}: tensor {spec.name!r} has dims {dims} in the graph (after the batch "
+                f"dimension) but {list(spec.dims)} in the config"
+            )
+
+
+def metadata(session: Any) -> dict[str, str]:
+    """The model's custom metadata (metadata_props)."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def warm_up(session: Any, settings: ModelSettings) -> None:
+    """Run zero batches of the sizes the batcher will use, so the first request is not slow."""
+    sizes = {1, *settings.preferred_batch_sizes, settings.max_batch_size}
+    if settings.max_batch_size == 0:
+        sizes = {0}
+    for size in sorted(sizes):
+        feeds = {}
+        for spec in settings.inputs:
+            dims = [1 if d == -1 else d for d in spec.dims]
+            shape = [size, *dims] if size else dims
+            feeds[spec.name] = np.zeros(shape, dtype=np.dtype(_numpy_type(spec.datatype)))
+        session.run(None, feeds)
+
+
+def _numpy_type(datatype: str) -> str:
+    from services.inference.tensors import NUMPY_DTYPES
+
+    return NUMPY_DTYPES[datatype].str

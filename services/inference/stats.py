@@ -1,0 +1,117 @@
+"""Per model-version statistics: what ModelStatistics returns and what /metrics exposes.
+
+Counts and cumulative nanoseconds, as in Triton: success and fail per request
+(with their total duration), queue and compute times, inference count (batch
+items) and execution count (model runs), and a per-batch-size breakdown.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from services.inference.batcher import BatchTimes
+
+
+@dataclass
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+
+@dataclass
+class BatchStats:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass
+class Snapshot:
+    """A consistent copy of a version's statistics."""
+
+    last_inference_ms: int
+    inference_count: int
+    execution_count: int
+    success: Duration
+    fail: Duration
+    queue: Duration
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+    batches: dict[int, BatchStats]
+    pending: int = 0
+
+
+def _copy_batch(b: BatchStats) -> BatchStats:
+    return BatchStats(
+        Duration(b.compute_input.count, b.compute_input.ns),
+        Duration(b.compute_infer.count, b.compute_infer.ns),
+        Duration(b.compute_output.count, b.compute_output.ns),
+    )
+
+
+class ModelStats:
+    """Thread-safe accumulators for one model version."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._inferences = 0
+        self._executions = 0
+        self._success = Duration()
+        self._fail = Duration()
+        self._queue = Duration()
+        self._input = Duration()
+        self._infer = Duration()
+        self._output = Duration()
+        self._batches: dict[int, BatchStats] = {}
+
+    def record_success(self, rows: int, total_ns: int, queue_ns: int) -> None:
+        with self._lock:
+            self._last_ms = int(time.time() * 1000)
+            self._inferences += rows
+            self._success.add(total_ns)
+            self._queue.add(queue_ns)
+
+    def record_failure(self, total_ns: int) -> None:
+        with self._lock:
+            self._last_ms = int(time.time() * 1000)
+            self._fail.add(total_ns)
+
+    def record_batch(self, times: BatchTimes) -> None:
+        """One model execution (called by the batcher's worker)."""
+        with self._lock:
+            self._executions += 1
+            # Triton counts compute durations once per request; per execution is what we know.
+            self._input.add(times.input_ns)
+            self._infer.add(times.infer_ns)
+            self._output.add(times.output_ns)
+            per = self._batches.setdefault(times.batch_size, BatchStats())
+            per.compute_input.add(times.input_ns)
+            per.compute_infer.add(times.infer_ns)
+            per.compute_output.add(times.output_ns)
+
+    def snapshot(self, pending: int = 0) -> Snapshot:
+        def copy(d: Duration) -> Duration:
+            return Duration(d.count, d.ns)
+
+        with self._lock:
+            return Snapshot(
+                last_inference_ms=self._last_ms,
+                inference_count=self._inferences,
+                execution_count=self._executions,
+                success=copy(self._success),
+                fail=copy(self._fail),
+                queue=copy(self._queue),
+                compute_input=copy(self._input),
+                compute_infer=copy(self._infer),
+                compute_output=copy(self._output),
+                batches={size: _copy_batch(b) for size, b in sorted(self._batches.items())},
+                pending=pending,
+            )

@@ -1,0 +1,134 @@
+"""Tensors and inference requests as the server's core sees them (no protobuf here).
+
+`InferRequest` holds numpy arrays (or lists of bytes for BYTES tensors); the
+protocol layer builds it from a ModelInferRequest and turns an `InferResult`
+back into a response. Datatype names are the protocol's ("FP32", "BYTES", ...).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.common.errors import InvalidInput
+
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+DATATYPE_OF = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
+BYTES = "BYTES"
+
+
+@dataclass
+class InputTensor:
+    """A request input: numpy array for numeric types, list of bytes for BYTES."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray | list[bytes]
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    """A requested output; `classification` > 0 asks for the k best classes as strings."""
+
+    name: str
+    classification: int = 0
+
+
+@dataclass
+class InferRequest:
+    """One inference request, already decoded from the wire."""
+
+    model: str
+    version: str  # "" lets the server choose
+    inputs: list[InputTensor]
+    outputs: list[OutputRequest] | None = None  # None: every output
+    id: str = ""
+    timeout_us: int = 0  # 0: the model's default
+
+
+@dataclass
+class OutputTensor:
+    """A response output: numeric array, or list of bytes (classification strings)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray | list[bytes]
+
+
+@dataclass
+class InferResult:
+    model: str
+    version: str
+    id: str
+    outputs: list[OutputTensor] = field(default_factory=list)
+
+
+def element_count(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def check_shape(shape: tuple[int, ...], what: str) -> None:
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"{what}: shape {list(shape)} has a negative dimension")
+
+
+def decode_bytes_elements(raw: bytes, what: str) -> list[bytes]:
+    """Split BYTES raw contents: each element is a 4-byte little-endian length, then the bytes."""
+    items: list[bytes] = []
+    view = memoryview(raw)
+    offset = 0
+    while offset < len(view):
+        if offset + 4 > len(view):
+            raise InvalidInput(f"{what}: BYTES contents end inside a 4-byte length prefix")
+        (size,) = struct.unpack_from("<I", view, offset)
+        offset += 4
+        if offset + size > len(view):
+            raise InvalidInput(
+                f"{what}: BYTES element {len(items)} declares {size} bytes but only "
+                f"{len(view) - offset} remain"
+            )
+        items.append(bytes(view[offset : offset + size]))
+        offset += size
+    return items
+
+
+def encode_bytes_elements(items: list[bytes]) -> bytes:
+    """The inverse of `decode_bytes_elements` (what tritonclient's deserializer expects)."""
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def array_from_raw(raw: bytes, datatype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """View raw little-endian contents as an array of `shape`; the byte size must match."""
+    dtype = NUMPY_DTYPES.get(datatype)
+    if dtype is None:
+        raise InvalidInput(
+            f"{what}: unknown datatype {datatype!r}; expected one of "
+            f"{', '.join([*NUMPY_DTYPES, BYTES])}"
+        )
+    expected = element_count(shape) * dtype.itemsize
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"{what}: raw contents are {len(raw)} bytes but shape {list(shape)} of {datatype} "
+            f"needs {expected} bytes"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
