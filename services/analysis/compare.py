@@ -145,6 +145,8 @@ class RunResult:
     auc_val_loss: float | None
     wall_seconds: float | None
     images_per_second: float | None
+    accuracy_gap: float | None  # train - val accuracy at the last epoch
+    loss_gap: float | None  # val - train loss at the last epoch
 
     def metric(self, name: str) -> float | None:
         """The value of a rank metric for this run."""
@@ -168,6 +170,8 @@ class GroupStats:
     wall_seconds: stats.Stat
     images_per_second: stats.Stat
     epochs: stats.Stat
+    accuracy_gap: stats.Stat
+    loss_gap: stats.Stat
 
     def stat(self, metric: str) -> stats.Stat:
         """The Stat of a rank metric."""
@@ -200,8 +204,9 @@ def run_result(run: Run, target: float, auc_epochs: int) -> RunResult:
     ttt = stats.time_to_target(acc, [e.elapsed_seconds for e in run.epochs], target)
     ips = [e.images_per_second for e in run.epochs if e.images_per_second is not None]
     wall = run.summary.wall_seconds if run.summary else None
+    last = run.epochs[-1]
     if wall is None:
-        wall = run.epochs[-1].elapsed_seconds
+        wall = last.elapsed_seconds
     return RunResult(
         run_id=run.run_id,
         seed=run.seed,
@@ -216,7 +221,13 @@ def run_result(run: Run, target: float, auc_epochs: int) -> RunResult:
         auc_val_loss=stats.auc_trapezoid([e.val_loss for e in run.epochs], auc_epochs),
         wall_seconds=wall,
         images_per_second=float(np.mean(ips)) if ips else None,
+        accuracy_gap=_minus(last.train_accuracy, last.val_accuracy),
+        loss_gap=_minus(last.val_loss, last.train_loss),
     )
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def compare(
@@ -256,6 +267,8 @@ def compare(
             wall_seconds=describe([r.wall_seconds for r in results]),
             images_per_second=describe([r.images_per_second for r in results]),
             epochs=describe([r.epochs for r in results]),
+            accuracy_gap=describe([r.accuracy_gap for r in results]),
+            loss_gap=describe([r.loss_gap for r in results]),
         )
     lower = RANK_METRICS[rank_by]
     ranking = stats.rank(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -95,7 +96,10 @@ def render_png(
     heading = title or f"{groups.experiment}: by {groups.group_by}"
     runs_total = sum(len(r) for r in groups.runs.values())
     fig.suptitle(f"{heading} ({runs_total} runs; line = mean, band = min..max over runs)")
-    fig.tight_layout()
+    with warnings.catch_warnings():
+        # Small figures cannot fit every label; the picture is still drawn.
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     buffer = io.BytesIO()
     # No bbox_inches="tight": it would change the pixel size the caller asked for.
     fig.savefig(buffer, format="png", dpi=dpi)

@@ -70,6 +70,7 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
         "reached",
         "seconds to target",
         f"val-loss AUC (1..{c.auc_epochs})",
+        "acc gap",
         "wall s",
         "images/s",
     ]
@@ -85,6 +86,7 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
             f"{g.reached_target}/{len(g.runs)}",
             _stat(g.seconds_to_target, 1, ci=False),
             _stat(g.auc_val_loss, 3, ci=False),
+            _stat(g.accuracy_gap, 3, ci=False),
             _stat(g.wall_seconds, 1, ci=False),
             _stat(g.images_per_second, 0, ci=False),
         ]

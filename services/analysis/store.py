@@ -30,8 +30,8 @@ from services.analysis.errors import (
 )
 from services.analysis.location import Location, open_location
 
-# docs/formats.md says [A-Za-z0-9][A-Za-z0-9._-]{0,127}, but its own sweep ids contain
-# "=" (`optimizer.name=adam-s1-3f2a1c`). The reader only needs names that stay inside
+# docs/formats.md: writers use [A-Za-z0-9][A-Za-z0-9._-]{0,127}. The reader is more
+# lenient (older stores had "=" in sweep ids): it only needs names that stay inside
 # their folder, so it accepts any printable name without a path separator.
 NAME_RE = re.compile(r"[A-Za-z0-9][^/\\\x00-\x1f]{0,254}")
 STATUSES = ("completed", "failed", "running")
@@ -204,6 +204,8 @@ class RunStore:
                 runs.append(self._read(experiment, run_id))
             except MalformedRunError as exc:
                 malformed.append(Skipped(experiment, run_id, f"malformed: {exc}"))
+            except OSError as exc:  # permissions, a file system hiccup: this run only
+                malformed.append(Skipped(experiment, run_id, f"unreadable: {exc}"))
         return Scan(tuple(runs), tuple(malformed))
 
     def run(self, experiment: str, run_id: str) -> Run:

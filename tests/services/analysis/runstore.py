@@ -118,7 +118,7 @@ TEST_ACCURACY = {
 
 def run_id(optimizer: str, seed: int) -> str:
     """A sweep-style run id."""
-    return f"optimizer.name={optimizer}-s{seed}-abc{seed:03d}"
+    return f"{optimizer}-s{seed}-ab{seed:02d}"
 
 
 def run_config(optimizer: str, seed: int, activation: str = "relu") -> dict[str, Any]:

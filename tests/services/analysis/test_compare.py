@@ -44,6 +44,9 @@ def test_group_statistics_are_exact(known_store: Path) -> None:
     assert sgd.best_val_accuracy.mean == pytest.approx((0.7 + 0.96 + 0.94) / 3)
     assert adam.wall_seconds.mean == pytest.approx(3.5)
     assert adam.images_per_second.mean == pytest.approx(1000.0)
+    # the helper writes train accuracy = val + 0.01 and train loss = val loss + 0.05
+    assert adam.accuracy_gap.mean == pytest.approx(0.01)
+    assert adam.loss_gap.mean == pytest.approx(-0.05)
 
 
 def test_time_to_target_with_and_without_reaching(known_store: Path) -> None:

@@ -1,0 +1,214 @@
+"""Domain records to protobuf messages and requests to domain options, nothing else."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from services.analysis import compare as cmp
+from services.analysis.errors import InvalidRequest
+from services.analysis.stats import Stat, WinProbability
+from services.analysis.store import Epoch, Run, Skipped, Summary, format_value
+from services.generated.stride.analysis.v1 import analysis_pb2 as pb
+
+
+def _set(message: Any, **values: Any) -> None:
+    """Set the fields whose value is not None (optional fields stay absent)."""
+    for name, value in values.items():
+        if value is not None:
+            setattr(message, name, value)
+
+
+def selection(request: pb.RunSelection) -> cmp.Selection:
+    """A RunSelection message as the domain's Selection."""
+    if not request.experiment:
+        raise InvalidRequest("selection.experiment is required")
+    groups: dict[str, list[str]] = {}
+    for group in request.groups:
+        if not group.name or group.name in groups:
+            raise InvalidRequest(f"group name {group.name!r} is empty or given twice")
+        groups[group.name] = list(group.run_ids)
+    return cmp.Selection(
+        experiment=request.experiment,
+        group_by=request.group_by or cmp.DEFAULT_GROUP_BY,
+        groups=groups,
+        where=tuple(request.where),
+        include_unfinished=request.include_unfinished,
+    )
+
+
+def stat(value: Stat) -> pb.Stat:
+    """A Stat message."""
+    out = pb.Stat(n=value.n)
+    _set(out, mean=value.mean, std=value.std, ci_low=value.ci_low, ci_high=value.ci_high)
+    return out
+
+
+def skipped(value: Skipped) -> pb.SkippedRun:
+    """A SkippedRun message."""
+    return pb.SkippedRun(experiment=value.experiment, run_id=value.run_id, reason=value.reason)
+
+
+def epoch(value: Epoch) -> pb.EpochMetrics:
+    """An EpochMetrics message."""
+    out = pb.EpochMetrics(
+        epoch=value.epoch,
+        grad_norms=[pb.LayerNorm(layer=layer, norm=norm) for layer, norm in value.grad_norms],
+    )
+    _set(
+        out,
+        train_loss=value.train_loss,
+        train_accuracy=value.train_accuracy,
+        val_loss=value.val_loss,
+        val_accuracy=value.val_accuracy,
+        lr=value.lr,
+        epoch_seconds=value.epoch_seconds,
+        elapsed_seconds=value.elapsed_seconds,
+        images_per_second=value.images_per_second,
+    )
+    return out
+
+
+def summary(value: Summary) -> pb.RunSummary:
+    """A RunSummary message."""
+    out = pb.RunSummary(
+        status=value.status,
+        reason=value.reason or "",
+        best_metric=value.best_metric or "",
+        stopped_early=value.stopped_early,
+        device=value.device or "",
+        finished_at=value.finished_at or "",
+    )
+    _set(
+        out,
+        test_loss=value.test_loss,
+        test_accuracy=value.test_accuracy,
+        best_epoch=value.best_epoch,
+        best_value=value.best_value,
+        epochs_run=value.epochs_run,
+        wall_seconds=value.wall_seconds,
+    )
+    return out
+
+
+def run_info(run: Run) -> pb.RunInfo:
+    """A RunInfo message: identity, status and headline numbers of a run."""
+    accuracies = [e.val_accuracy for e in run.epochs if e.val_accuracy is not None]
+    out = pb.RunInfo(
+        experiment=run.experiment,
+        run_id=run.run_id,
+        status=run.status,
+        grid={str(k): format_value(v) for k, v in run.grid.items()},
+        epochs=len(run.epochs),
+        reason=(run.summary.reason or "") if run.summary else "",
+        warnings=list(run.warnings),
+    )
+    _set(
+        out,
+        seed=run.seed,
+        final_val_accuracy=run.epochs[-1].val_accuracy if run.epochs else None,
+        best_val_accuracy=max(accuracies) if accuracies else None,
+        test_accuracy=run.summary.test_accuracy if run.summary else None,
+    )
+    return out
+
+
+def get_run(run: Run) -> pb.GetRunResponse:
+    """The whole run: config.json as JSON text, every epoch, the summary."""
+    out = pb.GetRunResponse(
+        run=run_info(run),
+        config_json=json.dumps(run.meta, sort_keys=True),
+        history=[epoch(e) for e in run.epochs],
+    )
+    if run.summary is not None:
+        out.summary.CopyFrom(summary(run.summary))
+    return out
+
+
+def _run_result(value: cmp.RunResult) -> pb.RunResult:
+    out = pb.RunResult(
+        run_id=value.run_id,
+        status=value.status,
+        epochs=value.epochs,
+        reached_target=value.reached_target,
+        epochs_to_target=value.epochs_to_target,
+    )
+    _set(
+        out,
+        seed=value.seed,
+        final_val_accuracy=value.final_val_accuracy,
+        best_val_accuracy=value.best_val_accuracy,
+        test_accuracy=value.test_accuracy,
+        seconds_to_target=value.seconds_to_target,
+        auc_val_loss=value.auc_val_loss,
+        wall_seconds=value.wall_seconds,
+        images_per_second=value.images_per_second,
+        accuracy_gap=value.accuracy_gap,
+        loss_gap=value.loss_gap,
+    )
+    return out
+
+
+def _group(value: cmp.GroupStats) -> pb.GroupStats:
+    return pb.GroupStats(
+        name=value.name,
+        runs=[_run_result(r) for r in value.runs],
+        final_val_accuracy=stat(value.final_val_accuracy),
+        best_val_accuracy=stat(value.best_val_accuracy),
+        test_accuracy=stat(value.test_accuracy),
+        epochs_to_target=stat(value.epochs_to_target),
+        seconds_to_target=stat(value.seconds_to_target),
+        reached_target=value.reached_target,
+        auc_val_loss=stat(value.auc_val_loss),
+        wall_seconds=stat(value.wall_seconds),
+        images_per_second=stat(value.images_per_second),
+        epochs=stat(value.epochs),
+        accuracy_gap=stat(value.accuracy_gap),
+        loss_gap=stat(value.loss_gap),
+    )
+
+
+def _pair(value: WinProbability) -> pb.PairwiseWin:
+    out = pb.PairwiseWin(a=value.a, b=value.b, pairs=value.pairs, paired_by_seed=value.paired)
+    _set(out, probability=value.probability)
+    return out
+
+
+def comparison(value: cmp.Comparison) -> pb.CompareRunsResponse:
+    """A CompareRunsResponse."""
+    return pb.CompareRunsResponse(
+        experiment=value.experiment,
+        group_by=value.group_by,
+        target=value.target,
+        rank_by=value.rank_by,
+        auc_epochs=value.auc_epochs,
+        bootstrap_seed=value.bootstrap_seed,
+        bootstrap_samples=value.bootstrap_samples,
+        groups=[_group(g) for g in value.groups],
+        ranking=list(value.ranking),
+        pairwise=[_pair(p) for p in value.pairwise],
+        skipped=[skipped(s) for s in value.skipped],
+    )
+
+
+def gradient_flow(
+    flows: tuple[cmp.GroupFlow, ...], left_out: tuple[Skipped, ...]
+) -> pb.GradientFlowResponse:
+    """A GradientFlowResponse."""
+    groups = [
+        pb.GroupGradientFlow(
+            name=f.name,
+            runs=f.runs,
+            epochs=list(f.epochs),
+            layers=[
+                pb.LayerSeries(layer=layer.layer, mean=list(layer.mean), std=list(layer.std))
+                for layer in f.layers
+            ],
+            ratio_by_epoch=list(f.ratio_by_epoch),
+            ratio=f.ratio,
+            log10_ratio=math.log10(f.ratio) if f.ratio > 0 else math.nan,
+        )
+        for f in flows
+    ]
+    return pb.GradientFlowResponse(groups=groups, skipped=[skipped(s) for s in left_out])

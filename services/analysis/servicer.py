@@ -1,0 +1,158 @@
+"""The AnalysisService servicer: protobuf in, domain calls, protobuf out.
+
+Errors are raised, not aborted: the shared interceptor (services.common) maps
+the domain errors to status codes in one place.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from services.analysis import compare as cmp
+from services.analysis import convert, plots
+from services.analysis.errors import InvalidRequest
+from services.analysis.store import STATUSES, RunStore, check_name, select_runs
+from services.analysis.watch import DEFAULT_POLL_SECONDS, follow
+from services.generated.stride.analysis.v1 import analysis_pb2 as pb
+from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc
+
+SERVICE_NAME = "stride.analysis.v1.AnalysisService"
+# A WatchRun without a deadline still ends: a client that forgot one must not pin a
+# server thread for ever.
+MAX_WATCH_SECONDS = 3600.0
+
+
+class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
+    """Answers AnalysisService calls from a run store."""
+
+    def __init__(self, store: RunStore, *, max_watch_seconds: float = MAX_WATCH_SECONDS) -> None:
+        self.store = store
+        self.max_watch_seconds = max_watch_seconds
+        self._closed = threading.Event()
+        # matplotlib's font and text caches are shared state: one figure at a time.
+        self._render_lock = threading.Lock()
+
+    def close(self) -> None:
+        """End the WatchRun streams in flight (called on shutdown)."""
+        self._closed.set()
+
+    def ListExperiments(
+        self, request: pb.ListExperimentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListExperimentsResponse:
+        out = pb.ListExperimentsResponse()
+        for name in self.store.experiments():
+            scan = self.store.scan(name)
+            counts = {s: sum(r.status == s for r in scan.runs) for s in STATUSES}
+            out.experiments.append(
+                pb.ExperimentInfo(
+                    name=name,
+                    runs=len(scan.runs),
+                    completed=counts["completed"],
+                    failed=counts["failed"],
+                    running=counts["running"],
+                    malformed=len(scan.malformed),
+                )
+            )
+        return out
+
+    def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRunsResponse:
+        scan = self.store.scan(_required(request.experiment, "experiment"))
+        runs = select_runs(scan.runs, statuses=request.statuses, where=request.where)
+        return pb.ListRunsResponse(
+            runs=[convert.run_info(r) for r in runs],
+            malformed=[convert.skipped(s) for s in scan.malformed],
+        )
+
+    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
+        run = self.store.run(
+            _required(request.experiment, "experiment"), _required(request.run_id, "run_id")
+        )
+        return convert.get_run(run)
+
+    def CompareRuns(
+        self, request: pb.CompareRunsRequest, context: grpc.ServicerContext
+    ) -> pb.CompareRunsResponse:
+        groups = cmp.select(self.store, convert.selection(request.selection))
+        comparison = cmp.compare(
+            groups,
+            target=request.target if request.HasField("target") else cmp.DEFAULT_TARGET,
+            rank_by=request.rank_by or cmp.DEFAULT_RANK_BY,
+            bootstrap_seed=request.bootstrap_seed,
+            bootstrap_samples=request.bootstrap_samples or cmp.stats.DEFAULT_BOOTSTRAP_SAMPLES,
+        )
+        return convert.comparison(comparison)
+
+    def GradientFlow(
+        self, request: pb.GradientFlowRequest, context: grpc.ServicerContext
+    ) -> pb.GradientFlowResponse:
+        groups = cmp.select(self.store, convert.selection(request.selection))
+        return convert.gradient_flow(cmp.gradient_flow(groups), groups.skipped)
+
+    def RenderComparison(
+        self, request: pb.RenderComparisonRequest, context: grpc.ServicerContext
+    ) -> pb.RenderComparisonResponse:
+        groups = cmp.select(self.store, convert.selection(request.selection))
+        width = request.width or plots.DEFAULT_WIDTH
+        height = request.height or plots.DEFAULT_HEIGHT
+        with self._render_lock:
+            png = plots.render_png(
+                groups,
+                cmp.gradient_flow(groups),
+                width=width,
+                height=height,
+                dpi=request.dpi or plots.DEFAULT_DPI,
+            )
+        return pb.RenderComparisonResponse(
+            png=png, width=width, height=height, content_type="image/png"
+        )
+
+    def WatchRun(
+        self, request: pb.WatchRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchRunResponse]:
+        experiment = check_name("experiment", _required(request.experiment, "experiment"))
+        run_id = check_name("run id", _required(request.run_id, "run_id"))
+        if request.after_epoch < 0 or request.poll_seconds < 0:
+            raise InvalidRequest("after_epoch and poll_seconds must not be negative")
+        remaining = context.time_remaining()
+        budget = self.max_watch_seconds if remaining is None else min(remaining, 1e9)
+        wake = threading.Event()
+        context.add_callback(wake.set)  # cancelled or timed out: stop waiting at once
+
+        def wait(seconds: float) -> None:
+            wake.wait(seconds)
+
+        def active() -> bool:
+            return context.is_active() and not self._closed.is_set() and not wake.is_set()
+
+        events = follow(
+            self.store,
+            experiment,
+            run_id,
+            after_epoch=request.after_epoch,
+            poll_seconds=request.poll_seconds or DEFAULT_POLL_SECONDS,
+            wait=wait,
+            active=active,
+            deadline=time.monotonic() + min(budget, self.max_watch_seconds),
+        )
+        for event in events:
+            out = pb.WatchRunResponse()
+            if event.epoch is not None:
+                out.epoch.CopyFrom(convert.epoch(event.epoch))
+            if event.summary is not None:
+                out.summary.CopyFrom(convert.summary(event.summary))
+            if event.warning is not None:
+                out.warnings.append(event.warning)
+            yield out
+
+
+def _required(value: Any, name: str) -> str:
+    if not value:
+        raise InvalidRequest(f"{name} is required")
+    return str(value)

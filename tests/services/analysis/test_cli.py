@@ -1,0 +1,124 @@
+"""`stride compare` and `stride serve-analysis` options, in-process through stride.cli.main."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.analysis import compare as cmp
+from stride.cli import main
+from stride.commands import compare as compare_command
+from stride.commands import serve_analysis
+from tests.services.analysis.pngs import png_size
+from tests.services.analysis.runstore import run_id
+
+
+def test_compare_prints_the_table(known_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "opt", "--runs", str(known_store), "--bootstrap-samples", "500"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    adam = next(line for line in lines if line.startswith("1     adam"))
+    assert "2.00 ±1.00" in adam and "3/3" in adam
+    sgd = next(line for line in lines if line.startswith("2     sgd"))
+    assert "1/3" in sgd
+    assert "0.83 p3" in out  # P(adam beats sgd), paired by seed
+    assert "features.0.conv 0.01" in out
+
+
+def test_compare_json_and_plot(
+    known_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "out" / "cmp.png"
+    args = [
+        "compare",
+        "opt",
+        "--runs",
+        known_store.as_uri(),
+        "--json",
+        "--plot",
+        str(plot),
+        "--width",
+        "500",
+        "--height",
+        "400",
+        "--target",
+        "0.5",
+        "--seed",
+        "3",
+    ]
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    comparison = data["comparison"]
+    assert comparison["target"] == 0.5 and comparison["bootstrap_seed"] == 3
+    assert comparison["ranking"] == ["adam", "sgd"]
+    adam = comparison["groups"][0]
+    assert adam["epochs_to_target"]["mean"] == 1.0 and adam["epochs_to_target"]["std"] == 0.0
+    assert [g["name"] for g in data["gradient_flow"]] == ["adam", "sgd"]
+    assert png_size(plot.read_bytes()) == (500, 400)
+
+
+def test_compare_explicit_groups(known_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    group = f"mine={run_id('adam', 1)},{run_id('sgd', 2)}"
+    assert main(["compare", "opt", "--runs", str(known_store), "--group", group, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["comparison"]["ranking"] == ["mine"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "experiment 'nope' not found"),
+        (["opt", "--by", "optimiser.name"], "has config key 'optimiser.name'"),
+        (["opt", "--group", "broken"], "is not NAME=RUN_ID"),
+        (["opt", "--where", "seed"], "is not KEY=VALUE"),
+        (["opt", "--target", "2"], "not in (0, 1]"),
+    ],
+)
+def test_compare_errors_are_one_line(
+    known_store: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["compare", *args, "--runs", str(known_store)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stride compare: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_command_defaults_match_the_service() -> None:
+    assert tuple(cmp.RANK_METRICS) == compare_command.RANK_METRICS
+    assert compare_command.DEFAULT_RANK_BY == cmp.DEFAULT_RANK_BY
+    assert compare_command.DEFAULT_GROUP_BY == cmp.DEFAULT_GROUP_BY
+
+
+def test_serve_options_from_flags_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    token = tmp_path / "token"
+    token.write_text("abc\n")
+    for name, value in {
+        "STRIDE_RUNS": "s3://bucket/runs",
+        "STRIDE_PORT": "9100",
+        "STRIDE_HEALTH_PORT": "9101",
+        "STRIDE_AUTH_TOKEN_FILE": str(token),
+        "STRIDE_GRACE_PERIOD": "2.5",
+    }.items():
+        monkeypatch.setenv(name, value)
+    parser = argparse.ArgumentParser()
+    serve_analysis.add_arguments(parser)
+    args = parser.parse_args([])
+    options = serve_analysis.server_options(args)
+    assert (args.runs, options.port, options.health_port) == ("s3://bucket/runs", 9100, 9101)
+    assert (options.auth_token, options.grace_period, options.tls) == ("abc", 2.5, None)
+    args = parser.parse_args(
+        ["--port", "7000", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"]
+    )
+    options = serve_analysis.server_options(args)
+    assert options.port == 7000 and options.tls is not None
+    assert options.tls.ca == Path("ca.pem")
+    with pytest.raises(ValueError, match="go together"):
+        serve_analysis.server_options(parser.parse_args(["--tls-cert", "c.pem"]))
+    token.write_text("  \n")
+    with pytest.raises(ValueError, match="is empty"):
+        serve_analysis.server_options(parser.parse_args([]))
