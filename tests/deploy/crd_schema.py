@@ -71,7 +71,9 @@ def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
     if node.get("x-kubernetes-embedded-resource"):
         properties.setdefault("apiVersion", {"type": "string"})
         properties.setdefault("kind", {"type": "string"})
-        properties.setdefault("metadata", {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+        properties.setdefault(
+            "metadata", {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        )
     if properties:
         out["properties"] = {name: to_json_schema(sub) for name, sub in properties.items()}
     extra = node.get("additionalProperties")

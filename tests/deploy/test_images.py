@@ -103,7 +103,9 @@ def test_no_build_tools_in_final_stage(image: str) -> None:
 
 
 def test_build_tool_check_recognises_compilers() -> None:
-    found = _apt_packages("apt-get update && apt-get install -y --no-install-recommends gcc libpq-dev python3")
+    found = _apt_packages(
+        "apt-get update && apt-get install -y --no-install-recommends gcc libpq-dev python3"
+    )
     assert {p for p in found if BUILD_TOOLS.match(p)} == {"gcc", "libpq-dev"}
 
 
@@ -150,7 +152,9 @@ def test_gpu_serving_image_swaps_in_onnxruntime_gpu() -> None:
 def test_entrypoint_is_stride_in_exec_form(image: str) -> None:
     final = _stages(image)[-1]
     (entry,) = final.of("ENTRYPOINT")
-    argv = dockerfile.exec_form(entry) + [a for c in final.of("CMD") for a in dockerfile.exec_form(c)]
+    argv = dockerfile.exec_form(entry) + [
+        a for c in final.of("CMD") for a in dockerfile.exec_form(c)
+    ]
     assert argv[0] == "stride" and len(argv) > 1, argv
 
 

@@ -49,7 +49,9 @@ def rayjob_validator(crd_dir: Path) -> jsonschema.Draft202012Validator:
 
 def test_overlay_renders_every_part(docs: list[dict[str, Any]]) -> None:
     kinds = {doc["kind"] for doc in docs}
-    assert kinds == EXPECTED_KINDS, f"missing {EXPECTED_KINDS - kinds}, extra {kinds - EXPECTED_KINDS}"
+    assert kinds == EXPECTED_KINDS, (
+        f"missing {EXPECTED_KINDS - kinds}, extra {kinds - EXPECTED_KINDS}"
+    )
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     for name in ("stride-inference", "stride-analysis"):
         assert ("Deployment", name) in names and ("Service", name) in names
@@ -84,7 +86,9 @@ def test_kubernetes_validate_rejects_an_unknown_field(
     deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(deployment))
-    result = run_tool([tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, str(path)])
+    result = run_tool(
+        [tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, str(path)]
+    )
     assert result.returncode != 0 and "imagePullPolicyy" in result.stdout, result.stdout
 
 
@@ -97,7 +101,9 @@ def test_rayjob_matches_the_kuberay_crd(
     assert crd_schema.errors(rayjob_validator, custom[0]) == []
 
 
-def test_rayjob_cluster_matches_the_raycluster_crd(docs: list[dict[str, Any]], crd_dir: Path) -> None:
+def test_rayjob_cluster_matches_the_raycluster_crd(
+    docs: list[dict[str, Any]], crd_dir: Path
+) -> None:
     # The RayJob embeds a RayClusterSpec; KubeRay builds a RayCluster from it.
     crd = crd_schema.load_crd(crd_dir / "ray.io_rayclusters.yaml")
     spec_schema = crd_schema.crd_version_schema(crd, "v1")["properties"]["spec"]
@@ -110,10 +116,18 @@ def test_rayjob_cluster_matches_the_raycluster_crd(docs: list[dict[str, Any]], c
     ("path", "value", "expected"),
     [
         (("spec", "entrypointz"), "x", "'entrypointz' was unexpected"),
-        (("spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "nodeSelectorr"), {}, "'nodeSelectorr' was unexpected"),
-        (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "replicas"), "two", "'two' is not of type 'integer'"),
+        (
+            ("spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "nodeSelectorr"),
+            {},
+            "'nodeSelectorr' was unexpected",
+        ),
+        (
+            ("spec", "rayClusterSpec", "workerGroupSpecs", 0, "replicas"),
+            "two",
+            "'two' is not of type 'integer'",
+        ),
         (("spec", "shutdownAfterJobFinishes"), "yes", "'yes' is not of type 'boolean'"),
-        (("kind", ), "RayCluster", "'RayJob' was expected"),
+        (("kind",), "RayCluster", "'RayJob' was expected"),
     ],
 )
 def test_crd_validation_rejects_bad_rayjobs(
@@ -124,7 +138,7 @@ def test_crd_validation_rejects_bad_rayjobs(
     expected: str,
 ) -> None:
     rayjob = copy.deepcopy(by_kind(docs, "RayJob")[0])
-    node = rayjob
+    node: Any = rayjob
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
@@ -140,7 +154,10 @@ def test_structural_schema_conversion() -> None:
                 "strict": {"type": "object", "properties": {"a": {"type": "string"}}},
                 "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                 "map": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "port": {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]},
+                "port": {
+                    "x-kubernetes-int-or-string": True,
+                    "anyOf": [{"type": "integer"}, {"type": "string"}],
+                },
                 "maybe": {"type": "string", "nullable": True},
                 "positive": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
             },
@@ -162,7 +179,9 @@ def test_structural_schema_conversion() -> None:
 
 def test_yamllint_passes_over_deploy() -> None:
     config = DEPLOY / ".yamllint.yaml"
-    result = run_tool([tool("yamllint"), "--strict", "-f", "parsable", "-c", str(config), str(DEPLOY)])
+    result = run_tool(
+        [tool("yamllint"), "--strict", "-f", "parsable", "-c", str(config), str(DEPLOY)]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
