@@ -1,0 +1,173 @@
+"""The model repository: version policy, polling hot reload, bad models, path safety."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.common.errors import FailedPrecondition, InvalidInput, ModelNotFound, NotReady
+from services.inference.repository import ModelRepository
+from services.inference.tensors import InferRequest, InputTensor
+from tests.services.inference.onnx_models import add_model, classifier, expected
+
+X = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+
+
+def request(model: str = "digits", version: str = "") -> InferRequest:
+    return InferRequest(model, version, [InputTensor("input", "FP32", X.shape, X)])
+
+
+def logits(result: object) -> np.ndarray:
+    return result.outputs[0].data  # type: ignore[attr-defined, no-any-return]
+
+
+def which_seed(out: np.ndarray, seeds: range = range(1, 6)) -> int:
+    return next(s for s in seeds if np.allclose(out, expected(X, seed=s)[0], atol=1e-4))
+
+
+@pytest.fixture
+def repository(tmp_path: Path):  # type: ignore[no-untyped-def]
+    repo = ModelRepository(tmp_path)
+    yield repo
+    repo.close()
+
+
+def test_latest_policy_serves_the_highest_versions(
+    tmp_path: Path, repository: ModelRepository
+) -> None:
+    add_model(tmp_path, "digits", versions=(1, 2, 3), policy="latest { num_versions: 2 }")
+    repository.poll()
+    assert [(e.version, e.state) for e in repository.index()] == [("2", "READY"), ("3", "READY")]
+    assert which_seed(logits(repository.infer(request()))) == 3
+    assert which_seed(logits(repository.infer(request(version="2")))) == 2
+    with pytest.raises(ModelNotFound, match="has no version 1"):
+        repository.get("digits", "1")
+
+
+@pytest.mark.parametrize(
+    ("policy", "served"),
+    [("all { }", ["1", "2", "3"]), ("specific { versions: [ 1, 3 ] }", ["1", "3"])],
+)
+def test_all_and_specific_policies(
+    tmp_path: Path, repository: ModelRepository, policy: str, served: list[str]
+) -> None:
+    add_model(tmp_path, "digits", versions=(1, 2, 3), policy=policy)
+    repository.poll()
+    assert [e.version for e in repository.index()] == served
+
+
+def test_a_corrupt_model_fails_only_its_own_load(
+    tmp_path: Path, repository: ModelRepository
+) -> None:
+    add_model(tmp_path, "digits")
+    bad = add_model(tmp_path, "broken", versions=())
+    (bad / "1").mkdir()
+    (bad / "1" / "model.onnx").write_bytes(b"\x08\x07garbage")
+    wrong = add_model(tmp_path, "wrongdims", versions=(), shape=(1, 8, 8))
+    classifier(wrong / "1" / "model.onnx", shape=(3, 4, 4))
+    (tmp_path / "badconfig").mkdir()
+    (tmp_path / "badconfig" / "config.pbtxt").write_text("max_batch_size: [oops")
+    repository.poll()
+    states = {e.name: (e.state, e.reason) for e in repository.index()}
+    assert states["digits"][0] == "READY"
+    assert "cannot load the model" in states["broken"][1]
+    assert "dims" in states["wrongdims"][1]
+    assert "not a valid ModelConfig" in states["badconfig"][1]
+    with pytest.raises(NotReady, match="cannot load the model"):
+        repository.infer(request("broken"))
+    with pytest.raises(FailedPrecondition, match="failed to load model 'broken'"):
+        repository.load("broken")
+    assert not repository.all_ready()
+    assert repository.infer(request()).outputs
+
+
+@pytest.mark.parametrize("name", ["..", "../digits", "a/b", "/etc/passwd", ".hidden", ""])
+def test_names_cannot_leave_the_repository(repository: ModelRepository, name: str) -> None:
+    with pytest.raises(InvalidInput, match="invalid model name"):
+        repository.get(name)
+    with pytest.raises(InvalidInput):
+        repository.load(name)
+
+
+def test_label_filename_must_be_a_plain_name(tmp_path: Path, repository: ModelRepository) -> None:
+    folder = add_model(tmp_path, "digits")
+    text = (folder / "config.pbtxt").read_text().replace('"labels.txt"', '"../../etc/passwd"')
+    (folder / "config.pbtxt").write_text(text)
+    repository.poll()
+    assert "plain file name" in repository.index()[0].reason
+
+
+def test_polling_adds_and_removes_versions_and_models(
+    tmp_path: Path, repository: ModelRepository
+) -> None:
+    add_model(tmp_path, "digits", versions=(1,))
+    repository.poll()
+    staging = tmp_path / "digits" / ".tmp-2"
+    classifier(staging / "model.onnx", seed=2)
+    repository.poll()
+    assert [e.version for e in repository.index()] == ["1"]  # half-written folders are ignored
+    staging.rename(tmp_path / "digits" / "2")
+    repository.poll()
+    assert [e.version for e in repository.index()] == ["2"]
+    assert which_seed(logits(repository.infer(request()))) == 2
+    shutil.rmtree(tmp_path / "digits" / "2")
+    repository.poll()
+    assert [e.version for e in repository.index()] == ["1"]
+    shutil.rmtree(tmp_path / "digits")
+    repository.poll()
+    assert repository.index() == []
+    with pytest.raises(ModelNotFound):
+        repository.get("digits")
+
+
+def test_explicit_unload_survives_polling(tmp_path: Path, repository: ModelRepository) -> None:
+    add_model(tmp_path, "digits")
+    repository.poll()
+    repository.unload("digits")
+    repository.poll()
+    assert not repository.is_ready("digits")
+    repository.load("digits")
+    assert repository.is_ready("digits")
+
+
+def test_hot_reload_under_continuous_requests_has_zero_failures(tmp_path: Path) -> None:
+    add_model(tmp_path, "digits", versions=(1,))
+    repository = ModelRepository(tmp_path)
+    repository.poll()
+    repository.start_polling(0.05)
+    failures: list[BaseException] = []
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(which_seed(logits(repository.infer(request()))))
+            except BaseException as exc:  # any failure fails the test
+                failures.append(exc)
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for c in clients:
+        c.start()
+    try:
+        for version in (2, 3, 4):
+            staging = tmp_path / "digits" / f".tmp-{version}"
+            classifier(staging / "model.onnx", seed=version)
+            staging.rename(tmp_path / "digits" / str(version))
+            deadline = time.monotonic() + 10
+            while version not in seen and time.monotonic() < deadline:
+                time.sleep(0.02)
+            shutil.rmtree(tmp_path / "digits" / str(version - 1))
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(10)
+        repository.close()
+    assert failures == []
+    assert {1, 2, 3, 4} <= seen
