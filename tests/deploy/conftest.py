@@ -20,6 +20,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 OVERLAYS = ("cpu", "gpu")
+JOBS = DEPLOY / "k8s" / "jobs"  # one-off Jobs, applied by hand, not part of the overlays
 CRD_DIR = REPO_ROOT.parent / "shared" / "crds"
 
 
@@ -64,6 +65,16 @@ def overlay(request: pytest.FixtureRequest) -> str:
 def docs(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> list[dict[str, Any]]:
     """The current overlay's rendered objects."""
     return rendered[overlay]
+
+
+@pytest.fixture(scope="session")
+def jobs() -> list[dict[str, Any]]:
+    """The objects of deploy/k8s/jobs/*.yaml."""
+    found = []
+    for path in sorted(JOBS.glob("*.yaml")):
+        found += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert found, f"no Jobs in {JOBS}"
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,15 @@ def test_builtin_kinds_pass_kubernetes_validate(
     assert len(passed) == len(builtin), output  # one INFO line per object: none was skipped
 
 
+def test_jobs_pass_kubernetes_validate(jobs: list[dict[str, Any]], tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump_all(jobs, sort_keys=False))
+    args = [tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, str(path)]
+    result = run_tool(args)
+    passed = [line for line in result.stdout.splitlines() if " passed for resource " in line]
+    assert result.returncode == 0 and len(passed) == len(jobs), result.stdout + result.stderr
+
+
 def test_kubernetes_validate_rejects_an_unknown_field(
     docs: list[dict[str, Any]], tmp_path: Path
 ) -> None:

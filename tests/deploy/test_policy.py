@@ -213,6 +213,15 @@ def test_selector_check_can_fail() -> None:
 
 
 def test_every_container_is_bounded_and_locked_down(docs: list[Obj]) -> None:
+    _check_locked_down(docs)
+
+
+def test_jobs_are_bounded_and_locked_down(jobs: list[Obj]) -> None:
+    _check_locked_down(jobs)
+
+
+def _check_locked_down(docs: list[Obj]) -> None:
+    assert list(pods(docs))
     for pod in pods(docs):
         pod_security = pod.spec.get("securityContext", {})
         assert pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", pod.where
@@ -323,6 +332,20 @@ def test_serving_reads_what_training_writes_read_only(docs: list[Obj]) -> None:
         )
 
 
+def test_export_job_writes_where_serving_reads(docs: list[Obj], jobs: list[Obj]) -> None:
+    head, written = _rayjob_paths(docs)
+    (ray_container,) = containers(head)
+    (job,) = [p for p in pods(jobs) if p.where == "Job/stride-export"]
+    (container,) = containers(job)
+    line = stride_argv(container) or []
+    assert line[:2] == ["stride", "export"]
+    target = option(line, "--repository") or ""
+    assert _claim_and_subpath(job, container, target) == _claim_and_subpath(
+        head, ray_container, written["repository"]
+    )
+    assert _claim_and_subpath(job, container, line[2])[1].startswith("runs/")
+
+
 def test_storage_claim_is_shared(docs: list[Obj]) -> None:
     (claim,) = by_kind(docs, "PersistentVolumeClaim")
     assert claim["spec"]["accessModes"] == [
@@ -370,9 +393,14 @@ def _available() -> tuple[argparse.ArgumentParser, set[str]]:
     return parser, set(sub.choices)
 
 
-def _command_lines(rendered: dict[str, list[Obj]]) -> list[tuple[str, list[str]]]:
-    """(where, argv) of every `stride` command line in the overlays and the images."""
+def _command_lines(rendered: dict[str, list[Obj]], jobs: list[Obj]) -> list[tuple[str, list[str]]]:
+    """(where, argv) of every `stride` command line in the overlays, Jobs and images."""
     lines = []
+    for pod in pods(jobs):
+        for container in containers(pod):
+            line = stride_argv(container)
+            if line:
+                lines.append((pod.where, line))
     for overlay, docs in rendered.items():
         for pod in pods(docs):
             for container in containers(pod):
@@ -397,11 +425,13 @@ def _missing(missing: dict[str, list[str]]) -> None:
         pytest.xfail(f"stride subcommands not written yet: {sorted(missing)} (used by {missing})")
 
 
-def test_entrypoints_are_stride_subcommands(rendered: dict[str, list[Obj]]) -> None:
+def test_entrypoints_are_stride_subcommands(
+    rendered: dict[str, list[Obj]], jobs: list[Obj]
+) -> None:
     _, available = _available()
     missing: dict[str, list[str]] = {}
-    lines = _command_lines(rendered)
-    assert len(lines) >= 2 * 3 + 3  # two servers and a RayJob per overlay, three images
+    lines = _command_lines(rendered, jobs)
+    assert len(lines) >= 2 * 3 + 3 + 1  # per overlay 2 servers + RayJob; 3 images; export
     for where, line in lines:
         assert line[0] == "stride" and len(line) > 1, f"{where}: {line}"
         if line[1] not in available:
@@ -409,10 +439,10 @@ def test_entrypoints_are_stride_subcommands(rendered: dict[str, list[Obj]]) -> N
     _missing(missing)
 
 
-def test_stride_command_lines_parse(rendered: dict[str, list[Obj]]) -> None:
+def test_stride_command_lines_parse(rendered: dict[str, list[Obj]], jobs: list[Obj]) -> None:
     parser, available = _available()
     missing: dict[str, list[str]] = {}
-    for where, line in _command_lines(rendered):
+    for where, line in _command_lines(rendered, jobs):
         if where.endswith(".Dockerfile"):
             continue  # image defaults such as `train --help`: checked by name above
         if line[1] not in available:
