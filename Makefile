@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stride-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint demo protos clean
+.PHONY: help setup test lint demo protos clean triton-client
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,7 +21,24 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install Stride with its extras and the dev tools
 
-test: $(STAMP) ## Run the test suite (creates .venv first when absent)
+# tritonclient 2.41.0 is the last release that ships perf_analyzer; it needs protobuf < 5,
+# so it lives in its own venv (the interop tests run it in a subprocess).
+TRITON_VENV ?= .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.stride-installed
+
+$(TRITON_STAMP):
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q 'tritonclient[grpc]==2.41.0' 'protobuf>=4.21,<5' \
+		numpy nvidia-cuda-runtime-cu12
+	@ldconfig -p | grep -q libb64.so.0d || { [ "$$(id -u)" = 0 ] && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q libb64-0d >/dev/null || \
+		  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libb64-0d >/dev/null; }; }; } || \
+		echo "note: libb64-0d is missing (needs root); the perf_analyzer tests will skip"
+	touch $(TRITON_STAMP)
+
+triton-client: $(TRITON_STAMP) ## tritonclient + perf_analyzer in .venv-triton (interop tests, bench)
+
+test: $(STAMP) $(TRITON_STAMP) ## Run the test suite (creates .venv first when absent)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy on the packages

@@ -42,7 +42,17 @@ CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-REQUEST_PARAMETERS = ("timeout", "priority")
+# Triton's reserved request parameters. Only `timeout` changes anything here: there are
+# no priority levels, and `triton_enable_empty_final_response` (which perf_analyzer
+# always sends) matters only for decoupled models. Sequences are refused below.
+REQUEST_PARAMETERS = (
+    "timeout",
+    "priority",
+    "triton_enable_empty_final_response",
+    "sequence_id",
+    "sequence_start",
+    "sequence_end",
+)
 OUTPUT_PARAMETERS = ("classification",)
 
 
@@ -119,6 +129,11 @@ def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
             )
         if key == "timeout":
             timeout_us = _int_parameter(param, "request parameter 'timeout' (microseconds)")
+        elif key.startswith("sequence_") and parameter_value(param) not in (0, "", False, None):
+            raise InvalidInput(
+                f"request parameter {key!r}: sequence batching is not supported; send "
+                "independent requests"
+            )
     outputs = None
     if request.outputs:
         outputs = []
