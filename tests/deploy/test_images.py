@@ -25,7 +25,7 @@ EXTRAS = {  # what each image installs from pyproject
     "train.Dockerfile": {"train"},
 }
 BUILD_TOOLS = re.compile(
-    r"^(gcc.*|g\+\+.*|clang.*|cpp|make|cmake|ninja-build|build-essential|git|curl"
+    r"^(gcc.*|g\+\+.*|clang.*|cpp|make|cmake|ninja-build|build-essential|git"
     r"|python3?-pip|python3?-venv|python3?-dev|.*-dev)$"
 )
 NOT_IN_SERVING = {"torch", "torchvision", "ray", "onnxscript"}

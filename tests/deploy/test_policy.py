@@ -165,42 +165,48 @@ def _template(docs: list[Obj], kind: str, name: str) -> Obj:
     return template
 
 
-def test_selectors_match_pod_labels(docs: list[Obj]) -> None:
-    for deployment in by_kind(docs, "Deployment"):
+def test_deployment_selectors_match_their_own_pods_only(docs: list[Obj]) -> None:
+    deployments = by_kind(docs, "Deployment")
+    for deployment in deployments:
         name = deployment["metadata"]["name"]
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert selects(deployment["spec"]["selector"]["matchLabels"], labels), name
-        for spread in deployment["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
-            assert selects(spread["labelSelector"]["matchLabels"], labels), name
-        matching = [
-            d
-            for d in by_kind(docs, "Deployment")
-            if selects(
-                deployment["spec"]["selector"]["matchLabels"],
-                d["spec"]["template"]["metadata"]["labels"],
-            )
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        template = deployment["spec"]["template"]
+        assert selects(selector, template["metadata"]["labels"]), name
+        for spread in template["spec"].get("topologySpreadConstraints", []):
+            assert selects(spread["labelSelector"]["matchLabels"], template["metadata"]["labels"])
+        owners = [
+            d for d in deployments if selects(selector, d["spec"]["template"]["metadata"]["labels"])
         ]
-        assert len(matching) == 1, f"{name}: its selector also selects other Deployments' pods"
-    for kind, path in (
+        assert len(owners) == 1, f"{name}: its selector also selects other Deployments' pods"
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
         ("Service", ("selector",)),
         ("PodDisruptionBudget", ("selector", "matchLabels")),
         ("NetworkPolicy", ("podSelector", "matchLabels")),
-    ):
-        for doc in by_kind(docs, kind):
-            selector = doc["spec"]
-            for key in path:
-                selector = selector[key]
-            assert _selected_pods(docs, selector), (
-                f"{kind}/{doc['metadata']['name']} selects no pod"
-            )
-    for hpa in by_kind(docs, "HorizontalPodAutoscaler"):
-        target = hpa["spec"]["scaleTargetRef"]
-        assert any(d["metadata"]["name"] == target["name"] for d in by_kind(docs, target["kind"]))
-        assert hpa["spec"]["minReplicas"] >= 2  # the PDB keeps one while another is evicted
-        (deployment,) = [
-            d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == target["name"]
-        ]
-        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    ],
+)
+def test_service_pdb_and_policy_selectors_match_pod_labels(
+    docs: list[Obj], kind: str, path: tuple[str, ...]
+) -> None:
+    assert by_kind(docs, kind)
+    for doc in by_kind(docs, kind):
+        selector = doc["spec"]
+        for key in path:
+            selector = selector[key]
+        assert _selected_pods(docs, selector), f"{kind}/{doc['metadata']['name']} selects no pod"
+
+
+def test_hpa_targets_a_deployment_it_alone_scales(docs: list[Obj]) -> None:
+    (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+    target = hpa["spec"]["scaleTargetRef"]
+    (deployment,) = [
+        d for d in by_kind(docs, target["kind"]) if d["metadata"]["name"] == target["name"]
+    ]
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    assert hpa["spec"]["minReplicas"] >= 2  # the PDB keeps one while another is evicted
 
 
 def test_selector_check_can_fail() -> None:
