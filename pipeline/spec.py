@@ -55,28 +55,33 @@ def conv_output_size(n: int, kernel: int, stride: int, padding: str | int) -> in
     return (n + before + after - kernel) // stride + 1
 
 
-def _activation_plan(
-    name: str, act: ActivationSpec, width: int, shape: tuple[int, ...]
-) -> LayerPlan:
+def check_activation(name: str, act: ActivationSpec) -> None:
+    """The activation's name and its parameters, whether or not a layer uses it."""
     from pipeline.layers import ACTIVATIONS
 
     if act.name not in ACTIVATIONS:
         raise ConfigError(f"{name}: unknown activation {act.name!r}; valid: {', '.join(ACTIVATIONS.names())}")
-    if act.name == "maxout":
-        if act.pieces < 2:
-            raise ConfigError(f"{name}: maxout pieces must be >= 2, got {act.pieces}")
-        if width % act.pieces:
-            raise ConfigError(
-                f"{name}: maxout with {act.pieces} pieces needs a width divisible by "
-                f"{act.pieces}, got {width}"
-            )
-        shape = (width // act.pieces, *shape[1:])
+    if act.name == "maxout" and act.pieces < 2:
+        raise ConfigError(f"{name}: maxout pieces must be >= 2, got {act.pieces}")
     if act.name == "leaky_relu" and not 0 <= act.negative_slope < 1:
         raise ConfigError(
             f"{name}: leaky_relu negative_slope must be in [0, 1), got {act.negative_slope}"
         )
     if act.name == "elu" and act.alpha <= 0:
         raise ConfigError(f"{name}: elu alpha must be > 0, got {act.alpha}")
+
+
+def _activation_plan(
+    name: str, act: ActivationSpec, width: int, shape: tuple[int, ...]
+) -> LayerPlan:
+    check_activation(name, act)
+    if act.name == "maxout":
+        if width % act.pieces:
+            raise ConfigError(
+                f"{name}: maxout with {act.pieces} pieces needs a width divisible by "
+                f"{act.pieces}, got {width}"
+            )
+        shape = (width // act.pieces, *shape[1:])
     return LayerPlan(name, "activation", shape, 0, act.name, (("spec", act),))
 
 
@@ -89,6 +94,7 @@ def plan_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: 
     """Every layer with its output shape; ConfigError names the layer that cannot work."""
     if num_classes < 2:
         raise ConfigError(f"model: needs at least 2 classes, got {num_classes}")
+    check_activation("model.activation", spec.activation)
     plan: list[LayerPlan] = []
     c, h, w = input_shape
     for i, block in enumerate(spec.blocks):
@@ -229,7 +235,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         (0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "in (0, 1)"),
         (0 < cfg.data.test_fraction < 1, "data.test_fraction", cfg.data.test_fraction, "in (0, 1)"),
         (cfg.data.val_fraction + cfg.data.test_fraction < 0.9, "data.val_fraction + test_fraction",
-         cfg.data.val_fraction + cfg.data.test_fraction, "< 0.9"),
+         round(cfg.data.val_fraction + cfg.data.test_fraction, 6), "< 0.9"),
         (cfg.data.augment.crop_padding >= 0, "data.augment.crop_padding",
          cfg.data.augment.crop_padding, ">= 0"),
         (0 <= cfg.data.augment.rotation <= 180, "data.augment.rotation",

@@ -330,12 +330,11 @@ class Trainer:
             log.info("resuming from epoch %d", self.start_epoch)
         wall_start = time.perf_counter()
         progress = _progress_bar(cfg, self.ctx, len(self.train_loader))
-        stopped_early = self.stopper.should_stop
+        stopped_early = self.stopper.should_stop  # a resumed run may have stopped already
         epoch = self.start_epoch - 1
         try:
-            for epoch in range(self.start_epoch, cfg.training.epochs + 1):
-                if stopped_early:
-                    break
+            while not stopped_early and epoch < cfg.training.epochs:
+                epoch += 1
                 stopped_early = self._one_epoch(epoch, progress)
         finally:
             if progress is not None:

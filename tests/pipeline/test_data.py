@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.config import ConfigError, DataSpec, parse_config
+from pipeline.data import ImageDataset, build_augment, describe, load_splits, make_loader
+
+
+def test_digits_split_is_stratified_fixed_and_complete() -> None:
+    a = load_splits(DataSpec())
+    b = load_splits(DataSpec())
+    assert (len(a.train), len(a.val), len(a.test)) == (1257, 270, 270)
+    assert torch.equal(a.test.labels, b.test.labels) and torch.equal(a.test.images, b.test.images)
+    counts = torch.bincount(a.test.labels, minlength=10)
+    assert counts.min() >= 26 and counts.max() <= 28  # stratified: ~27 per class
+    other = load_splits(DataSpec(split_seed=1))
+    assert not torch.equal(other.test.images, a.test.images)
+    x = a.train.images.double() / a.scale
+    assert a.mean[0] == pytest.approx(x.mean().item())
+    assert a.std[0] == pytest.approx(x.std().item())
+    assert a.info.class_names == tuple("0123456789")
+
+
+def test_folder_of_class_subfolders(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            suffix = ".png" if i % 2 else ".jpg"
+            Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(
+                tmp_path / cls / f"{i}{suffix}")
+    spec = parse_config({"data": {"name": "folder", "root": str(tmp_path), "image_size": [6, 5],
+                                  "channels": 1, "val_fraction": 0.2, "test_fraction": 0.2}}).data
+    assert describe(spec).input_shape == (1, 6, 5)
+    splits = load_splits(spec)
+    assert splits.info.class_names == ("cat", "dog")
+    assert splits.train.images.shape[1:] == (1, 6, 5)
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 20
+    (tmp_path / "cat" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ConfigError, match="cannot read image .*broken.png"):
+        load_splits(spec)
+
+
+def test_folder_needs_root_and_size(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs root"):
+        describe(DataSpec(name="folder"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ConfigError, match="data.image_size"):
+        describe(DataSpec(name="folder", root=str(tmp_path)))
+
+
+def test_torchvision_sets_never_download_unless_asked(tmp_path: Path) -> None:
+    spec = DataSpec(name="mnist", root=str(tmp_path))
+    assert describe(spec).input_shape == (1, 28, 28)
+    with pytest.raises(ConfigError, match="pass --download"):
+        load_splits(spec)
+    assert not any(tmp_path.rglob("*.gz"))
+
+
+def test_synthetic_any_shape() -> None:
+    spec = DataSpec(name="synthetic", image_size=(5, 7), channels=2, num_classes=4, num_samples=100)
+    s = load_splits(spec)
+    assert s.info.input_shape == (2, 5, 7) and s.train.images.shape[1:] == (2, 5, 7)
+    assert set(s.train.labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_augmentation_is_per_sample_and_keeps_shape() -> None:
+    s = load_splits(DataSpec())
+    aug = build_augment(parse_config({}, ["data.augment.crop_padding=2",
+                                          "data.augment.rotation=20"]).data.augment, (8, 8))
+    torch.manual_seed(0)
+    ds = ImageDataset(s.train, s.scale, aug)
+    x, y = ds.__getitems__([0, 0, 0, 0])
+    assert x.shape == (4, 1, 8, 8) and y.shape == (4,)
+    assert not all(torch.equal(x[0], x[i]) for i in range(1, 4))  # differs per sample
+    plain = ImageDataset(s.train, s.scale)
+    batch = next(iter(make_loader(plain, 32, shuffle=False, seed=0)))
+    assert batch[0].shape == (32, 1, 8, 8) and 0 <= batch[0].min() and batch[0].max() <= 1
+    assert build_augment(parse_config({}).data.augment, (8, 8)) is None

@@ -1,0 +1,118 @@
+"""The train loop: early stopping, the run directory's files and fields, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.config import EarlyStoppingSpec
+from pipeline.run import train_local
+from pipeline.runstore import RunDir, check_name
+from pipeline.train import EarlyStopping
+from tests.pipeline.conftest import tiny_config
+
+
+def test_early_stopping_counts_patience_and_min_delta() -> None:
+    stop = EarlyStopping(EarlyStoppingSpec(metric="val_loss", patience=2, min_delta=0.01))
+    assert stop.update(1, 1.0) and not stop.should_stop
+    assert stop.update(2, 0.9)
+    assert not stop.update(3, 0.895)  # less than min_delta better: not an improvement
+    assert not stop.should_stop
+    assert not stop.update(4, 0.95)
+    assert stop.should_stop and stop.best_epoch == 2
+    acc = EarlyStopping(EarlyStoppingSpec(metric="val_accuracy", patience=1))
+    assert acc.update(1, 0.5) and acc.update(2, 0.6) and not acc.update(3, 0.55)
+    assert acc.should_stop and acc.best_value == 0.6
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> None:
+    # Only a drop of validation loss by 0.3 counts, so training keeps improving a little
+    # after the best epoch without "improving": it stops after patience epochs.
+    cfg = tiny_config(**{"training.epochs": 30, "early_stopping.enabled": True,
+                         "early_stopping.patience": 2, "early_stopping.min_delta": 0.3})
+    run, summary = train_local(cfg, runs=tmp_path, experiment="es", name="r1")
+    metrics = run.read_metrics()
+    assert summary["stopped_early"] and summary["epochs_run"] < 30
+    assert len(metrics) == summary["epochs_run"]
+    best = max((r for r in metrics if r["epoch"] <= summary["best_epoch"]),
+               key=lambda r: r["epoch"])
+    assert summary["best_value"] == best["val_loss"]
+    after = [r["val_loss"] for r in metrics if r["epoch"] > best["epoch"]]
+    assert all(v > best["val_loss"] - 0.3 for v in after)
+    assert summary["epochs_run"] == best["epoch"] + 2  # patience 2
+    # The saved final model is the best epoch's, not the last epoch's.
+    final = torch.load(run.checkpoints / "model.pt", weights_only=True)
+    last = torch.load(run.checkpoints / "last.pt", weights_only=True)
+    assert torch.equal(final["head.fc.weight"], last["best_model"]["head.fc.weight"])
+    assert not torch.equal(final["head.fc.weight"], last["model"]["head.fc.weight"])
+
+
+def test_run_directory_files_and_fields(tmp_path: Path) -> None:
+    run, summary = train_local(tiny_config(), runs=tmp_path, experiment="exp", name="run-a")
+    assert run.path == tmp_path / "exp" / "run-a"
+    config = json.loads((run.path / "config.json").read_text())
+    assert {"schema", "experiment", "run_id", "created_at", "config", "config_hash", "grid",
+            "code_version", "versions", "effective", "data"} <= set(config)
+    assert config["config"]["optimizer"]["name"] == "adam" and config["versions"]["torch"]
+    assert config["data"]["input_shape"] == [1, 8, 8] and len(config["data"]["mean"]) == 1
+    lines = (run.path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    for r in records:
+        assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "grad_norms",
+                "epoch_seconds", "elapsed_seconds", "images_per_second"} <= set(r)
+        assert [g["layer"] for g in r["grad_norms"]] == [
+            "features.0.conv", "features.0.bn", "head.fc0", "head.fc"]
+        assert all(g["norm"] > 0 for g in r["grad_norms"])
+        assert 0 <= r["val_accuracy"] <= 1
+    assert records[-1]["elapsed_seconds"] >= records[0]["elapsed_seconds"]
+    stored = json.loads((run.path / "summary.json").read_text())
+    assert stored == summary
+    assert stored["status"] == "completed" and stored["device"] == "cpu"
+    assert stored["test_accuracy"] > 0.8  # 4 epochs of a tiny CNN on the digits
+    assert (run.checkpoints / "last.pt").is_file() and (run.checkpoints / "model.pt").is_file()
+    with pytest.raises(ValueError, match="already exists; pass --resume"):
+        train_local(tiny_config(), runs=tmp_path, experiment="exp", name="run-a")
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Stop
+
+    cfg = tiny_config(**{"training.epochs": 5})
+    with pytest.raises(Stop):
+        train_local(cfg, runs=tmp_path, experiment="e", name="r", on_epoch=stop_after_two)
+    run = RunDir(tmp_path / "e" / "r")
+    assert run.read_summary()["status"] == "failed"  # type: ignore[index]
+    (run.path / "summary.json").unlink()  # as if the whole job died
+    with open(run.metrics_path, "a") as f:
+        f.write('{"epoch": 3, "train_lo')  # a crash mid-line
+    seen: list[int] = []
+    run2, summary = train_local(cfg, runs=tmp_path, experiment="e", name="r", resume=True,
+                                on_epoch=lambda r: seen.append(r["epoch"]))
+    assert seen == [3, 4, 5]
+    assert [r["epoch"] for r in run2.read_metrics()] == [1, 2, 3, 4, 5]
+    assert summary["status"] == "completed" and summary["epochs_run"] == 5
+    with pytest.raises(ValueError, match="already completed"):
+        train_local(cfg, runs=tmp_path, experiment="e", name="r", resume=True)
+
+
+def test_diverging_run_is_marked_failed(tmp_path: Path) -> None:
+    cfg = tiny_config(**{"optimizer.name": "sgd", "optimizer.lr": 1e6, "training.epochs": 3})
+    with pytest.raises(FloatingPointError, match="diverged"):
+        train_local(cfg, runs=tmp_path, experiment="e", name="boom")
+    summary = RunDir(tmp_path / "e" / "boom").read_summary()
+    assert summary is not None and summary["status"] == "failed" and "diverged" in summary["reason"]
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "x" * 200, "a b"])
+def test_names_cannot_escape_the_store(bad: str) -> None:
+    with pytest.raises(ValueError, match="is not allowed"):
+        check_name("run id", bad)

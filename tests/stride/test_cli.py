@@ -1,0 +1,66 @@
+"""The `stride` command line: subcommands, listings, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.data import DATASETS
+from pipeline.layers import ACTIVATIONS
+from pipeline.losses import LOSSES
+from pipeline.optim import OPTIMIZERS
+from stride.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_models_lists_every_registered_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for registry in (ACTIVATIONS, OPTIMIZERS, LOSSES, DATASETS):
+        for name in registry.names():
+            assert f"  {name} " in out
+
+
+def test_models_summary_prints_shapes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--summary", str(ROOT / "configs" / "digits.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "features.0.conv" in out and "32x8x8" in out and "total parameters: 45,418" in out
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stride.cli", "train", "--config", str(ROOT / "configs" / "digits.yaml"),
+         "--runs", str(tmp_path), "--set", "model.blocks.0.padding=half"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "stride train: error: padding 'half' is not allowed; allowed: valid, same, full, "
+        "or an integer >= 0"
+    ]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_then_export_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "--config", str(ROOT / "configs" / "digits.yaml"), "--runs", str(tmp_path),
+            "--experiment", "cli", "--name", "r1", "--quiet", "--set", "training.epochs=2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"run: {tmp_path / 'cli' / 'r1'}" in out and "test accuracy:" in out
+    assert main(["export", str(tmp_path / "cli" / "r1"), "--repository", str(tmp_path / "repo"),
+                 "--name", "digits"]) == 0
+    assert (tmp_path / "repo" / "digits" / "1" / "model.onnx").is_file()
+    assert main(args) == 2  # the run exists: refuse, do not overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():  # type: ignore[union-attr]
+        assert p.format_help(), name
