@@ -259,9 +259,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"{path}: " if path else ""
-        raise ConfigError(
-            f"{where}unknown key {unknown[0]!r}; allowed: {', '.join(fields)}"
-        )
+        raise ConfigError(f"{where}unknown key {unknown[0]!r}; allowed: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
         key = f"{path}.{name}" if path else name
@@ -287,12 +285,16 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 return _convert(option, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[-1] if len(options) == 1 else f"{key}: {value!r} is not " +
-                          " or ".join(_type_name(o) for o in options))
+        raise ConfigError(
+            errors[-1]
+            if len(options) == 1
+            else f"{key}: {value!r} is not " + " or ".join(_type_name(o) for o in options)
+        )
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not allowed; allowed: " +
-                              ", ".join(str(a) for a in args))
+            raise ConfigError(
+                f"{key}: {value!r} is not allowed; allowed: " + ", ".join(str(a) for a in args)
+            )
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
@@ -301,7 +303,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if tp is ActivationSpec and isinstance(value, str):
         return ActivationSpec(name=value)
     if dataclasses.is_dataclass(tp):
@@ -329,9 +333,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
 
 def _build_block(value: Any, key: str) -> Any:
     if not isinstance(value, dict) or "type" not in value:
-        raise ConfigError(
-            f"{key}: a block is a mapping with type one of {', '.join(BLOCK_TYPES)}"
-        )
+        raise ConfigError(f"{key}: a block is a mapping with type one of {', '.join(BLOCK_TYPES)}")
     kind = value["type"]
     if kind not in BLOCK_TYPES:
         raise ConfigError(f"{key}.type: {kind!r} is not allowed; allowed: {', '.join(BLOCK_TYPES)}")

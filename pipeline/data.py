@@ -78,9 +78,14 @@ def load_splits(spec: DataSpec) -> Splits:
     train, val = _stratified_split(full, val_share, spec.split_seed + 1)
     for name, split in (("train", train), ("validation", val), ("test", test)):
         if len(split) == 0:
-            raise ConfigError(f"data: the {name} split is empty; use more images or other fractions")
-    mean, std = channel_stats(train, scale) if spec.normalize else (
-        (0.0,) * info.input_shape[0], (1.0,) * info.input_shape[0])
+            raise ConfigError(
+                f"data: the {name} split is empty; use more images or other fractions"
+            )
+    mean, std = (
+        channel_stats(train, scale)
+        if spec.normalize
+        else ((0.0,) * info.input_shape[0], (1.0,) * info.input_shape[0])
+    )
     return Splits(train, val, test, info, scale, mean, std)
 
 
@@ -94,8 +99,10 @@ def _stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, 
     except ValueError as exc:  # too few images of a class to stratify
         raise ConfigError(f"data: cannot split {len(idx)} images by class: {exc}") from None
     keep, held = np.sort(keep), np.sort(held)
-    return (Split(split.images[keep], split.labels[keep]),
-            Split(split.images[held], split.labels[held]))
+    return (
+        Split(split.images[keep], split.labels[keep]),
+        Split(split.images[held], split.labels[held]),
+    )
 
 
 def channel_stats(split: Split, scale: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -144,7 +151,9 @@ def _tv_load(name: str) -> Callable[[DataSpec], tuple[Split, Split | None, DataI
         from torchvision import datasets
 
         if spec.root is None:
-            raise ConfigError(f"data.root: {name} needs a local folder (and --download to fetch it)")
+            raise ConfigError(
+                f"data.root: {name} needs a local folder (and --download to fetch it)"
+            )
         cls = getattr(datasets, _TORCHVISION[name][0])
         parts = []
         for train in (True, False):
@@ -191,13 +200,17 @@ def _read_folder(base: Path, classes: tuple[str, ...], info: DataInfo) -> Split:
     images, labels = [], []
     for index, name in enumerate(classes):
         folder = base / name
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if folder.is_dir() else []
+        files = (
+            sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if folder.is_dir()
+            else []
+        )
         for path in files:
             try:
                 with Image.open(path) as img:
-                    img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-                    array = np.asarray(img, dtype=np.uint8)
+                    mode = "L" if c == 1 else "RGB"
+                    resized = img.convert(mode).resize((w, h), Image.Resampling.BILINEAR)
+                    array = np.asarray(resized, dtype=np.uint8)
             except (OSError, UnidentifiedImageError) as exc:
                 raise ConfigError(f"data: cannot read image {path}: {exc}") from None
             images.append(array.reshape(h, w, c).transpose(2, 0, 1))
@@ -212,7 +225,11 @@ def _folder_load(spec: DataSpec) -> tuple[Split, Split | None, DataInfo, float]:
     root = Path(spec.root or ".")
     if (root / "train").is_dir():
         train = _read_folder(root / "train", info.class_names, info)
-        test = _read_folder(root / "test", info.class_names, info) if (root / "test").is_dir() else None
+        test = (
+            _read_folder(root / "test", info.class_names, info)
+            if (root / "test").is_dir()
+            else None
+        )
         return train, test, info, 255.0
     return _read_folder(root, info.class_names, info), None, info, 255.0
 
@@ -234,22 +251,39 @@ def _synthetic_load(spec: DataSpec) -> tuple[Split, Split | None, DataInfo, floa
     return Split(images, labels), None, info, 255.0
 
 
-DATASETS.add("digits", DataSource(_digits_info, _digits_load),
-             "scikit-learn's bundled 8x8 handwritten digits, 1,797 images, 10 classes (default)")
-DATASETS.add("folder", DataSource(_folder_info, _folder_load),
-             "your images: root/<class>/*.png|jpg (or root/train, root/test); image_size, channels")
-for _name, _what in (("mnist", "MNIST 28x28 digits"), ("fashion_mnist", "Fashion-MNIST 28x28"),
-                     ("cifar10", "CIFAR-10 32x32 colour")):
-    DATASETS.add(_name, DataSource(_tv_info(_name), _tv_load(_name)),
-                 f"{_what} through torchvision from data.root (--download fetches it)")
-DATASETS.add("synthetic", DataSource(_synthetic_info, _synthetic_load),
-             "random class prototypes plus noise, any shape: image_size, channels, num_classes")
+DATASETS.add(
+    "digits",
+    DataSource(_digits_info, _digits_load),
+    "scikit-learn's bundled 8x8 handwritten digits, 1,797 images, 10 classes (default)",
+)
+DATASETS.add(
+    "folder",
+    DataSource(_folder_info, _folder_load),
+    "your images: root/<class>/*.png|jpg (or root/train, root/test); image_size, channels",
+)
+for _name, _what in (
+    ("mnist", "MNIST 28x28 digits"),
+    ("fashion_mnist", "Fashion-MNIST 28x28"),
+    ("cifar10", "CIFAR-10 32x32 colour"),
+):
+    DATASETS.add(
+        _name,
+        DataSource(_tv_info(_name), _tv_load(_name)),
+        f"{_what} through torchvision from data.root (--download fetches it)",
+    )
+DATASETS.add(
+    "synthetic",
+    DataSource(_synthetic_info, _synthetic_load),
+    "random class prototypes plus noise, any shape: image_size, channels, num_classes",
+)
 
 
 # ---------------------------------------------------------------- batches
 
 
-def build_augment(spec: AugmentSpec, size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def build_augment(
+    spec: AugmentSpec, size: tuple[int, int]
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Per-sample training augmentation from torchvision transforms v2, or None when off."""
     from torchvision.transforms import v2
 
@@ -272,8 +306,12 @@ class ImageDataset(torch.utils.data.Dataset):
     batch costs one indexing operation when augmentation is off.
     """
 
-    def __init__(self, split: Split, scale: float,
-                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        split: Split,
+        scale: float,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.split = split
         self.scale = scale
         self.augment = augment
@@ -298,9 +336,12 @@ def pass_batch(batch: Any) -> Any:
     return batch
 
 
-def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: ImageDataset, batch_size: int, *, shuffle: bool, seed: int
+) -> torch.utils.data.DataLoader:
     """A DataLoader that Ray's prepare_data_loader can shard (no worker processes:
     the images are in memory and a batch is one indexing operation)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                       collate_fn=pass_batch, generator=generator)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=pass_batch, generator=generator
+    )

@@ -55,8 +55,13 @@ class WithProbabilities(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
-def export_run(run_dir: str | Path, repository: str | Path, *, name: str | None = None,
-               max_batch_size: int = 64) -> ExportResult:
+def export_run(
+    run_dir: str | Path,
+    repository: str | Path,
+    *,
+    name: str | None = None,
+    max_batch_size: int = 64,
+) -> ExportResult:
     """Export a completed run's final weights as a new version of model `name`."""
     run = RunDir(run_dir)
     if not run.exists():
@@ -72,12 +77,13 @@ def export_run(run_dir: str | Path, repository: str | Path, *, name: str | None 
     cfg = parse_config(record["config"])
     data = record.get("data") or {}
     try:
-        input_shape = tuple(int(v) for v in data["input_shape"])
+        c, h, w = (int(v) for v in data["input_shape"])
+        input_shape = (c, h, w)
         labels = [str(v) for v in data["class_names"]]
         mean, std = list(data["mean"]), list(data["std"])
     except (KeyError, TypeError, ValueError):
         raise ExportError(f"{run.path}/config.json has no usable 'data' record") from None
-    model = build_model(cfg.model, input_shape=input_shape, num_classes=len(labels))  # type: ignore[arg-type]
+    model = build_model(cfg.model, input_shape=input_shape, num_classes=len(labels))
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     provenance = {
         "run_id": str(record.get("run_id", run.path.name)),
@@ -85,15 +91,31 @@ def export_run(run_dir: str | Path, repository: str | Path, *, name: str | None 
         "config_hash": str(record.get("config_hash", cfg.hash())),
         "code_version": str(record.get("code_version", "")),
     }
-    return export_model(model, repository=repository, name=name or cfg.model.name,
-                        input_shape=input_shape, labels=labels, mean=mean, std=std,  # type: ignore[arg-type]
-                        provenance=provenance, max_batch_size=max_batch_size)
+    return export_model(
+        model,
+        repository=repository,
+        name=name or cfg.model.name,
+        input_shape=input_shape,
+        labels=labels,
+        mean=mean,
+        std=std,
+        provenance=provenance,
+        max_batch_size=max_batch_size,
+    )
 
 
-def export_model(model: nn.Module, *, repository: str | Path, name: str,
-                 input_shape: tuple[int, int, int], labels: list[str], mean: list[float],
-                 std: list[float], provenance: dict[str, str],
-                 max_batch_size: int = 64) -> ExportResult:
+def export_model(
+    model: nn.Module,
+    *,
+    repository: str | Path,
+    name: str,
+    input_shape: tuple[int, int, int],
+    labels: list[str],
+    mean: list[float],
+    std: list[float],
+    provenance: dict[str, str],
+    max_batch_size: int = 64,
+) -> ExportResult:
     """Export, check, compare with PyTorch, and publish a new version atomically."""
     check_name("model name", name)
     if max_batch_size < 1:
@@ -108,13 +130,23 @@ def export_model(model: nn.Module, *, repository: str | Path, name: str,
         onnx_path = tmp / "model.onnx"
         wrapper = WithProbabilities(model).eval()
         _to_onnx(wrapper, onnx_path, input_shape)
-        _add_metadata(onnx_path, {
-            "stride.preprocess": json.dumps({
-                "channels": input_shape[0], "height": input_shape[1], "width": input_shape[2],
-                "mean": mean, "std": std, "scale": 255.0}),
-            "stride.labels": json.dumps(labels),
-            **{f"stride.{k}": v for k, v in provenance.items()},
-        })
+        _add_metadata(
+            onnx_path,
+            {
+                "stride.preprocess": json.dumps(
+                    {
+                        "channels": input_shape[0],
+                        "height": input_shape[1],
+                        "width": input_shape[2],
+                        "mean": mean,
+                        "std": std,
+                        "scale": 255.0,
+                    }
+                ),
+                "stride.labels": json.dumps(labels),
+                **{f"stride.{k}": v for k, v in provenance.items()},
+            },
+        )
         diff = check_parity(wrapper, onnx_path, input_shape)
         if not (model_dir / "config.pbtxt").exists():  # keep a config the user tuned
             atomic_write_text(model_dir / "config.pbtxt", config_text)
@@ -131,9 +163,15 @@ def _to_onnx(wrapper: nn.Module, path: Path, input_shape: tuple[int, int, int]) 
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
         torch.onnx.export(
-            wrapper, (example,), str(path), input_names=["input"],
-            output_names=["logits", "probabilities"], dynamic_shapes=({0: batch},),
-            dynamo=True, external_data=False, verbose=False,
+            wrapper,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits", "probabilities"],
+            dynamic_shapes=({0: batch},),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
         )
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
@@ -167,19 +205,26 @@ def check_parity(wrapper: nn.Module, path: Path, input_shape: tuple[int, int, in
             want = wrapper(x)[1].numpy()
         logits, probs = session.run(["logits", "probabilities"], {"input": x.numpy()})
         if probs.shape != want.shape or logits.shape[0] != n:
-            raise ExportError(f"ONNX output shape {probs.shape} differs from PyTorch's {want.shape}")
+            raise ExportError(
+                f"ONNX output shape {probs.shape} differs from PyTorch's {want.shape}"
+            )
         worst = max(worst, float(np.abs(probs - want).max()))
         sums = probs.sum(axis=1)
         if not np.allclose(sums, 1.0, atol=1e-5):
-            raise ExportError(f"ONNX probabilities do not sum to 1 (got {sums.min()}..{sums.max()})")
+            raise ExportError(
+                f"ONNX probabilities do not sum to 1 (got {sums.min()}..{sums.max()})"
+            )
     if not worst <= TOLERANCE:
-        raise ExportError(f"ONNX Runtime and PyTorch differ by {worst:.2e} on probabilities "
-                          f"(allowed {TOLERANCE:.0e}); not published")
+        raise ExportError(
+            f"ONNX Runtime and PyTorch differ by {worst:.2e} on probabilities "
+            f"(allowed {TOLERANCE:.0e}); not published"
+        )
     return worst
 
 
-def config_pbtxt(name: str, input_shape: tuple[int, int, int], num_classes: int,
-                 max_batch_size: int) -> str:
+def config_pbtxt(
+    name: str, input_shape: tuple[int, int, int], num_classes: int, max_batch_size: int
+) -> str:
     """Triton's model configuration (protobuf text) for an exported classifier."""
     dims = ", ".join(str(d) for d in input_shape)
     preferred = ", ".join(str(b) for b in (8, 16, 32, 64) if b <= max_batch_size) or "1"
@@ -191,7 +236,8 @@ input [
 ]
 output [
   {{ name: "logits" data_type: TYPE_FP32 dims: [ {num_classes} ] }},
-  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {num_classes} ] label_filename: "labels.txt" }}
+  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {num_classes} ]
+    label_filename: "labels.txt" }}
 ]
 dynamic_batching {{
   preferred_batch_size: [ {preferred} ]
@@ -210,12 +256,15 @@ def _check_compatible(model_dir: Path, config_text: str, labels: list[str]) -> N
     current = existing.read_text()
     for line in config_text.splitlines():
         if "dims:" in line and line.strip() not in current:
-            raise ExportError(f"{existing} declares other shapes than this run ({line.strip()}); "
-                              "export under another --name")
+            raise ExportError(
+                f"{existing} declares other shapes than this run ({line.strip()}); "
+                "export under another --name"
+            )
     label_file = model_dir / "labels.txt"
     if label_file.exists() and label_file.read_text().splitlines() != labels:
-        raise ExportError(f"{label_file} lists other classes than this run; "
-                          "export under another --name")
+        raise ExportError(
+            f"{label_file} lists other classes than this run; export under another --name"
+        )
 
 
 def _publish(tmp: Path, model_dir: Path) -> int:

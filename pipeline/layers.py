@@ -93,14 +93,20 @@ class Maxout(nn.Module):
         return f"pieces={self.pieces}"
 
 
-ACTIVATIONS.add("sigmoid", lambda s: Sigmoid(), "logistic 1/(1+e^-x); saturates, gradients vanish in deep nets")
+ACTIVATIONS.add(
+    "sigmoid", lambda s: Sigmoid(), "logistic 1/(1+e^-x); saturates, gradients vanish in deep nets"
+)
 ACTIVATIONS.add("tanh", lambda s: Tanh(), "hyperbolic tangent; zero-centred, saturates")
 ACTIVATIONS.add("relu", lambda s: ReLU(), "max(0, x)")
-ACTIVATIONS.add("leaky_relu", lambda s: LeakyReLU(s.negative_slope),
-                "max(a*x, x), a = negative_slope (0.1)")
+ACTIVATIONS.add(
+    "leaky_relu", lambda s: LeakyReLU(s.negative_slope), "max(a*x, x), a = negative_slope (0.1)"
+)
 ACTIVATIONS.add("elu", lambda s: ELU(s.alpha), "x if x > 0 else alpha*(e^x - 1), alpha (1.0)")
-ACTIVATIONS.add("maxout", lambda s: Maxout(s.pieces),
-                "max over k affine pieces (pieces, 2); divides the width by k")
+ACTIVATIONS.add(
+    "maxout",
+    lambda s: Maxout(s.pieces),
+    "max over k affine pieces (pieces, 2); divides the width by k",
+)
 
 
 def build_activation(spec: ActivationSpec) -> nn.Module:
@@ -112,11 +118,13 @@ class Conv2d(nn.Conv2d):
     """A convolution with padding valid | same | full | int; `same` pads k-1 in all,
     the odd pixel after, so even kernels keep the size at stride 1 too."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
-                 padding: str | int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int, padding: str | int
+    ) -> None:
         before, after = padding_amounts(padding, kernel)
-        super().__init__(in_channels, out_channels, kernel, stride,
-                         padding=before if before == after else 0)
+        super().__init__(
+            in_channels, out_channels, kernel, stride, padding=before if before == after else 0
+        )
         # F.pad order: left, right, top, bottom; only for the asymmetric case
         self.extra_pad = None if before == after else (before, after, before, after)
 

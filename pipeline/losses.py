@@ -23,8 +23,9 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
-@LOSSES.register("binary_cross_entropy",
-                 "one-vs-rest: sigmoid per class against the one-hot target")
+@LOSSES.register(
+    "binary_cross_entropy", "one-vs-rest: sigmoid per class against the one-hot target"
+)
 def binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     # Mean over classes and examples, times K so that it is a sum over classes per example.
     per_class = F.binary_cross_entropy_with_logits(logits, _one_hot(targets, logits))

@@ -34,8 +34,7 @@ def _module_for(layer: LayerPlan) -> nn.Module:
     args = dict(layer.args)
     if layer.kind == "conv":
         block = args["block"]
-        return Conv2d(int(args["in"]), block.channels, block.kernel, block.stride,
-                      block.padding)
+        return Conv2d(int(args["in"]), block.channels, block.kernel, block.stride, block.padding)
     if layer.kind == "batch_norm":
         return nn.BatchNorm2d(int(args["in"]))
     if layer.kind == "batch_norm1d":

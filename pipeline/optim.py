@@ -36,15 +36,24 @@ def _add(name: str, cls: type[torch.optim.Optimizer], description: str, **defaul
 
 _add("sgd", torch.optim.SGD, "plain stochastic gradient descent", lr=0.05)
 _add("momentum", torch.optim.SGD, "SGD with heavy-ball momentum", lr=0.01, momentum=0.9)
-_add("nesterov", torch.optim.SGD, "SGD with Nesterov momentum", lr=0.01, momentum=0.9,
-     nesterov=True)
-_add("adagrad", torch.optim.Adagrad, "per-parameter steps scaled by summed squared gradients",
-     lr=0.01)
-_add("rmsprop", torch.optim.RMSprop, "steps scaled by a moving average of squared gradients",
-     lr=0.001, alpha=0.99)
+_add(
+    "nesterov", torch.optim.SGD, "SGD with Nesterov momentum", lr=0.01, momentum=0.9, nesterov=True
+)
+_add(
+    "adagrad",
+    torch.optim.Adagrad,
+    "per-parameter steps scaled by summed squared gradients",
+    lr=0.01,
+)
+_add(
+    "rmsprop",
+    torch.optim.RMSprop,
+    "steps scaled by a moving average of squared gradients",
+    lr=0.001,
+    alpha=0.99,
+)
 _add("adam", torch.optim.Adam, "momentum plus RMSProp scaling, bias-corrected", lr=0.001)
-_add("adamw", torch.optim.AdamW, "Adam with decoupled weight decay", lr=0.001,
-     weight_decay=0.01)
+_add("adamw", torch.optim.AdamW, "Adam with decoupled weight decay", lr=0.001, weight_decay=0.01)
 _add("nadam", torch.optim.NAdam, "Adam with Nesterov momentum", lr=0.002)
 _add("adamax", torch.optim.Adamax, "Adam with the infinity norm", lr=0.002)
 
@@ -69,7 +78,9 @@ def optimizer_kwargs(spec: OptimizerSpec) -> dict[str, Any]:
                 "sgd, momentum, nesterov and rmsprop (use betas for the adam family)"
             )
         if spec.name == "sgd" and spec.momentum > 0:
-            raise ValueError("optimizer.momentum: use optimizer.name=momentum for SGD with momentum")
+            raise ValueError(
+                "optimizer.momentum: use optimizer.name=momentum for SGD with momentum"
+            )
         kwargs["momentum"] = spec.momentum
     if spec.betas is not None:
         if "betas" not in info.cls.__init__.__code__.co_varnames:
@@ -80,7 +91,9 @@ def optimizer_kwargs(spec: OptimizerSpec) -> dict[str, Any]:
     return kwargs
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimizerSpec) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], spec: OptimizerSpec
+) -> torch.optim.Optimizer:
     """The optimizer a spec names, over `params`."""
     return OPTIMIZERS.get(spec.name).cls(params, **optimizer_kwargs(spec))
 
@@ -100,8 +113,9 @@ def lr_factor(spec: ScheduleSpec, step: int, steps_per_epoch: int, epochs: int) 
     return factor
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, spec: ScheduleSpec, *,
-                   steps_per_epoch: int, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, spec: ScheduleSpec, *, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step schedule: warm-up, then none, step decay or cosine decay."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(spec, step, steps_per_epoch, epochs)

@@ -15,9 +15,14 @@ from pipeline.train import LocalContext, Trainer
 log = logging.getLogger(__name__)
 
 
-def config_record(cfg: RunConfig, run: RunDir, *, grid: dict[str, Any] | None = None,
-                  effective: dict[str, Any] | None = None,
-                  data: dict[str, Any] | None = None) -> dict[str, Any]:
+def config_record(
+    cfg: RunConfig,
+    run: RunDir,
+    *,
+    grid: dict[str, Any] | None = None,
+    effective: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The content of config.json (docs/formats.md)."""
     return {
         "schema": 1,
@@ -48,18 +53,25 @@ def data_record(trainer: Trainer) -> dict[str, Any]:
 
 
 def failed_summary(reason: str) -> dict[str, Any]:
-    return {"status": "failed", "reason": reason, "test_loss": None, "test_accuracy": None,
-            "finished_at": utc_now()}
+    return {
+        "status": "failed",
+        "reason": reason,
+        "test_loss": None,
+        "test_accuracy": None,
+        "finished_at": utc_now(),
+    }
 
 
-def resolve_run(runs: str | Path, experiment: str, name: str | None, cfg: RunConfig,
-                resume: bool) -> RunDir:
+def resolve_run(
+    runs: str | Path, experiment: str, name: str | None, cfg: RunConfig, resume: bool
+) -> RunDir:
     """The run directory for a new run, or the existing one for --resume."""
     run_id = name or new_run_id(cfg.model.name)
     run = RunDir.create(runs, experiment, run_id)
     if run.exists() and not resume:
-        raise ValueError(f"run {run.path} already exists; pass --resume to continue it "
-                         "or choose another --name")
+        raise ValueError(
+            f"run {run.path} already exists; pass --resume to continue it or choose another --name"
+        )
     if resume and not run.exists():
         raise ValueError(f"--resume: no run at {run.path} to continue")
     if resume and (run.read_summary() or {}).get("status") == "completed":
@@ -67,20 +79,34 @@ def resolve_run(runs: str | Path, experiment: str, name: str | None, cfg: RunCon
     return run
 
 
-def train_local(cfg: RunConfig, *, runs: str | Path, experiment: str, name: str | None = None,
-                resume: bool = False,
-                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> tuple[RunDir, dict[str, Any]]:
+def train_local(
+    cfg: RunConfig,
+    *,
+    runs: str | Path,
+    experiment: str,
+    name: str | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[RunDir, dict[str, Any]]:
     """Train one run in this process (no Ray) and write its run directory."""
     run = resolve_run(runs, experiment, name, cfg, resume)
     ctx = LocalContext(cfg.scaling.use_gpu, run.checkpoints if resume else None)
     try:
         trainer = Trainer(cfg, ctx, run, on_epoch=on_epoch)
         if not resume:
-            run.write_config(config_record(
-                cfg, run, data=data_record(trainer),
-                effective={"workers": 1, "batch_size": cfg.training.batch_size,
-                           "lr": trainer.optimizer.param_groups[0]["initial_lr"],
-                           "device": str(ctx.device)}))
+            run.write_config(
+                config_record(
+                    cfg,
+                    run,
+                    data=data_record(trainer),
+                    effective={
+                        "workers": 1,
+                        "batch_size": cfg.training.batch_size,
+                        "lr": trainer.optimizer.param_groups[0]["initial_lr"],
+                        "device": str(ctx.device),
+                    },
+                )
+            )
         summary = trainer.fit()
         trainer.save_final_model()
     except Exception as exc:

@@ -5,6 +5,7 @@ appended whole, so a reader of a running or crashed run never sees half a record
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -62,10 +63,8 @@ def write_json(path: Path, data: Any) -> None:
 def library_versions() -> dict[str, str]:
     versions = {"python": sys.version.split()[0]}
     for name in ("stride", "torch", "torchvision", "ray", "numpy", "onnx", "onnxruntime"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 
@@ -75,8 +74,12 @@ def code_version() -> str:
 
     try:
         rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5, check=False,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         ).stdout.strip()
     except OSError:
         rev = ""
@@ -136,8 +139,9 @@ class RunDir:
     def keep_metrics_through(self, epoch: int) -> None:
         """Drop lines after `epoch` (a resumed run redoes them), atomically."""
         kept = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= epoch]
-        atomic_write_text(self.metrics_path,
-                          "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
+        atomic_write_text(
+            self.metrics_path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept)
+        )
 
     def write_summary(self, record: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", record)

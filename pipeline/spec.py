@@ -46,7 +46,9 @@ def padding_amounts(padding: str | int, kernel: int) -> tuple[int, int]:
         return kernel - 1, kernel - 1
     if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
         return padding, padding
-    raise ConfigError(f"padding {padding!r} is not allowed; allowed: valid, same, full, or an integer >= 0")
+    raise ConfigError(
+        f"padding {padding!r} is not allowed; allowed: valid, same, full, or an integer >= 0"
+    )
 
 
 def conv_output_size(n: int, kernel: int, stride: int, padding: str | int) -> int:
@@ -60,7 +62,9 @@ def check_activation(name: str, act: ActivationSpec) -> None:
     from pipeline.layers import ACTIVATIONS
 
     if act.name not in ACTIVATIONS:
-        raise ConfigError(f"{name}: unknown activation {act.name!r}; valid: {', '.join(ACTIVATIONS.names())}")
+        raise ConfigError(
+            f"{name}: unknown activation {act.name!r}; valid: {', '.join(ACTIVATIONS.names())}"
+        )
     if act.name == "maxout" and act.pieces < 2:
         raise ConfigError(f"{name}: maxout pieces must be >= 2, got {act.pieces}")
     if act.name == "leaky_relu" and not 0 <= act.negative_slope < 1:
@@ -90,7 +94,9 @@ def _check_dropout(name: str, p: float) -> None:
         raise ConfigError(f"{name}: dropout must be in [0, 1), got {p}")
 
 
-def plan_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> list[LayerPlan]:
+def plan_model(
+    spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int
+) -> list[LayerPlan]:
     """Every layer with its output shape; ConfigError names the layer that cannot work."""
     if num_classes < 2:
         raise ConfigError(f"model: needs at least 2 classes, got {num_classes}")
@@ -117,19 +123,37 @@ def plan_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: 
                 )
             params = c * block.channels * block.kernel**2 + block.channels
             detail = f"k={block.kernel} s={block.stride} p={block.padding}"
-            plan.append(LayerPlan(f"{prefix}.conv", "conv", (block.channels, oh, ow), params,
-                                  detail, (("in", c), ("block", block))))
+            plan.append(
+                LayerPlan(
+                    f"{prefix}.conv",
+                    "conv",
+                    (block.channels, oh, ow),
+                    params,
+                    detail,
+                    (("in", c), ("block", block)),
+                )
+            )
             c, h, w = block.channels, oh, ow
             if block.batch_norm:
-                plan.append(LayerPlan(f"{prefix}.bn", "batch_norm", (c, h, w), 2 * c, "", (("in", c),)))
+                plan.append(
+                    LayerPlan(f"{prefix}.bn", "batch_norm", (c, h, w), 2 * c, "", (("in", c),))
+                )
             act_where = f"{where}.activation" if block.activation else "model.activation"
             act = _activation_plan(act_where, block.activation or spec.activation, c, (c, h, w))
             plan.append(LayerPlan(f"{prefix}.act", act.kind, act.shape, 0, act.detail, act.args))
             c = act.shape[0]
             _check_dropout(f"{where}.dropout", block.dropout)
             if block.dropout > 0:
-                plan.append(LayerPlan(f"{prefix}.drop", "dropout2d", (c, h, w), 0,
-                                      f"p={block.dropout}", (("p", block.dropout),)))
+                plan.append(
+                    LayerPlan(
+                        f"{prefix}.drop",
+                        "dropout2d",
+                        (c, h, w),
+                        0,
+                        f"p={block.dropout}",
+                        (("p", block.dropout),),
+                    )
+                )
         elif isinstance(block, PoolSpec):
             stride = block.stride or block.size
             if block.size < 1 or stride < 1:
@@ -140,14 +164,24 @@ def plan_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: 
                     f"{where}: a {block.size}x{block.size} {block.kind} pool on a {h}x{w} "
                     f"input shrinks a side below 1; pool size must be <= {min(h, w)} here"
                 )
-            plan.append(LayerPlan(f"{prefix}.pool", "pool", (c, oh, ow), 0,
-                                  f"{block.kind} {block.size} s={stride}",
-                                  (("kind", block.kind), ("size", block.size), ("stride", stride))))
+            plan.append(
+                LayerPlan(
+                    f"{prefix}.pool",
+                    "pool",
+                    (c, oh, ow),
+                    0,
+                    f"{block.kind} {block.size} s={stride}",
+                    (("kind", block.kind), ("size", block.size), ("stride", stride)),
+                )
+            )
             h, w = oh, ow
         elif isinstance(block, DropoutSpec):
             _check_dropout(f"{where}.p", block.p)
-            plan.append(LayerPlan(f"{prefix}.drop", "dropout2d", (c, h, w), 0, f"p={block.p}",
-                                  (("p", block.p),)))
+            plan.append(
+                LayerPlan(
+                    f"{prefix}.drop", "dropout2d", (c, h, w), 0, f"p={block.p}", (("p", block.p),)
+                )
+            )
     plan.extend(_plan_head(spec, (c, h, w), num_classes))
     return plan
 
@@ -157,8 +191,11 @@ def _plan_head(spec: ModelSpec, shape: tuple[int, int, int], num_classes: int) -
     c, h, w = shape
     plan: list[LayerPlan] = []
     if head.global_pool != "none":
-        plan.append(LayerPlan("head.pool", "global_pool", (c,), 0, head.global_pool,
-                              (("kind", head.global_pool),)))
+        plan.append(
+            LayerPlan(
+                "head.pool", "global_pool", (c,), 0, head.global_pool, (("kind", head.global_pool),)
+            )
+        )
         width = c
     else:
         width = c * h * w
@@ -170,20 +207,33 @@ def _plan_head(spec: ModelSpec, shape: tuple[int, int, int], num_classes: int) -
         if units < 1:
             raise ConfigError(f"{where}: width must be >= 1, got {units}")
         if head.dropout > 0:
-            plan.append(LayerPlan(f"head.drop{j}", "dropout", (width,), 0, f"p={head.dropout}",
-                                  (("p", head.dropout),)))
+            plan.append(
+                LayerPlan(
+                    f"head.drop{j}",
+                    "dropout",
+                    (width,),
+                    0,
+                    f"p={head.dropout}",
+                    (("p", head.dropout),),
+                )
+            )
         name = "head.fc" if last else f"head.fc{j}"
-        plan.append(LayerPlan(name, "linear", (units,), width * units + units, "",
-                              (("in", width), ("out", units))))
+        plan.append(
+            LayerPlan(
+                name, "linear", (units,), width * units + units, "", (("in", width), ("out", units))
+            )
+        )
         width = units
         if last:
             break
         if head.batch_norm:
-            plan.append(LayerPlan(f"head.bn{j}", "batch_norm1d", (width,), 2 * width, "",
-                                  (("in", width),)))
+            plan.append(
+                LayerPlan(f"head.bn{j}", "batch_norm1d", (width,), 2 * width, "", (("in", width),))
+            )
         act_where = "model.head.activation" if head.activation else "model.activation"
-        act = _activation_plan(f"{act_where} (at {where})", head.activation or spec.activation,
-                               width, (width,))
+        act = _activation_plan(
+            f"{act_where} (at {where})", head.activation or spec.activation, width, (width,)
+        )
         plan.append(LayerPlan(f"head.act{j}", act.kind, act.shape, 0, act.detail, act.args))
         width = act.shape[0]
     return plan
@@ -198,7 +248,8 @@ def format_plan(plan: list[LayerPlan], input_shape: tuple[int, ...]) -> str:
     total = sum(p.params for p in plan)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
-        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}".rstrip()
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  "
+        f"{r[3]:>{widths[3]}}  {r[4]}".rstrip()
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
@@ -210,36 +261,96 @@ def _check_ranges(cfg: RunConfig) -> None:
     checks = [
         (cfg.training.epochs >= 1, "training.epochs", cfg.training.epochs, "an integer >= 1"),
         (cfg.training.batch_size >= 1, "training.batch_size", cfg.training.batch_size, ">= 1"),
-        (cfg.training.eval_batch_size >= 1, "training.eval_batch_size",
-         cfg.training.eval_batch_size, ">= 1"),
-        (cfg.training.grad_clip is None or cfg.training.grad_clip > 0, "training.grad_clip",
-         cfg.training.grad_clip, "> 0 or null"),
-        (cfg.optimizer.lr is None or cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr,
-         "> 0 or null for the default"),
-        (cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay", cfg.optimizer.weight_decay, ">= 0"),
-        (cfg.optimizer.momentum is None or 0 <= cfg.optimizer.momentum < 1, "optimizer.momentum",
-         cfg.optimizer.momentum, "in [0, 1)"),
-        (cfg.schedule.warmup_epochs >= 0, "schedule.warmup_epochs", cfg.schedule.warmup_epochs, ">= 0"),
+        (
+            cfg.training.eval_batch_size >= 1,
+            "training.eval_batch_size",
+            cfg.training.eval_batch_size,
+            ">= 1",
+        ),
+        (
+            cfg.training.grad_clip is None or cfg.training.grad_clip > 0,
+            "training.grad_clip",
+            cfg.training.grad_clip,
+            "> 0 or null",
+        ),
+        (
+            cfg.optimizer.lr is None or cfg.optimizer.lr > 0,
+            "optimizer.lr",
+            cfg.optimizer.lr,
+            "> 0 or null for the default",
+        ),
+        (
+            cfg.optimizer.weight_decay >= 0,
+            "optimizer.weight_decay",
+            cfg.optimizer.weight_decay,
+            ">= 0",
+        ),
+        (
+            cfg.optimizer.momentum is None or 0 <= cfg.optimizer.momentum < 1,
+            "optimizer.momentum",
+            cfg.optimizer.momentum,
+            "in [0, 1)",
+        ),
+        (
+            cfg.schedule.warmup_epochs >= 0,
+            "schedule.warmup_epochs",
+            cfg.schedule.warmup_epochs,
+            ">= 0",
+        ),
         (cfg.schedule.step_size >= 1, "schedule.step_size", cfg.schedule.step_size, ">= 1"),
         (0 < cfg.schedule.gamma <= 1, "schedule.gamma", cfg.schedule.gamma, "in (0, 1]"),
-        (0 <= cfg.schedule.min_lr_factor <= 1, "schedule.min_lr_factor",
-         cfg.schedule.min_lr_factor, "in [0, 1]"),
-        (cfg.early_stopping.patience >= 1, "early_stopping.patience", cfg.early_stopping.patience, ">= 1"),
-        (cfg.early_stopping.min_delta >= 0, "early_stopping.min_delta",
-         cfg.early_stopping.min_delta, ">= 0"),
+        (
+            0 <= cfg.schedule.min_lr_factor <= 1,
+            "schedule.min_lr_factor",
+            cfg.schedule.min_lr_factor,
+            "in [0, 1]",
+        ),
+        (
+            cfg.early_stopping.patience >= 1,
+            "early_stopping.patience",
+            cfg.early_stopping.patience,
+            ">= 1",
+        ),
+        (
+            cfg.early_stopping.min_delta >= 0,
+            "early_stopping.min_delta",
+            cfg.early_stopping.min_delta,
+            ">= 0",
+        ),
         (cfg.scaling.workers >= 1, "scaling.workers", cfg.scaling.workers, ">= 1"),
-        (cfg.scaling.cpus_per_worker > 0, "scaling.cpus_per_worker", cfg.scaling.cpus_per_worker, "> 0"),
-        (0 < cfg.scaling.gpus_per_worker, "scaling.gpus_per_worker", cfg.scaling.gpus_per_worker,
-         "> 0 (fractions share a GPU)"),
+        (
+            cfg.scaling.cpus_per_worker > 0,
+            "scaling.cpus_per_worker",
+            cfg.scaling.cpus_per_worker,
+            "> 0",
+        ),
+        (
+            cfg.scaling.gpus_per_worker > 0,
+            "scaling.gpus_per_worker",
+            cfg.scaling.gpus_per_worker,
+            "> 0 (fractions share a GPU)",
+        ),
         (cfg.scaling.max_failures >= 0, "scaling.max_failures", cfg.scaling.max_failures, ">= 0"),
         (0 < cfg.data.val_fraction < 1, "data.val_fraction", cfg.data.val_fraction, "in (0, 1)"),
         (0 < cfg.data.test_fraction < 1, "data.test_fraction", cfg.data.test_fraction, "in (0, 1)"),
-        (cfg.data.val_fraction + cfg.data.test_fraction < 0.9, "data.val_fraction + test_fraction",
-         round(cfg.data.val_fraction + cfg.data.test_fraction, 6), "< 0.9"),
-        (cfg.data.augment.crop_padding >= 0, "data.augment.crop_padding",
-         cfg.data.augment.crop_padding, ">= 0"),
-        (0 <= cfg.data.augment.rotation <= 180, "data.augment.rotation",
-         cfg.data.augment.rotation, "in [0, 180] degrees"),
+        (
+            cfg.data.val_fraction + cfg.data.test_fraction < 0.9,
+            "data.val_fraction + test_fraction",
+            round(cfg.data.val_fraction + cfg.data.test_fraction, 6),
+            "< 0.9",
+        ),
+        (
+            cfg.data.augment.crop_padding >= 0,
+            "data.augment.crop_padding",
+            cfg.data.augment.crop_padding,
+            ">= 0",
+        ),
+        (
+            0 <= cfg.data.augment.rotation <= 180,
+            "data.augment.rotation",
+            cfg.data.augment.rotation,
+            "in [0, 180] degrees",
+        ),
         (cfg.data.num_samples >= 10, "data.num_samples", cfg.data.num_samples, ">= 10"),
     ]
     for ok, key, value, allowed in checks:
@@ -260,6 +371,8 @@ def validate(cfg: RunConfig) -> list[LayerPlan]:
         (OPTIMIZERS, cfg.optimizer.name, "optimizer.name"),
     ):
         if name not in registry:
-            raise ConfigError(f"{key}: unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}")
+            raise ConfigError(
+                f"{key}: unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}"
+            )
     info = describe(cfg.data)
     return plan_model(cfg.model, info.input_shape, info.num_classes)

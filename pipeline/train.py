@@ -14,10 +14,10 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -101,8 +101,11 @@ class EarlyStopping:
         return self.spec.enabled and self.bad_epochs >= self.spec.patience
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "best_epoch": self.best_epoch,
-                "bad_epochs": self.bad_epochs}
+        return {
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_value = state["best_value"]
@@ -159,9 +162,14 @@ class EpochSums:
 class Trainer:
     """Everything one run needs, built once; `fit` runs the epochs."""
 
-    def __init__(self, cfg: RunConfig, ctx: TrainContext, run: RunDir | None,
-                 splits: Splits | None = None,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        ctx: TrainContext,
+        run: RunDir | None,
+        splits: Splits | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.cfg, self.ctx, self.run, self.on_epoch = cfg, ctx, run, on_epoch
         seed_everything(cfg.seed)
         self.splits = splits or load_splits(cfg.data)
@@ -183,17 +191,29 @@ class Trainer:
         augment = build_augment(cfg.data.augment, (size[0], size[1]))
         train_set = ImageDataset(self.splits.train, self.splits.scale, augment)
         self.train_loader = ctx.prepare_loader(
-            make_loader(train_set, cfg.training.batch_size, shuffle=True, seed=cfg.seed))
-        self.val_loader = ctx.prepare_loader(make_loader(
-            ImageDataset(self.splits.val, self.splits.scale), cfg.training.eval_batch_size,
-            shuffle=False, seed=cfg.seed))
-        self.test_loader = ctx.prepare_loader(make_loader(
-            ImageDataset(self.splits.test, self.splits.scale), cfg.training.eval_batch_size,
-            shuffle=False, seed=cfg.seed))
+            make_loader(train_set, cfg.training.batch_size, shuffle=True, seed=cfg.seed)
+        )
+        self.val_loader = ctx.prepare_loader(
+            make_loader(
+                ImageDataset(self.splits.val, self.splits.scale),
+                cfg.training.eval_batch_size,
+                shuffle=False,
+                seed=cfg.seed,
+            )
+        )
+        self.test_loader = ctx.prepare_loader(
+            make_loader(
+                ImageDataset(self.splits.test, self.splits.scale),
+                cfg.training.eval_batch_size,
+                shuffle=False,
+                seed=cfg.seed,
+            )
+        )
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)
         steps = max(1, len(self.train_loader))
-        self.scheduler = build_schedule(self.optimizer, cfg.schedule, steps_per_epoch=steps,
-                                        epochs=cfg.training.epochs)
+        self.scheduler = build_schedule(
+            self.optimizer, cfg.schedule, steps_per_epoch=steps, epochs=cfg.training.epochs
+        )
         self.stopper = EarlyStopping(cfg.early_stopping)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.start_epoch = 1
@@ -210,12 +230,16 @@ class Trainer:
 
     def train_epoch(self, epoch: int, progress: Any) -> EpochSums:
         self.model.train()
-        sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)  # a new shuffle per epoch under DistributedSampler
+        set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)  # a new shuffle per epoch under DistributedSampler
         zero = torch.zeros((), device=self.device, dtype=torch.float64)
-        sums = EpochSums(zero.clone(), zero.clone(), zero.clone(),
-                         torch.zeros(len(self.layers), device=self.device, dtype=torch.float64))
+        sums = EpochSums(
+            zero.clone(),
+            zero.clone(),
+            zero.clone(),
+            torch.zeros(len(self.layers), device=self.device, dtype=torch.float64),
+        )
         scaler = self.precision.scaler
         for x, y in self.train_loader:
             x, y = self._inputs(x, y)
@@ -369,15 +393,18 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - t0
-        train = self.ctx.all_reduce_sum(torch.stack([sums.loss, sums.correct.double(),
-                                                     sums.count.double()]))
+        train = self.ctx.all_reduce_sum(
+            torch.stack([sums.loss, sums.correct.double(), sums.count.double()])
+        )
         grad = self.ctx.all_reduce_sum(sums.grad) / max(sums.steps * self.ctx.world_size, 1)
         val_loss, val_acc = self.evaluate(self.val_loader)
         epoch_seconds = time.perf_counter() - t0
         self.elapsed += epoch_seconds
         value = val_loss if self.cfg.early_stopping.metric == "val_loss" else val_acc
         if not math.isfinite(val_loss):
-            raise FloatingPointError(f"epoch {epoch}: validation loss is {val_loss}; the run diverged")
+            raise FloatingPointError(
+                f"epoch {epoch}: validation loss is {val_loss}; the run diverged"
+            )
         if self.stopper.update(epoch, value):
             self.best_state = copy.deepcopy(self.raw_model.state_dict())
         count = max(train[2].item(), 1.0)
@@ -388,8 +415,10 @@ class Trainer:
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norms": [{"layer": name, "norm": float(v)}
-                           for (name, _), v in zip(self.layers, grad.tolist())],
+            "grad_norms": [
+                {"layer": name, "norm": float(v)}
+                for (name, _), v in zip(self.layers, grad.tolist(), strict=True)
+            ],
             "epoch_seconds": round(epoch_seconds, 4),
             "elapsed_seconds": round(self.elapsed, 4),
             "images_per_second": round(count / max(train_seconds, 1e-9), 1),

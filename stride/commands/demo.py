@@ -23,10 +23,16 @@ def default_config() -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="run config (default configs/digits.yaml)")
-    parser.add_argument("--runs", default=os.environ.get("STRIDE_RUNS", "runs"),
-                        help="run store root (default ./runs)")
-    parser.add_argument("--repository", default="repository",
-                        help="model repository to export into (default ./repository)")
+    parser.add_argument(
+        "--runs",
+        default=os.environ.get("STRIDE_RUNS", "runs"),
+        help="run store root (default ./runs)",
+    )
+    parser.add_argument(
+        "--repository",
+        default="repository",
+        help="model repository to export into (default ./repository)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,14 +43,21 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     cfg = load_config(args.config or default_config())
-    print(f"[demo] training {cfg.model.name} on {cfg.data.name} ({cfg.optimizer.name}, "
-          f"up to {cfg.training.epochs} epochs)", flush=True)
+    print(
+        f"[demo] training {cfg.model.name} on {cfg.data.name} ({cfg.optimizer.name}, "
+        f"up to {cfg.training.epochs} epochs)",
+        flush=True,
+    )
     run_dir, summary = train_local(cfg, runs=args.runs, experiment="demo", on_epoch=print_epoch)
     result = export_run(run_dir.path, args.repository)
-    print(f"[demo] test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} "
-          f"epochs (best epoch {summary['best_epoch']})")
+    print(
+        f"[demo] test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} "
+        f"epochs (best epoch {summary['best_epoch']})"
+    )
     print(f"[demo] run:   {run_dir.path}")
-    print(f"[demo] model: {result.path} (ONNX Runtime vs PyTorch max abs diff "
-          f"{result.max_abs_diff:.1e})")
+    print(
+        f"[demo] model: {result.path} (ONNX Runtime vs PyTorch max abs diff "
+        f"{result.max_abs_diff:.1e})"
+    )
     print(f"[demo] done in {time.perf_counter() - start:.1f}s")
     return 0

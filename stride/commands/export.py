@@ -11,18 +11,26 @@ ORDER = 30
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="runs/<experiment>/<run-id>")
-    parser.add_argument("--repository", required=True, metavar="REPO",
-                        help="model repository root (created if absent)")
+    parser.add_argument(
+        "--repository",
+        required=True,
+        metavar="REPO",
+        help="model repository root (created if absent)",
+    )
     parser.add_argument("--name", help="model name (default: the config's model.name)")
-    parser.add_argument("--max-batch-size", type=int, default=64,
-                        help="max_batch_size in config.pbtxt (default 64)")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=64, help="max_batch_size in config.pbtxt (default 64)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.export import export_run
 
-    result = export_run(args.run_dir, args.repository, name=args.name,
-                        max_batch_size=args.max_batch_size)
-    print(f"exported {result.path} (version {result.version}); "
-          f"ONNX Runtime vs PyTorch max abs diff {result.max_abs_diff:.1e}")
+    result = export_run(
+        args.run_dir, args.repository, name=args.name, max_batch_size=args.max_batch_size
+    )
+    print(
+        f"exported {result.path} (version {result.version}); "
+        f"ONNX Runtime vs PyTorch max abs diff {result.max_abs_diff:.1e}"
+    )
     return 0

@@ -10,10 +10,19 @@ ORDER = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--summary", metavar="CONFIG",
-                        help="print each layer's output shape and parameter count for a config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key before --summary (repeatable)")
+    parser.add_argument(
+        "--summary",
+        metavar="CONFIG",
+        help="print each layer's output shape and parameter count for a config",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key before --summary (repeatable)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,16 +39,34 @@ def run(args: argparse.Namespace) -> int:
         return 0
     sections = [
         ("activations", [(e.name, e.description) for e in ACTIVATIONS]),
-        ("optimizers", [(o.name, f"{o.description} ({_defaults(o.name, optimizer_kwargs)})")
-                        for o in list_optimizers()]),
+        (
+            "optimizers",
+            [
+                (o.name, f"{o.description} ({_defaults(o.name, optimizer_kwargs)})")
+                for o in list_optimizers()
+            ],
+        ),
         ("losses", [(e.name, e.description) for e in LOSSES]),
         ("data sets", [(e.name, e.description) for e in DATASETS]),
-        ("padding", [("valid", "no padding"), ("same", "k-1 in all: keeps H, W at stride 1"),
-                     ("full", "k-1 on each side"), ("<int>", "that many pixels on each side")]),
+        (
+            "padding",
+            [
+                ("valid", "no padding"),
+                ("same", "k-1 in all: keeps H, W at stride 1"),
+                ("full", "k-1 on each side"),
+                ("<int>", "that many pixels on each side"),
+            ],
+        ),
         ("pooling", [("max", "maximum over the window"), ("mean", "average over the window")]),
-        ("schedules", [("none", "constant"), ("step", "times gamma every step_size epochs"),
-                       ("cosine", "cosine decay to min_lr_factor"),
-                       ("warmup_epochs", "linear warm-up, combines with any")]),
+        (
+            "schedules",
+            [
+                ("none", "constant"),
+                ("step", "times gamma every step_size epochs"),
+                ("cosine", "cosine decay to min_lr_factor"),
+                ("warmup_epochs", "linear warm-up, combines with any"),
+            ],
+        ),
     ]
     width = max(len(n) for _, rows in sections for n, _ in rows)
     for title, rows in sections:

@@ -14,21 +14,38 @@ ORDER = 10
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config, --set, --runs, --experiment, --download: shared by train and sweep."""
-    parser.add_argument("--config", required=True, help="run config (YAML), e.g. configs/digits.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set optimizer.name=sgd (repeatable)")
-    parser.add_argument("--runs", default=os.environ.get("STRIDE_RUNS", "runs"),
-                        help="run store root (default ./runs, env STRIDE_RUNS)")
-    parser.add_argument("--experiment", default="default", help="experiment folder in the run store")
-    parser.add_argument("--download", action="store_true",
-                        help="let torchvision data sets (mnist, cifar10, ...) download into data.root")
+    parser.add_argument(
+        "--config", required=True, help="run config (YAML), e.g. configs/digits.yaml"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set optimizer.name=sgd (repeatable)",
+    )
+    parser.add_argument(
+        "--runs",
+        default=os.environ.get("STRIDE_RUNS", "runs"),
+        help="run store root (default ./runs, env STRIDE_RUNS)",
+    )
+    parser.add_argument(
+        "--experiment", default="default", help="experiment folder in the run store"
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision data sets (mnist, cifar10, ...) download into data.root",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--name", help="run id (default: <model>-<time>-<hex>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run --name from its last checkpoint")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run --name from its last checkpoint"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
 
@@ -65,11 +82,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(format_plan(validate(cfg), describe(cfg.data).input_shape), file=sys.stderr)
     run_dir, summary = train_local(
-        cfg, runs=args.runs, experiment=args.experiment, name=args.name, resume=args.resume,
+        cfg,
+        runs=args.runs,
+        experiment=args.experiment,
+        name=args.name,
+        resume=args.resume,
         on_epoch=None if args.quiet else print_epoch,
     )
     print(f"run: {run_dir.path}")
-    print(f"test accuracy: {summary['test_accuracy']:.4f}  test loss: {summary['test_loss']:.4f}  "
-          f"best epoch: {summary['best_epoch']}  epochs: {summary['epochs_run']}  "
-          f"wall: {summary['wall_seconds']:.1f}s")
+    print(
+        f"test accuracy: {summary['test_accuracy']:.4f}  test loss: {summary['test_loss']:.4f}  "
+        f"best epoch: {summary['best_epoch']}  epochs: {summary['epochs_run']}  "
+        f"wall: {summary['wall_seconds']:.1f}s"
+    )
     return 0

@@ -28,7 +28,8 @@ def test_default_config_reaches_97_percent_and_exports(tmp_path: Path) -> None:
     splits = load_splits(cfg.data)
     x = splits.test.images.numpy().astype(np.float32) / splits.scale
     x = (x - np.array(meta["mean"], np.float32).reshape(1, -1, 1, 1)) / np.array(
-        meta["std"], np.float32).reshape(1, -1, 1, 1)
+        meta["std"], np.float32
+    ).reshape(1, -1, 1, 1)
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     (probs,) = session.run(["probabilities"], {"input": x})
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)

@@ -65,10 +65,9 @@ def test_maxout_conv_takes_max_over_channel_groups() -> None:
 
 
 def test_max_and_mean_pool_on_hand_computed_matrices() -> None:
-    x = torch.tensor([[1.0, 2, 3, 4],
-                      [5, 6, 7, 8],
-                      [9, 10, 11, 12],
-                      [13, 14, 15, 16]]).view(1, 1, 4, 4)
+    x = torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]).view(
+        1, 1, 4, 4
+    )
     assert build_pool("max", 2, 2)(x).flatten().tolist() == [6, 8, 14, 16]
     assert build_pool("mean", 2, 2)(x).flatten().tolist() == [3.5, 5.5, 11.5, 13.5]
     # overlapping 3x3 windows, stride 1
@@ -78,8 +77,9 @@ def test_max_and_mean_pool_on_hand_computed_matrices() -> None:
 
 @pytest.mark.parametrize("kind", ["max", "mean"])
 def test_global_pool_head(kind: str) -> None:
-    cfg = parse_config({"model": {"blocks": [{"type": "conv", "channels": 4}],
-                                  "head": {"global_pool": kind}}})
+    cfg = parse_config(
+        {"model": {"blocks": [{"type": "conv", "channels": 4}], "head": {"global_pool": kind}}}
+    )
     model = build_model(cfg.model, input_shape=(1, 8, 8), num_classes=3)
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
     assert type(model.head.pool).__name__ == "GlobalPool"

@@ -32,7 +32,9 @@ def test_each_optimizer_lowers_the_loss_of_a_small_problem(name: str) -> None:
 def test_optimizer_defaults_and_overrides() -> None:
     assert optimizer_kwargs(OptimizerSpec(name="momentum"))["momentum"] == 0.9
     assert optimizer_kwargs(OptimizerSpec(name="adam", lr=0.1, weight_decay=1e-4)) == {
-        "lr": 0.1, "weight_decay": 1e-4}
+        "lr": 0.1,
+        "weight_decay": 1e-4,
+    }
     assert optimizer_kwargs(OptimizerSpec(name="adamw"))["weight_decay"] == 0.01
     with pytest.raises(ValueError, match="adam takes no momentum"):
         optimizer_kwargs(OptimizerSpec(name="adam", momentum=0.5))
@@ -70,18 +72,20 @@ def _softmax(row: list[float]) -> list[float]:
 def _expected(name: str) -> float:
     rows = LOGITS.tolist()
     total = 0.0
-    for row, t in zip(rows, TARGETS.tolist()):
+    for row, t in zip(rows, TARGETS.tolist(), strict=True):
         p = _softmax(row)
         onehot = [1.0 if i == t else 0.0 for i in range(3)]
         if name == "cross_entropy":
             total += -math.log(p[t])
         elif name == "binary_cross_entropy":
             s = [1 / (1 + math.exp(-v)) for v in row]
-            total += -sum(o * math.log(q) + (1 - o) * math.log(1 - q) for o, q in zip(onehot, s))
+            total += -sum(
+                o * math.log(q) + (1 - o) * math.log(1 - q) for o, q in zip(onehot, s, strict=True)
+            )
         elif name == "mse":
-            total += sum((q - o) ** 2 for q, o in zip(p, onehot))
+            total += sum((q - o) ** 2 for q, o in zip(p, onehot, strict=True))
         elif name == "mae":
-            total += sum(abs(q - o) for q, o in zip(p, onehot))
+            total += sum(abs(q - o) for q, o in zip(p, onehot, strict=True))
     return total / len(rows)
 
 

@@ -31,14 +31,21 @@ def test_early_stopping_counts_patience_and_min_delta() -> None:
 def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> None:
     # Only a drop of validation loss by 0.3 counts, so training keeps improving a little
     # after the best epoch without "improving": it stops after patience epochs.
-    cfg = tiny_config(**{"training.epochs": 30, "early_stopping.enabled": True,
-                         "early_stopping.patience": 2, "early_stopping.min_delta": 0.3})
+    cfg = tiny_config(
+        **{
+            "training.epochs": 30,
+            "early_stopping.enabled": True,
+            "early_stopping.patience": 2,
+            "early_stopping.min_delta": 0.3,
+        }
+    )
     run, summary = train_local(cfg, runs=tmp_path, experiment="es", name="r1")
     metrics = run.read_metrics()
     assert summary["stopped_early"] and summary["epochs_run"] < 30
     assert len(metrics) == summary["epochs_run"]
-    best = max((r for r in metrics if r["epoch"] <= summary["best_epoch"]),
-               key=lambda r: r["epoch"])
+    best = max(
+        (r for r in metrics if r["epoch"] <= summary["best_epoch"]), key=lambda r: r["epoch"]
+    )
     assert summary["best_value"] == best["val_loss"]
     after = [r["val_loss"] for r in metrics if r["epoch"] > best["epoch"]]
     assert all(v > best["val_loss"] - 0.3 for v in after)
@@ -54,18 +61,42 @@ def test_run_directory_files_and_fields(tmp_path: Path) -> None:
     run, summary = train_local(tiny_config(), runs=tmp_path, experiment="exp", name="run-a")
     assert run.path == tmp_path / "exp" / "run-a"
     config = json.loads((run.path / "config.json").read_text())
-    assert {"schema", "experiment", "run_id", "created_at", "config", "config_hash", "grid",
-            "code_version", "versions", "effective", "data"} <= set(config)
+    assert {
+        "schema",
+        "experiment",
+        "run_id",
+        "created_at",
+        "config",
+        "config_hash",
+        "grid",
+        "code_version",
+        "versions",
+        "effective",
+        "data",
+    } <= set(config)
     assert config["config"]["optimizer"]["name"] == "adam" and config["versions"]["torch"]
     assert config["data"]["input_shape"] == [1, 8, 8] and len(config["data"]["mean"]) == 1
     lines = (run.path / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     for r in records:
-        assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "grad_norms",
-                "epoch_seconds", "elapsed_seconds", "images_per_second"} <= set(r)
+        assert {
+            "train_loss",
+            "train_accuracy",
+            "val_loss",
+            "val_accuracy",
+            "lr",
+            "grad_norms",
+            "epoch_seconds",
+            "elapsed_seconds",
+            "images_per_second",
+        } <= set(r)
         assert [g["layer"] for g in r["grad_norms"]] == [
-            "features.0.conv", "features.0.bn", "head.fc0", "head.fc"]
+            "features.0.conv",
+            "features.0.bn",
+            "head.fc0",
+            "head.fc",
+        ]
         assert all(g["norm"] > 0 for g in r["grad_norms"])
         assert 0 <= r["val_accuracy"] <= 1
     assert records[-1]["elapsed_seconds"] >= records[0]["elapsed_seconds"]
@@ -95,8 +126,14 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     with open(run.metrics_path, "a") as f:
         f.write('{"epoch": 3, "train_lo')  # a crash mid-line
     seen: list[int] = []
-    run2, summary = train_local(cfg, runs=tmp_path, experiment="e", name="r", resume=True,
-                                on_epoch=lambda r: seen.append(r["epoch"]))
+    run2, summary = train_local(
+        cfg,
+        runs=tmp_path,
+        experiment="e",
+        name="r",
+        resume=True,
+        on_epoch=lambda r: seen.append(r["epoch"]),
+    )
     assert seen == [3, 4, 5]
     assert [r["epoch"] for r in run2.read_metrics()] == [1, 2, 3, 4, 5]
     assert summary["status"] == "completed" and summary["epochs_run"] == 5

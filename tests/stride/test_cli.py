@@ -33,9 +33,22 @@ def test_models_summary_prints_shapes(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "stride.cli", "train", "--config", str(ROOT / "configs" / "digits.yaml"),
-         "--runs", str(tmp_path), "--set", "model.blocks.0.padding=half"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "stride.cli",
+            "train",
+            "--config",
+            str(ROOT / "configs" / "digits.yaml"),
+            "--runs",
+            str(tmp_path),
+            "--set",
+            "model.blocks.0.padding=half",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -46,14 +59,39 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_train_then_export_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["train", "--config", str(ROOT / "configs" / "digits.yaml"), "--runs", str(tmp_path),
-            "--experiment", "cli", "--name", "r1", "--quiet", "--set", "training.epochs=2"]
+def test_train_then_export_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "digits.yaml"),
+        "--runs",
+        str(tmp_path),
+        "--experiment",
+        "cli",
+        "--name",
+        "r1",
+        "--quiet",
+        "--set",
+        "training.epochs=2",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert f"run: {tmp_path / 'cli' / 'r1'}" in out and "test accuracy:" in out
-    assert main(["export", str(tmp_path / "cli" / "r1"), "--repository", str(tmp_path / "repo"),
-                 "--name", "digits"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "cli" / "r1"),
+                "--repository",
+                str(tmp_path / "repo"),
+                "--name",
+                "digits",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "repo" / "digits" / "1" / "model.onnx").is_file()
     assert main(args) == 2  # the run exists: refuse, do not overwrite
     assert "already exists" in capsys.readouterr().err
