@@ -150,7 +150,7 @@ def test_watch_run_is_bounded_by_the_deadline(
     except grpc.RpcError as exc:
         assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert received == [1]
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 5
 
 
 def test_health_reflection_and_token(known_store: Path, tmp_path: Path) -> None:

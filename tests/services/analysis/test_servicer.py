@@ -219,12 +219,12 @@ def test_watch_run_ends_at_the_deadline_and_on_cancel(known_store: Path) -> None
     request = pb.WatchRunRequest(experiment="live", run_id="stalled", poll_seconds=0.05)
     start = time.monotonic()
     events = list(servicer.WatchRun(request, FakeContext(timeout=0.4)))
-    assert 0.3 < time.monotonic() - start < 2.0
+    assert 0.3 < time.monotonic() - start < 5.0
     assert [e.epoch.epoch for e in events] == [1]
     context = FakeContext()
     threading.Timer(0.2, context.cancel).start()
     start = time.monotonic()
     assert len(list(servicer.WatchRun(request, context))) == 1
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 5.0
     with pytest.raises(RunNotFound):
         list(servicer.WatchRun(pb.WatchRunRequest(experiment="live", run_id="x"), context))
