@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +11,7 @@ import grpc
 import pytest
 
 from services.common import ManagedServer, ServerOptions, Service, errors
+from tests.services.common.certs import make_certs
 
 SERVICE = "test.Echo"
 ERRORS: dict[bytes, Exception] = {
@@ -70,27 +70,6 @@ def call(channel: grpc.Channel, payload: bytes, **kwargs: object) -> bytes:
     return channel.unary_unary(f"/{SERVICE}/Echo")(payload, timeout=10, **kwargs)  # type: ignore[no-any-return]
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
-    d = tmp_path_factory.mktemp("certs")
-    p = {
-        n: d / n
-        for n in ["ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem"]
-    }
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(p["ca.key"]),
-             "-out", str(p["ca.pem"]), "-days", "2", "-subj", "/CN=stride-test-ca")  # fmt: skip
-    ext = d / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for who in ("server", "client"):
-        csr = d / f"{who}.csr"
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(p[f"{who}.key"]),
-                 "-out", str(csr), "-subj", f"/CN={who}")  # fmt: skip
-        _openssl("x509", "-req", "-in", str(csr), "-CA", str(p["ca.pem"]), "-CAkey",
-                 str(p["ca.key"]), "-CAcreateserial", "-out", str(p[f"{who}.pem"]), "-days", "2",
-                 "-extfile", str(ext))  # fmt: skip
-    return p
+    return make_certs(tmp_path_factory.mktemp("certs"))

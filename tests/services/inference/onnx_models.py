@@ -118,3 +118,42 @@ def add_model(
     for version in versions:
         classifier(folder / str(version) / "model.onnx", shape, classes, seed=version)
     return folder
+
+
+def slow_model(repo: Path, name: str = "slow", width: int = 1024, depth: int = 60) -> Path:
+    """A model whose batch of 64 takes a noticeable time: `depth` identity MatMuls of `width`.
+
+    For drain tests: a request to it is certainly still in flight a moment after it is sent.
+    """
+    nodes, last = [], "input"
+    for i in range(depth):
+        nodes.append(helper.make_node("MatMul", [last, "W"], [f"h{i}"]))
+        last = f"h{i}"
+    nodes.append(helper.make_node("Identity", [last], ["logits"]))
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", width]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", width]),
+        ],
+        [numpy_helper.from_array(np.eye(width, dtype=np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = repo / name
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "1" / "model.onnx"))
+    (folder / "config.pbtxt").write_text(
+        f"""platform: "onnxruntime_onnx"
+max_batch_size: 64
+input [ {{ name: "input" data_type: TYPE_FP32 dims: [ {width} ] }} ]
+output [
+  {{ name: "logits" data_type: TYPE_FP32 dims: [ {width} ] }},
+  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {width} ] }}
+]
+"""
+    )
+    return folder

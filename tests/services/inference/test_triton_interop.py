@@ -83,7 +83,8 @@ def test_perf_analyzer_runs_against_the_server(server: InferenceServer) -> None:
         pytest.skip(f"perf_analyzer lacks libraries: {probe.stdout.strip()}")
     done = subprocess.run(
         [str(PERF_ANALYZER), "-m", "digits", "-u", f"127.0.0.1:{server.port}", "-i", "grpc",
-         "-b", "1", "--concurrency-range", "4", "-p", "500", "-r", "4", "-s", "100"],
+         "-b", "1", "--concurrency-range", "4", "-p", "500", "-r", "4", "-s", "100",
+         "--input-data", "zero"],
         capture_output=True, text=True, timeout=120, env=perf_analyzer_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,327 @@
+"""Serving benchmark of issue 4: `stride serve` under perf_analyzer against in-process ONNX Runtime.
+
+`measure()` returns a dict of figures; `python bench/serving.py` prints them as a table.
+
+1. Reference CNN (3x32x32, stages 64/128/256, 10 classes) on the CPU:
+   - in-process ONNX Runtime throughput at each batch size; the best is the baseline;
+   - perf_analyzer (batch-1 requests) at concurrency 1, 4, 16, 64 against `stride serve`:
+     throughput relative to the baseline (goal >= 0.9 at concurrency 16);
+   - p50 / p99 latency at concurrency 1 minus the in-process batch-1 compute time
+     (goal < 1 ms).
+2. A small digits model (1x8x8 -> 10) where gRPC overhead dominates: requests/s of
+   `stride serve` against a minimal gRPC server that speaks the same protocol and
+   answers ModelInfer with a canned response, both driven by perf_analyzer.
+
+Needs torch (to build the CNN; later `stride export` will do it) and .venv-triton
+(`make triton-client`) for perf_analyzer. Server and load generator share this
+machine's cores, as they would in the issue's setup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PERF_ANALYZER = ROOT / ".venv-triton" / "bin" / "perf_analyzer"
+CONCURRENCY = (1, 4, 16, 64)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+CONFIG = """name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: 64
+input [ {{ name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ {dims} ] }} ]
+output [
+  {{ name: "logits" data_type: TYPE_FP32 dims: [ 10 ] }},
+  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "labels.txt" }}
+]
+dynamic_batching {{ preferred_batch_size: [ 16, 32, 64 ] max_queue_delay_microseconds: 2000 }}
+version_policy {{ latest {{ num_versions: 1 }} }}
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+"""
+
+
+def _reference_cnn() -> Any:
+    import torch
+    from torch import nn
+
+    def stage(cin: int, cout: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]  # fmt: skip
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(*stage(3, 64), *stage(64, 128), *stage(128, 256))
+            self.head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.25), nn.Linear(256, 10)
+            )
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.head(self.features(x))  # (N, 10)
+            return logits, torch.softmax(logits, dim=1)
+
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def _digits_model() -> Any:
+    import torch
+    from torch import nn
+
+    class Linear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.fc(x.flatten(1))
+            return logits, torch.softmax(logits, dim=1)
+
+    torch.manual_seed(0)
+    return Linear().eval()
+
+
+def write_model(repo: Path, name: str, model: Any, shape: tuple[int, int, int]) -> Path:
+    """Export `model` with torch into REPO/name (the documented repository format)."""
+    import onnx
+    import torch
+
+    folder = repo / name
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    path = folder / "1" / "model.onnx"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(
+        model, (torch.randn(2, *shape),), str(path), input_names=["input"],
+        output_names=["logits", "probabilities"], dynamic_shapes=({0: batch},),
+        dynamo=True, external_data=False, verbose=False,
+    )  # fmt: skip
+    proto = onnx.load(str(path))
+    c, h, w = shape
+    onnx.helper.set_model_props(proto, {
+        "stride.preprocess": json.dumps(
+            {"channels": c, "height": h, "width": w, "mean": [0.5] * c, "std": [0.25] * c}),
+        "stride.labels": json.dumps([str(i) for i in range(10)]),
+        "stride.run_id": "bench",
+    })  # fmt: skip
+    onnx.save(proto, str(path))
+    (folder / "config.pbtxt").write_text(CONFIG.format(name=name, dims=", ".join(map(str, shape))))
+    (folder / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
+    return path
+
+
+def in_process(path: Path, shape: tuple[int, int, int], seconds: float = 1.5) -> dict[str, Any]:
+    """ONNX Runtime in this process: images/s per batch size and batch-1 compute latency."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    rate = {}
+    for n in BATCH_SIZES:
+        x = np.random.default_rng(0).random((n, *shape), dtype=np.float32)
+        for _ in range(3):
+            session.run(None, {"input": x})
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            session.run(None, {"input": x})
+            count += 1
+        rate[n] = count * n / (time.perf_counter() - start)
+    x1 = np.zeros((1, *shape), np.float32)
+    times = []
+    for _ in range(300):
+        t = time.perf_counter()
+        session.run(None, {"input": x1})
+        times.append(time.perf_counter() - t)
+    best = max(rate, key=lambda n: rate[n])
+    return {
+        "rate_by_batch": rate,
+        "best_batch": best,
+        "best_rate": rate[best],
+        "compute_b1_us": float(np.median(times) * 1e6),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.2)
+    raise TimeoutError("server did not become ready")
+
+
+def _start(args: list[str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL)
+    _wait_ready(port, proc)
+    return proc
+
+
+def perf_analyzer(model: str, port: int, concurrency: int) -> dict[str, float]:
+    """One perf_analyzer run: throughput (infer/s) and p50/p99 latency (us)."""
+    libs = list(
+        (ROOT / ".venv-triton" / "lib").glob("python3*/site-packages/nvidia/cuda_runtime/lib")
+    )
+    env = dict(os.environ, LD_LIBRARY_PATH=":".join(str(p) for p in libs))
+    done = subprocess.run(
+        [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "grpc", "-b", "1",
+         "--concurrency-range", str(concurrency), "-p", "3000", "-r", "10", "-s", "30",
+         "--input-data", "zero"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+
+    def number(pattern: str) -> float:
+        found = re.findall(pattern, out)
+        if not found:
+            raise RuntimeError(f"perf_analyzer output lacks {pattern!r}:\n{out}")
+        return float(found[-1])
+
+    return {
+        "throughput": number(r"Throughput: ([\d.]+) infer/sec"),
+        "p50_us": number(r"p50 latency: (\d+) usec"),
+        "p99_us": number(r"p99 latency: (\d+) usec"),
+    }
+
+
+ECHO_SERVER = """
+import sys
+from concurrent import futures
+import grpc, numpy as np
+from services.generated.inference import grpc_service_pb2 as pb, grpc_service_pb2_grpc as pbg
+from services.generated.inference import model_config_pb2 as mc
+from google.protobuf import text_format
+config = text_format.Parse(open(sys.argv[2]).read(), mc.ModelConfig())
+out = np.zeros((1, 10), np.float32).tobytes()
+class Echo(pbg.GRPCInferenceServiceServicer):
+    def ServerLive(self, r, c): return pb.ServerLiveResponse(live=True)
+    def ServerReady(self, r, c): return pb.ServerReadyResponse(ready=True)
+    def ModelReady(self, r, c): return pb.ModelReadyResponse(ready=True)
+    def ServerMetadata(self, r, c): return pb.ServerMetadataResponse(name="echo", version="0")
+    def ModelMetadata(self, r, c):
+        t = lambda n, s: {"name": n, "datatype": "FP32", "shape": s}
+        return pb.ModelMetadataResponse(name=r.name, versions=["1"], platform="onnxruntime_onnx",
+            inputs=[t("input", [-1, 1, 8, 8])],
+            outputs=[t("logits", [-1, 10]), t("probabilities", [-1, 10])])
+    def ModelConfig(self, r, c): return pb.ModelConfigResponse(config=config)
+    def ModelStatistics(self, r, c): return pb.ModelStatisticsResponse()
+    def ModelInfer(self, r, c):
+        resp = pb.ModelInferResponse(model_name=r.model_name, model_version="1", id=r.id)
+        for name in ("logits", "probabilities"):
+            resp.outputs.add(name=name, datatype="FP32", shape=[1, 10])
+            resp.raw_output_contents.append(out)
+        return resp
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=128))
+pbg.add_GRPCInferenceServiceServicer_to_server(Echo(), server)
+from grpc_health.v1 import health, health_pb2_grpc
+health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+server.wait_for_termination()
+"""
+
+
+def _serve(repo: Path, port: int) -> subprocess.Popen[bytes]:
+    return _start(
+        ["-m", "stride.cli", "serve", "--repository", str(repo), "--host", "127.0.0.1",
+         "--port", str(port), "--metrics-port", "-1"],
+        port,
+    )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+def measure(concurrency: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
+    """Run the whole benchmark; returns the figures of issue 4 (and the raw runs)."""
+    if not PERF_ANALYZER.exists():
+        raise FileNotFoundError("perf_analyzer missing: run `make triton-client`")
+    figures: dict[str, Any] = {"cpu_count": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        cnn = write_model(repo, "cnn", _reference_cnn(), (3, 32, 32))
+        write_model(repo, "digits", _digits_model(), (1, 8, 8))
+        base = in_process(cnn, (3, 32, 32))
+        figures["cnn_in_process"] = base
+        port = _free_port()
+        server = _serve(repo, port)
+        try:
+            runs = {c: perf_analyzer("cnn", port, c) for c in concurrency}
+            digits = perf_analyzer("digits", port, 16)
+        finally:
+            _stop(server)
+        echo_port = _free_port()
+        echo = _start(
+            ["-c", ECHO_SERVER, str(echo_port), str(repo / "digits" / "config.pbtxt")], echo_port
+        )
+        try:
+            echo_run = perf_analyzer("digits", echo_port, 16)
+        finally:
+            _stop(echo)
+    figures["cnn_served"] = runs
+    figures["cnn_ratio"] = {c: r["throughput"] / base["best_rate"] for c, r in runs.items()}
+    if 1 in runs:
+        figures["cnn_overhead_p50_us"] = runs[1]["p50_us"] - base["compute_b1_us"]
+        figures["cnn_overhead_p99_us"] = runs[1]["p99_us"] - base["compute_b1_us"]
+    figures["digits_served"] = digits
+    figures["echo_served"] = echo_run
+    figures["digits_vs_echo"] = digits["throughput"] / echo_run["throughput"]
+    return figures
+
+
+def print_table(f: dict[str, Any]) -> None:
+    base = f["cnn_in_process"]
+    print(f"CPU cores: {f['cpu_count']}")
+    print("\nReference CNN, in-process ONNX Runtime (images/s by batch size)")
+    for n, rate in base["rate_by_batch"].items():
+        print(f"  batch {n:>3}: {rate:9.1f}")
+    print(f"  best: batch {base['best_batch']} = {base['best_rate']:.1f} images/s; "
+          f"batch-1 compute {base['compute_b1_us']:.0f} us")  # fmt: skip
+    print("\nReference CNN, stride serve under perf_analyzer (batch-1 requests)")
+    print(f"  {'concurrency':>11} {'infer/s':>9} {'ratio':>6} {'p50 us':>8} {'p99 us':>8}")
+    for c, run in f["cnn_served"].items():
+        print(f"  {c:>11} {run['throughput']:9.1f} {f['cnn_ratio'][c]:6.2f} "
+              f"{run['p50_us']:8.0f} {run['p99_us']:8.0f}")  # fmt: skip
+    if "cnn_overhead_p50_us" in f:
+        print(f"  concurrency 1 latency minus compute: p50 {f['cnn_overhead_p50_us']:.0f} us, "
+              f"p99 {f['cnn_overhead_p99_us']:.0f} us (goal < 1000 us)")  # fmt: skip
+    print("\nDigits model (1x8x8), concurrency 16")
+    print(f"  stride serve: {f['digits_served']['throughput']:.1f} req/s, "
+          f"p50 {f['digits_served']['p50_us']:.0f} us")  # fmt: skip
+    print(f"  minimal gRPC echo server: {f['echo_served']['throughput']:.1f} req/s, "
+          f"p50 {f['echo_served']['p50_us']:.0f} us")  # fmt: skip
+    print(f"  ratio: {f['digits_vs_echo']:.2f}")
+
+
+if __name__ == "__main__":
+    print_table(measure())

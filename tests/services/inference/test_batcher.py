@@ -1,0 +1,149 @@
+"""DynamicBatcher on its own: rows go back to their requests, limits, timeouts, draining."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from services.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
+from services.inference.batcher import BatcherSettings, BatchTimes, DynamicBatcher
+
+
+class Recorder:
+    """A runner that doubles its input and records each batch size; may block on a gate."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.running = threading.Event()
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.running.set()
+        self.gate.wait(10)
+        self.sizes.append(len(feeds["x"]))
+        return {"y": feeds["x"] * 2}
+
+
+def batcher(run: Recorder, **kw: object) -> DynamicBatcher:
+    settings = BatcherSettings(**{"max_batch_size": 8, "batching": True, **kw})  # type: ignore[arg-type]
+    return DynamicBatcher("m", [run], settings)
+
+
+def submit_all(b: DynamicBatcher, sizes: list[int]) -> list[np.ndarray]:
+    out: list[np.ndarray] = [np.empty(0)] * len(sizes)
+
+    def one(i: int) -> None:
+        x = np.full((sizes[i], 3), float(i))
+        out[i] = b.submit({"x": x}, sizes[i])[0]["y"]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(sizes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return out
+
+
+def test_mixed_sizes_batch_together_and_get_their_own_rows() -> None:
+    run = Recorder()
+    run.gate.clear()
+    b = batcher(run)
+    first = threading.Thread(target=lambda: b.submit({"x": np.zeros((1, 3))}, 1))
+    first.start()
+    assert run.running.wait(5)  # the worker is busy: the next requests queue up
+    sizes = [3, 1, 2, 2, 4, 1]
+    results: list[np.ndarray] = []
+    waiter = threading.Thread(target=lambda: results.extend(submit_all(b, sizes)))
+    waiter.start()
+    time.sleep(0.3)
+    run.gate.set()
+    waiter.join(10)
+    first.join(10)
+    b.close()
+    for i, (n, y) in enumerate(zip(sizes, results, strict=True)):
+        assert y.shape == (n, 3) and np.all(y == 2 * i)
+    assert max(run.sizes) <= 8 and sum(run.sizes) == 1 + sum(sizes)
+    assert len(run.sizes) < 1 + len(sizes)
+
+
+def test_a_lone_request_does_not_wait_for_the_queue_delay() -> None:
+    b = batcher(Recorder(), max_queue_delay_s=5.0)
+    start = time.perf_counter()
+    b.submit({"x": np.zeros((1, 3))}, 1)
+    assert time.perf_counter() - start < 1.0
+    b.close()
+
+
+def test_an_announced_request_is_waited_for() -> None:
+    run = Recorder()
+    b = batcher(run, max_queue_delay_s=2.0)
+    b.expect()  # a second request is being decoded
+    done = threading.Thread(target=lambda: b.submit({"x": np.zeros((1, 3))}, 1))
+    done.start()
+    time.sleep(0.2)
+    assert run.sizes == []  # still waiting for the announced one
+    b.submit({"x": np.zeros((2, 3))}, 2, expected=True)
+    done.join(5)
+    assert run.sizes == [3]
+    b.close()
+
+
+def test_full_queue_is_resource_exhausted() -> None:
+    run = Recorder()
+    run.gate.clear()
+    b = batcher(run, max_queue_size=1)
+    threading.Thread(target=lambda: b.submit({"x": np.zeros((1, 3))}, 1), daemon=True).start()
+    assert run.running.wait(5)
+    threading.Thread(target=lambda: b.submit({"x": np.zeros((1, 3))}, 1), daemon=True).start()
+    time.sleep(0.2)
+    with pytest.raises(ResourceExhausted, match="queue of model m is full"):
+        b.submit({"x": np.zeros((1, 3))}, 1)
+    run.gate.set()
+    b.close()
+
+
+def test_queued_request_past_its_deadline_fails_and_never_runs() -> None:
+    run = Recorder()
+    run.gate.clear()
+    b = batcher(run)
+    threading.Thread(target=lambda: b.submit({"x": np.zeros((1, 3))}, 1), daemon=True).start()
+    assert run.running.wait(5)
+    with pytest.raises(DeadlineExceeded, match="timed out"):
+        b.submit({"x": np.zeros((5, 3))}, 5, deadline=time.perf_counter() + 0.1)
+    run.gate.set()
+    b.close()
+    assert 5 not in run.sizes
+
+
+def test_without_dynamic_batching_each_request_runs_alone() -> None:
+    run = Recorder()
+    b = batcher(run, batching=False)
+    submit_all(b, [1, 2, 3, 1])
+    b.close()
+    assert sorted(run.sizes) == [1, 1, 2, 3]
+
+
+def test_close_drains_the_queue_then_refuses() -> None:
+    run = Recorder()
+    b = batcher(run)
+    results = submit_all(b, [1, 1])
+    b.close()
+    assert len(results) == 2
+    with pytest.raises(NotReady, match="unloading"):
+        b.submit({"x": np.zeros((1, 3))}, 1)
+
+
+def test_runner_errors_reach_every_request_of_the_batch() -> None:
+    def broken(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise RuntimeError("kaput")
+
+    times: list[BatchTimes] = []
+    b = DynamicBatcher("m", [broken], BatcherSettings(8, True), on_batch=times.append)
+    with pytest.raises(RuntimeError, match="kaput"):
+        b.submit({"x": np.zeros((1, 3))}, 1)
+    b.close()
+    assert times == []
