@@ -185,19 +185,32 @@ def _start(args: list[str], port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def perf_analyzer(model: str, port: int, concurrency: int) -> dict[str, float]:
-    """One perf_analyzer run: throughput (infer/s) and p50/p99 latency (us)."""
+def _perf_analyzer_run(model: str, port: int, concurrency: int, stability: int) -> str:
     libs = list(
         (ROOT / ".venv-triton" / "lib").glob("python3*/site-packages/nvidia/cuda_runtime/lib")
     )
     env = dict(os.environ, LD_LIBRARY_PATH=":".join(str(p) for p in libs))
     done = subprocess.run(
         [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "grpc", "-b", "1",
-         "--concurrency-range", str(concurrency), "-p", "3000", "-r", "10", "-s", "30",
+         "--concurrency-range", str(concurrency), "-p", "3000", "-r", "6", "-s", str(stability),
          "--input-data", "zero"],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
-    out = done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def perf_analyzer(model: str, port: int, concurrency: int) -> dict[str, float]:
+    """One perf_analyzer run: throughput (infer/s) and p50/p99 latency (us).
+
+    perf_analyzer wants three windows within `stability` percent of each other; on a
+    busy shared machine that may not happen, so a second try accepts any three windows
+    and the result says `stable: 0`.
+    """
+    stable = 1.0
+    out = _perf_analyzer_run(model, port, concurrency, 30)
+    if "Failed to obtain stable measurement" in out:
+        stable = 0.0
+        out = _perf_analyzer_run(model, port, concurrency, 1000)
 
     def number(pattern: str) -> float:
         found = re.findall(pattern, out)
@@ -209,6 +222,7 @@ def perf_analyzer(model: str, port: int, concurrency: int) -> dict[str, float]:
         "throughput": number(r"Throughput: ([\d.]+) infer/sec"),
         "p50_us": number(r"p50 latency: (\d+) usec"),
         "p99_us": number(r"p99 latency: (\d+) usec"),
+        "stable": stable,
     }
 
 
@@ -311,7 +325,8 @@ def print_table(f: dict[str, Any]) -> None:
     print(f"  {'concurrency':>11} {'infer/s':>9} {'ratio':>6} {'p50 us':>8} {'p99 us':>8}")
     for c, run in f["cnn_served"].items():
         print(f"  {c:>11} {run['throughput']:9.1f} {f['cnn_ratio'][c]:6.2f} "
-              f"{run['p50_us']:8.0f} {run['p99_us']:8.0f}")  # fmt: skip
+              f"{run['p50_us']:8.0f} {run['p99_us']:8.0f}"
+              + ("" if run["stable"] else "  (unstable windows)"))  # fmt: skip
     if "cnn_overhead_p50_us" in f:
         print(f"  concurrency 1 latency minus compute: p50 {f['cnn_overhead_p50_us']:.0f} us, "
               f"p99 {f['cnn_overhead_p99_us']:.0f} us (goal < 1000 us)")  # fmt: skip
