@@ -90,7 +90,7 @@ def train_local(
 ) -> tuple[RunDir, dict[str, Any]]:
     """Train one run in this process (no Ray) and write its run directory."""
     run = resolve_run(runs, experiment, name, cfg, resume)
-    ctx = LocalContext(cfg.scaling.use_gpu, run.checkpoints if resume else None)
+    ctx = LocalContext(cfg.scaling.use_gpu, run.checkpoints, resume=resume)
     try:
         trainer = Trainer(cfg, ctx, run, on_epoch=on_epoch)
         if not resume:

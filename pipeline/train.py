@@ -44,9 +44,11 @@ class TrainContext(Protocol):
 
     def prepare_model(self, model: nn.Module) -> nn.Module: ...
     def prepare_loader(self, loader: torch.utils.data.DataLoader) -> Any: ...
+    def prepare_eval_loader(self, loader: torch.utils.data.DataLoader) -> Any: ...
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor: ...
     def latest_checkpoint(self) -> Path | None: ...
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
+    def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
+        """Called by every worker once per epoch; `save(dir)` writes the checkpoint (rank 0)."""
 
 
 class LocalContext:
@@ -55,11 +57,14 @@ class LocalContext:
     rank = 0
     world_size = 1
 
-    def __init__(self, use_gpu: bool = False, checkpoint_dir: Path | None = None) -> None:
+    def __init__(
+        self, use_gpu: bool = False, checkpoint_dir: Path | None = None, resume: bool = False
+    ) -> None:
         if use_gpu and not torch.cuda.is_available():
             raise ValueError("scaling.use_gpu is true but no CUDA device is available")
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self._checkpoint_dir = checkpoint_dir
+        self._resume = resume
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model.to(self.device)
@@ -67,15 +72,65 @@ class LocalContext:
     def prepare_loader(self, loader: torch.utils.data.DataLoader) -> Any:
         return loader
 
+    prepare_eval_loader = prepare_loader
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
     def latest_checkpoint(self) -> Path | None:
         d = self._checkpoint_dir
-        return d if d is not None and (d / CHECKPOINT).exists() else None
+        if not self._resume or d is None or not (d / CHECKPOINT).exists():
+            return None
+        return d
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        pass
+    def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
+        if self._checkpoint_dir is not None:
+            save(self._checkpoint_dir)
+
+
+DEVICE_BYTES = 2**30  # uint8 training images up to 1 GiB stay on the GPU
+
+
+class DeviceLoader:
+    """Batches of a split kept on the device: a fresh permutation each epoch (the same on
+    every worker, each taking its own shard, padded like DistributedSampler)."""
+
+    def __init__(
+        self,
+        split: Any,
+        scale: float,
+        batch_size: int,
+        device: torch.device,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.images = split.images.to(device)  # uint8 (N, C, H, W)
+        self.labels = split.labels.to(device)
+        self.scale, self.batch_size, self.seed = scale, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.per_worker = math.ceil(len(self.labels) / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def sampler(self) -> DeviceLoader:  # so that the loop's set_epoch call finds it
+        return self
+
+    def __len__(self) -> int:
+        return math.ceil(self.per_worker / self.batch_size)
+
+    def __iter__(self) -> Any:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.labels), generator=g)
+        padded = torch.cat([order, order[: self.per_worker * self.world_size - len(order)]])
+        mine = padded[self.rank :: self.world_size].to(self.images.device)
+        for start in range(0, len(mine), self.batch_size):
+            idx = mine[start : start + self.batch_size]
+            yield self.images[idx].float().div_(self.scale), self.labels[idx]
 
 
 class EarlyStopping:
@@ -189,11 +244,8 @@ class Trainer:
         self.std = torch.tensor(self.splits.std, device=self.device).view(1, -1, 1, 1)
         size = info.input_shape[1:]
         augment = build_augment(cfg.data.augment, (size[0], size[1]))
-        train_set = ImageDataset(self.splits.train, self.splits.scale, augment)
-        self.train_loader = ctx.prepare_loader(
-            make_loader(train_set, cfg.training.batch_size, shuffle=True, seed=cfg.seed)
-        )
-        self.val_loader = ctx.prepare_loader(
+        self.train_loader = self._train_loader(augment)
+        self.val_loader = ctx.prepare_eval_loader(
             make_loader(
                 ImageDataset(self.splits.val, self.splits.scale),
                 cfg.training.eval_batch_size,
@@ -201,7 +253,7 @@ class Trainer:
                 seed=cfg.seed,
             )
         )
-        self.test_loader = ctx.prepare_loader(
+        self.test_loader = ctx.prepare_eval_loader(
             make_loader(
                 ImageDataset(self.splits.test, self.splits.scale),
                 cfg.training.eval_batch_size,
@@ -218,6 +270,25 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.start_epoch = 1
         self.elapsed = 0.0
+
+    def _train_loader(self, augment: Callable[[torch.Tensor], torch.Tensor] | None) -> Any:
+        """On a GPU, a small un-augmented training set stays on the device and is batched
+        there (no DataLoader); otherwise a DataLoader that Ray can shard."""
+        split, cfg = self.splits.train, self.cfg
+        if self.device.type == "cuda" and augment is None and split.images.numel() < DEVICE_BYTES:
+            return DeviceLoader(
+                split,
+                self.splits.scale,
+                cfg.training.batch_size,
+                self.device,
+                seed=cfg.seed,
+                rank=self.ctx.rank,
+                world_size=self.ctx.world_size,
+            )
+        dataset = ImageDataset(split, self.splits.scale, augment)
+        return self.ctx.prepare_loader(
+            make_loader(dataset, cfg.training.batch_size, shuffle=True, seed=cfg.seed)
+        )
 
     # ------------------------------------------------------------ one epoch
 
@@ -302,9 +373,8 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, epoch: int) -> Path | None:
-        if self.run is None or self.ctx.rank != 0:
-            return None
+    def save_checkpoint(self, epoch: int, directory: Path) -> None:
+        """Everything a resume needs, as `directory/last.pt` (written atomically)."""
         state = {
             "epoch": epoch,
             "elapsed": self.elapsed,
@@ -314,11 +384,10 @@ class Trainer:
             "stopper": self.stopper.state_dict(),
             "best_model": self.best_state,
         }
-        target = self.run.checkpoints / CHECKPOINT
+        target = directory / CHECKPOINT
         tmp = target.with_name(f".{CHECKPOINT}.tmp")
         torch.save(state, tmp)
         tmp.replace(target)
-        return self.run.checkpoints
 
     def restore(self, checkpoint_dir: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, schedule, early stopping."""
@@ -425,7 +494,7 @@ class Trainer:
         }
         if self.run is not None and self.ctx.rank == 0:
             self.run.append_metrics(record)  # before the checkpoint: a resume redoes this epoch
-        self.ctx.report(record, self.save_checkpoint(epoch))
+        self.ctx.report(record, lambda directory: self.save_checkpoint(epoch, directory))
         if self.on_epoch is not None and self.ctx.rank == 0:
             self.on_epoch(record)
         return self.stopper.should_stop

@@ -1,19 +1,20 @@
-"""stride train: one training run from a config file."""
+"""stride train: one training run from a config file, on Ray Train (or --local)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import threading
 from typing import Any
 
 NAME = "train"
-HELP = "train one model from a config file and write its run directory"
+HELP = "train one model from a config file (Ray Train workers, CPU or GPU)"
 ORDER = 10
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config, --set, --runs, --experiment, --download: shared by train and sweep."""
+    """Options shared by train and sweep: config, overrides, run store, Ray, scaling."""
     parser.add_argument(
         "--config", required=True, help="run config (YAML), e.g. configs/digits.yaml"
     )
@@ -38,6 +39,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let torchvision data sets (mnist, cifar10, ...) download into data.root",
     )
+    parser.add_argument("--workers", type=int, help="Ray Train workers (overrides scaling.workers)")
+    parser.add_argument("--gpu", action="store_true", help="train on GPUs (scaling.use_gpu=true)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (default: env RAY_ADDRESS, else a local instance)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,19 +54,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run --name from its last checkpoint"
     )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="train in this process with the plain loop, without Ray",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
 
-def load(args: argparse.Namespace) -> Any:
-    """The validated config with --set and --download applied; prints the model summary."""
-    from pipeline.config import load_config
-
-    overrides = list(args.overrides)
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """--set items plus what the convenience flags mean."""
+    items = list(args.overrides)
     if args.download:
-        overrides.append("data.download=true")
+        items.append("data.download=true")
+    if args.workers is not None:
+        items.append(f"scaling.workers={args.workers}")
+    if args.gpu:
+        items.append("scaling.use_gpu=true")
     if getattr(args, "quiet", False):
-        overrides.append("training.progress=false")
-    return load_config(args.config, overrides)
+        items.append("training.progress=false")
+    return items
 
 
 def print_epoch(record: dict[str, Any]) -> None:
@@ -73,22 +88,64 @@ def print_epoch(record: dict[str, Any]) -> None:
     )
 
 
+def train_with_progress(cfg: Any, args: argparse.Namespace, name: str | None) -> tuple[Any, dict]:
+    """Run on Ray in a thread while this thread prints the epochs from the run store."""
+    from pipeline.ray_train import ensure_ray, follow_run, train_on_ray
+    from pipeline.run import resolve_run
+
+    ensure_ray(args.address)
+    run = resolve_run(args.runs, args.experiment, name, cfg, args.resume)
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            result["value"] = train_on_ray(
+                cfg,
+                runs=args.runs,
+                experiment=args.experiment,
+                name=run.path.name,
+                resume=args.resume,
+            )
+        except BaseException as exc:  # re-raised below, in the main thread
+            result["error"] = exc
+        finally:
+            done.set()
+
+    if args.resume:
+        print(f"resuming {run.path}", file=sys.stderr)
+    thread = threading.Thread(target=target, name="stride-train", daemon=True)
+    thread.start()
+    follow_run(run.path, (lambda r: None) if args.quiet else print_epoch, done)
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 def run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
     from pipeline.data import describe
-    from pipeline.run import train_local
     from pipeline.spec import format_plan, validate
 
-    cfg = load(args)
+    cfg = load_config(args.config, overrides_of(args))
     if not args.quiet:
         print(format_plan(validate(cfg), describe(cfg.data).input_shape), file=sys.stderr)
-    run_dir, summary = train_local(
-        cfg,
-        runs=args.runs,
-        experiment=args.experiment,
-        name=args.name,
-        resume=args.resume,
-        on_epoch=None if args.quiet else print_epoch,
-    )
+    if args.local:
+        from pipeline.run import train_local
+
+        if args.resume:
+            print(f"resuming {args.runs}/{args.experiment}/{args.name}", file=sys.stderr)
+        run_dir, summary = train_local(
+            cfg,
+            runs=args.runs,
+            experiment=args.experiment,
+            name=args.name,
+            resume=args.resume,
+            on_epoch=None if args.quiet else print_epoch,
+        )
+    else:
+        run_dir, summary = train_with_progress(cfg, args, args.name)
     print(f"run: {run_dir.path}")
     print(
         f"test accuracy: {summary['test_accuracy']:.4f}  test loss: {summary['test_loss']:.4f}  "

@@ -1,0 +1,246 @@
+"""Training on Ray Train (V2): the same Trainer, run by TorchTrainer workers.
+
+Ray touches the loop only through `RayContext`: the device Ray assigned, DDP
+(`prepare_model`), distributed sampling (`prepare_data_loader`), an all-reduce of
+the epoch's sums, and `ray.train.report` with a checkpoint every epoch. Rank 0
+writes the run directory; Ray keeps its checkpoints in `<run>/checkpoints/`
+(storage_path is the run directory), so a worker that dies resumes from the last
+epoch, and `--resume` after the whole job died starts from the newest one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.config import RunConfig, parse_config
+from pipeline.run import config_record, data_record, failed_summary, resolve_run
+from pipeline.runstore import RunDir
+from pipeline.train import Trainer
+
+log = logging.getLogger(__name__)
+RAY_CHECKPOINTS = "checkpoints"  # RunConfig.name under the run directory
+
+
+def ensure_ray(address: str | None = None) -> dict[str, float]:
+    """Connect to `address` (or RAY_ADDRESS), or start a local instance; returns resources."""
+    import ray
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        # Worker logs stay in Ray's log folder unless STRIDE_RAY_LOGS=1: progress comes from
+        # the run store, and a failed run's error is raised on the driver anyway.
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": os.environ.get("STRIDE_RAY_LOGS") == "1",
+            "logging_level": logging.WARNING,
+        }
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(**kwargs)
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+class RayContext:
+    """The TrainContext of one Ray Train worker."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
+        self._tmp = Path(tempfile.mkdtemp(prefix="stride-ckpt-"))
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model, move_to_device=self.device)
+
+    def prepare_loader(self, loader: torch.utils.data.DataLoader) -> Any:
+        import ray.train.torch
+
+        # The loop moves batches itself (and normalises them on the device).
+        return ray.train.torch.prepare_data_loader(loader, move_to_device=False)
+
+    def prepare_eval_loader(self, loader: torch.utils.data.DataLoader) -> Any:
+        """A shard without the padding DistributedSampler adds, so reduced sums are exact."""
+        dataset = loader.dataset
+        shard = torch.utils.data.Subset(dataset, range(self.rank, len(dataset), self.world_size))  # type: ignore[arg-type]
+        return torch.utils.data.DataLoader(
+            shard, batch_size=loader.batch_size, collate_fn=loader.collate_fn
+        )
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            tensor = tensor.clone()
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def latest_checkpoint(self) -> Path | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        target = self._tmp / "restore"
+        shutil.rmtree(target, ignore_errors=True)
+        return Path(checkpoint.to_directory(str(target)))
+
+    def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
+        import ray.train
+
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        with tempfile.TemporaryDirectory(dir=self._tmp) as directory:
+            checkpoint = None
+            if self.rank == 0:
+                save(Path(directory))
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(scalars, checkpoint=checkpoint)  # every worker: it is a barrier
+
+
+def worker_loop(payload: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: build the Trainer, fit, rank 0 writes the results."""
+    cfg = parse_config(payload["config"])
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    run = RunDir(payload["run_dir"])
+    ctx = RayContext(cfg)
+    trainer = Trainer(cfg, ctx, run)
+    if ctx.rank == 0 and not run.exists():
+        per_worker = cfg.training.batch_size
+        run.write_config(
+            config_record(
+                cfg,
+                run,
+                grid=payload.get("grid"),
+                data=data_record(trainer),
+                effective={
+                    "workers": ctx.world_size,
+                    "batch_size_per_worker": per_worker,
+                    "batch_size": per_worker * ctx.world_size,  # what one optimizer step sees
+                    "lr": trainer.optimizer.param_groups[0]["initial_lr"],
+                    "lr_scaling": "none: the configured lr applies to the effective batch",
+                    "device": str(ctx.device),
+                    "ray": True,
+                },
+            )
+        )
+    summary = trainer.fit()
+    if ctx.rank == 0:
+        trainer.save_final_model()
+        run.write_summary(summary)
+
+
+def latest_ray_checkpoint(run: RunDir) -> Path | None:
+    """The newest checkpoint Ray persisted for a run (names sort by time)."""
+    base = run.path / RAY_CHECKPOINTS
+    found = sorted(p for p in base.glob("checkpoint_*") if (p / "last.pt").is_file())
+    return found[-1] if found else None
+
+
+def train_on_ray(
+    cfg: RunConfig,
+    *,
+    runs: str | Path,
+    experiment: str,
+    name: str | None = None,
+    resume: bool = False,
+    grid: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
+) -> tuple[RunDir, dict[str, Any]]:
+    """One run through TorchTrainer; Ray must be initialised (see `ensure_ray`)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    run = resolve_run(runs, experiment, name, cfg, resume)
+    if resume and run.read_summary() is not None:
+        (run.path / "summary.json").unlink()  # the failed attempt's; this one writes its own
+    s = cfg.scaling
+    resources: dict[str, float] = {"CPU": s.cpus_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = s.gpus_per_worker
+    start = latest_ray_checkpoint(run) if resume else None
+    if resume and start is None and (run.checkpoints / "last.pt").is_file():
+        start = run.checkpoints  # a run trained without Ray
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={
+            "config": cfg.to_dict(),
+            "run_dir": str(run.path.resolve()),
+            "grid": grid or {},
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.workers, use_gpu=s.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=RAY_CHECKPOINTS,
+            storage_path=str(run.path.resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
+        ),
+        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(start)) if start else None,
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:
+        reason = _failure_reason(exc)
+        summary = run.read_summary()
+        if summary is None or summary.get("status") != "completed":
+            run.write_summary(failed_summary(reason))
+        raise RuntimeError(f"run {run.path.name} failed: {reason}") from exc
+    summary = run.read_summary()
+    if summary is None:
+        raise RuntimeError(f"run {run.path.name} ended without writing summary.json")
+    return run, summary
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The innermost error's type and message: what a person needs to fix the run."""
+    seen = exc
+    while seen.__cause__ is not None and seen.__cause__ is not seen:
+        seen = seen.__cause__
+    text = str(seen).strip().splitlines()
+    return f"{type(seen).__name__}: {text[-1] if text else ''}"[:2000]
+
+
+def epoch_callback(on_epoch: Callable[[dict[str, Any]], None]) -> Any:
+    """A Ray Train callback that hands rank 0's epoch metrics to `on_epoch` on the driver."""
+    import ray.train
+
+    class EpochCallback(ray.train.UserCallback):  # type: ignore[misc]
+        def after_report(
+            self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+        ) -> None:
+            if metrics:
+                on_epoch(metrics[0])
+
+    return EpochCallback()
+
+
+def follow_run(
+    run_dir: Path, on_epoch: Callable[[dict[str, Any]], None], done: Any, interval: float = 0.5
+) -> None:
+    """Call `on_epoch` for each new line of a run's metrics.jsonl until `done` is set."""
+    seen = 0
+    while True:
+        finished = done.wait(interval)
+        records = RunDir(run_dir).read_metrics()
+        if len(records) < seen:  # a resumed run rewound its metrics
+            seen = len(records)
+        for record in records[seen:]:
+            on_epoch(record)
+        seen = len(records)
+        if finished:
+            return

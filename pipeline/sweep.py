@@ -1,0 +1,298 @@
+"""Sweeps: the Cartesian product of grid values and seeds, run as concurrent Ray Train
+runs, as many at once as the cluster's CPUs and GPUs allow.
+
+Each run is launched by a small Ray task that calls `train_on_ray`; the driver
+follows every run through its metrics.jsonl (the run store is the source of
+truth), shows one line per run, and ends with a table per grid value: mean and
+spread of test accuracy over seeds, epochs run, wall time. A failing run is
+reported as failed and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import secrets
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from pipeline.config import ConfigError, RunConfig, parse_config
+from pipeline.runstore import RunDir, check_name
+from pipeline.spec import validate
+
+
+@dataclass
+class SweepRun:
+    """One member of a sweep: its grid values, seed, config and what became of it."""
+
+    label: str  # the grid values, e.g. "adam"
+    grid: dict[str, Any]
+    seed: int
+    cfg: RunConfig
+    run_id: str
+    state: str = "pending"  # pending, running, completed, failed
+    epoch: int = 0
+    val_accuracy: float | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[Any]]]:
+    """`key=v1,v2,...` items -> [(key, [values])]; values are read as YAML (0.1, true, adam)."""
+    axes: list[tuple[str, list[Any]]] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or not raw:
+            raise ConfigError(f"--grid {item!r}: expected key=v1,v2 (e.g. optimizer.name=sgd,adam)")
+        if any(key == k for k, _ in axes):
+            raise ConfigError(f"--grid: {key} is given twice")
+        values = [yaml.safe_load(v) if v.strip() else "" for v in raw.split(",")]
+        axes.append((key, values))
+    return axes
+
+
+def _slug(value: Any) -> str:
+    text = re.sub(r"[^A-Za-z0-9.-]+", "-", str(value)).strip("-.")
+    return text or "x"
+
+
+def expand(
+    base: dict[str, Any], overrides: list[str], axes: list[tuple[str, list[Any]]], seeds: int
+) -> list[SweepRun]:
+    """Every (grid values, seed) combination as a validated config; errors name the variant."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    base_seed = parse_config(base, overrides).seed
+    keys = [k for k, _ in axes]
+    runs = []
+    for values in itertools.product(*(v for _, v in axes)) if axes else [()]:
+        grid = dict(zip(keys, values, strict=True))
+        label = "_".join(_slug(v) for v in values)[:80] or "run"
+        for i in range(seeds):
+            seed = base_seed + i
+            items = [
+                *overrides,
+                *(f"{k}={yaml.safe_dump(v).strip()}" for k, v in grid.items()),
+                f"seed={seed}",
+            ]
+            try:
+                cfg = parse_config(base, items)
+                validate(cfg)
+            except ValueError as exc:
+                raise ConfigError(f"sweep variant {grid or '(base)'} seed {seed}: {exc}") from None
+            run_id = check_name("run id", f"{label}-s{seed}-{secrets.token_hex(2)}")
+            runs.append(SweepRun(label, grid, seed, cfg, run_id))
+    return runs
+
+
+def concurrency(runs: list[SweepRun], resources: dict[str, float]) -> int:
+    """How many runs fit on the cluster at once (each needs its workers' CPUs and GPUs)."""
+    s = runs[0].cfg.scaling
+    fits = resources.get("CPU", 1.0) / (s.workers * s.cpus_per_worker)
+    if s.use_gpu:
+        fits = min(fits, resources.get("GPU", 0.0) / (s.workers * s.gpus_per_worker))
+    if fits < 1:
+        need = f"{s.workers * s.cpus_per_worker:g} CPU" + (
+            f" and {s.workers * s.gpus_per_worker:g} GPU" if s.use_gpu else ""
+        )
+        raise ValueError(f"one run needs {need} but the cluster has {resources}")
+    return max(1, math.floor(fits + 1e-9))
+
+
+def _launch(
+    cfg_dict: dict[str, Any], runs: str, experiment: str, run_id: str, grid: dict[str, Any]
+) -> dict[str, Any]:
+    """Runs inside a Ray task: one TorchTrainer run; returns its summary."""
+    from pipeline.ray_train import train_on_ray
+
+    _, summary = train_on_ray(
+        parse_config(cfg_dict), runs=runs, experiment=experiment, name=run_id, grid=grid
+    )
+    return summary
+
+
+class SweepView:
+    """One line per run. On a terminal the block is redrawn in place; in a log, a line
+    is printed when a run changes state, and a progress line every `every` seconds."""
+
+    def __init__(
+        self, runs: list[SweepRun], stream: TextIO = sys.stderr, every: float = 15.0
+    ) -> None:
+        self.runs, self.stream, self.every = runs, stream, every
+        self.tty = stream.isatty()
+        self.drawn = 0
+        self.last_states: dict[str, str] = {}
+        self.last_progress = time.monotonic()
+
+    def line(self, r: SweepRun) -> str:
+        epochs = r.cfg.training.epochs
+        acc = f"val acc {r.val_accuracy:.4f}" if r.val_accuracy is not None else ""
+        if r.state == "completed":
+            acc = f"test acc {r.summary.get('test_accuracy', 0):.4f}"
+        tail = f"  {r.error}" if r.error else ""
+        return f"{r.run_id:<40} {r.state:<9} epoch {r.epoch:>3}/{epochs:<3} {acc}{tail}"
+
+    def update(self, force: bool = False) -> None:
+        if self.tty:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F")
+            for r in self.runs:
+                self.stream.write("\x1b[2K" + self.line(r) + "\n")
+            self.drawn = len(self.runs)
+        else:
+            for r in self.runs:
+                if self.last_states.get(r.run_id) != r.state:
+                    self.last_states[r.run_id] = r.state
+                    if r.state != "pending":
+                        self.stream.write(self.line(r) + "\n")
+            now = time.monotonic()
+            if force or now - self.last_progress >= self.every:
+                self.last_progress = now
+                done = sum(r.state in ("completed", "failed") for r in self.runs)
+                running = [r for r in self.runs if r.state == "running"]
+                self.stream.write(
+                    f"[sweep] {done}/{len(self.runs)} done, {len(running)} running"
+                    + "".join(f", {r.label} s{r.seed} epoch {r.epoch}" for r in running)
+                    + "\n"
+                )
+        self.stream.flush()
+
+
+def _poll(run: SweepRun, root: Path) -> None:
+    records = RunDir(root / run.run_id).read_metrics()
+    if records:
+        run.epoch = int(records[-1].get("epoch", 0))
+        run.val_accuracy = records[-1].get("val_accuracy")
+
+
+def run_sweep(
+    runs: list[SweepRun],
+    *,
+    store: str | Path,
+    experiment: str,
+    max_concurrent: int,
+    view: SweepView | None = None,
+    poll: float = 0.5,
+) -> list[SweepRun]:
+    """Run every member (Ray must be initialised); returns them with their outcome."""
+    import ray
+
+    check_name("experiment", experiment)
+    root = Path(store) / experiment
+    launch = ray.remote(num_cpus=0, max_retries=0)(_launch)
+    pending = list(runs)
+    active: dict[Any, SweepRun] = {}
+    while pending or active:
+        while pending and len(active) < max_concurrent:
+            r = pending.pop(0)
+            r.state = "running"
+            ref = launch.remote(r.cfg.to_dict(), str(store), experiment, r.run_id, r.grid)
+            active[ref] = r
+        done, _ = ray.wait(list(active), num_returns=1, timeout=poll)
+        for ref in done:
+            r = active.pop(ref)
+            try:
+                r.summary = ray.get(ref)
+                r.state = "completed"
+            except Exception as exc:  # one failing run does not stop the sweep
+                r.state, r.error = "failed", _short_error(exc)
+            _poll(r, root)
+        for r in active.values():
+            _poll(r, root)
+        if view is not None:
+            view.update()
+    if view is not None:
+        view.update(force=True)
+    return runs
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    for line in reversed(text):
+        if "failed:" in line or "Error" in line:
+            return line.strip()[:300]
+    return (text[-1] if text else type(exc).__name__)[:300]
+
+
+def summarise(runs: list[SweepRun]) -> list[dict[str, Any]]:
+    """One row per grid value: runs, mean and spread of test accuracy, epochs, wall time."""
+    rows = []
+    for label in dict.fromkeys(r.label for r in runs):
+        group = [r for r in runs if r.label == label]
+        ok = [r for r in group if r.state == "completed"]
+        accs = [float(r.summary["test_accuracy"]) for r in ok]
+        rows.append(
+            {
+                "label": label,
+                "grid": group[0].grid,
+                "runs": len(group),
+                "completed": len(ok),
+                "failed": len(group) - len(ok),
+                "test_accuracy_mean": statistics.fmean(accs) if accs else None,
+                "test_accuracy_std": statistics.stdev(accs)
+                if len(accs) > 1
+                else 0.0
+                if accs
+                else None,
+                "test_accuracy_min": min(accs) if accs else None,
+                "test_accuracy_max": max(accs) if accs else None,
+                "epochs_mean": statistics.fmean(r.summary["epochs_run"] for r in ok)
+                if ok
+                else None,
+                "wall_seconds_mean": statistics.fmean(r.summary["wall_seconds"] for r in ok)
+                if ok
+                else None,
+            }
+        )
+    rows.sort(key=lambda row: -(row["test_accuracy_mean"] or -1.0))
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = ("grid value", "runs", "test acc mean", "std", "min", "max", "epochs", "wall s")
+    lines = [header]
+    for row in rows:
+
+        def f(key: str, fmt: str = ".4f") -> str:
+            return "-" if row[key] is None else format(row[key], fmt)
+
+        runs = f"{row['completed']}/{row['runs']}" + (
+            f" ({row['failed']} failed)" if row["failed"] else ""
+        )
+        lines.append(
+            (
+                row["label"],
+                runs,
+                f("test_accuracy_mean"),
+                f("test_accuracy_std"),
+                f("test_accuracy_min"),
+                f("test_accuracy_max"),
+                f("epochs_mean", ".1f"),
+                f("wall_seconds_mean", ".1f"),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)
+
+
+def best_run(runs: list[SweepRun]) -> SweepRun | None:
+    """The completed run with the highest test accuracy (lower test loss breaks ties)."""
+    ok = [r for r in runs if r.state == "completed"]
+    return max(
+        ok, key=lambda r: (r.summary["test_accuracy"], -r.summary["test_loss"]), default=None
+    )
