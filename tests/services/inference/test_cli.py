@@ -179,6 +179,13 @@ def test_serve_with_mutual_tls_and_token_then_predict(
         server.stop(0)
 
 
+def _metrics(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        return page.read().decode()  # type: ignore[no-any-return]
+
+
 def _health(port: int) -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = health_pb2_grpc.HealthStub(ch)
@@ -188,7 +195,7 @@ def _health(port: int) -> int:
 @pytest.mark.slow
 def test_sigterm_drains_requests_in_flight_and_exits_zero(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    slow_model(repo)
+    slow_model(repo, depth=120)
     (tmp_path / "token").write_text("tok")
     port, health_port, metrics_port = free_port(), free_port(), free_port()
     env = dict(
@@ -234,7 +241,9 @@ def test_sigterm_drains_requests_in_flight_and_exits_zero(tmp_path: Path) -> Non
             worker = threading.Thread(target=call)
             started = time.monotonic()
             worker.start()
-            time.sleep(0.05)
+            pending = 'nv_inference_pending_request_count{model="slow",version="1"} 1'
+            while pending not in _metrics(metrics_port) and time.monotonic() - started < 30:
+                time.sleep(0.005)  # until the request is certainly in flight
             proc.send_signal(signal.SIGTERM)
             saw_not_serving = False
             while worker.is_alive() and time.monotonic() - started < 30:
