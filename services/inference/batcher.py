@@ -61,7 +61,12 @@ class BatcherSettings:
 
 
 class DynamicBatcher:
-    """A queue and `len(runners)` worker threads, each calling its own runner."""
+    """A queue, a pool of runners (one per model instance) and a worker thread per runner.
+
+    Fast path: a request that finds the queue empty, a runner free and no other request
+    on its way runs at once in the caller's thread (no hand-off to a worker, which is
+    most of the latency a lone client would otherwise see).
+    """
 
     def __init__(
         self,
@@ -77,14 +82,13 @@ class DynamicBatcher:
         self._closed = False
         self._arriving = 0  # requests between `expect()` and `submit()`
         self._executing = 0
+        self._free = list(runners)  # runners not executing
         self._on_batch = on_batch
         self._preferred = set(settings.preferred_sizes)
         self._largest_preferred = max(settings.preferred_sizes, default=0)
         self._workers = [
-            threading.Thread(
-                target=self._work, args=(run,), name=f"batcher-{name}-{i}", daemon=True
-            )
-            for i, run in enumerate(runners)
+            threading.Thread(target=self._work, name=f"batcher-{name}-{i}", daemon=True)
+            for i in range(len(runners))
         ]
         for worker in self._workers:
             worker.start()
@@ -125,8 +129,18 @@ class DynamicBatcher:
                     f"the queue of model {self.name} is full ({limit} requests waiting); retry "
                     "later or raise max_queue_size in its dynamic_batching default_queue_policy"
                 )
-            self._queue.append(pending)
-            self._cond.notify()
+            direct = not self._queue and self._free and self._arriving == 0
+            if direct:
+                run = self._free.pop()
+                self._executing += 1
+            else:
+                self._queue.append(pending)
+                self._cond.notify()
+        if direct:
+            try:
+                self._execute(run, [pending])
+            finally:
+                self._release(run, 1)
         timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
         if not pending.done.wait(timeout):
             with self._cond:
@@ -164,11 +178,17 @@ class DynamicBatcher:
         left = oldest.enqueued + s.max_queue_delay_s - time.perf_counter()
         return left <= 0, left
 
-    def _take(self) -> list[_Pending] | None:
+    def _release(self, run: RunFn, count: int) -> None:
+        with self._cond:
+            self._free.append(run)
+            self._executing -= count
+            self._cond.notify_all()  # a worker may wait for a free runner
+
+    def _take(self) -> tuple[list[_Pending], RunFn] | None:
         with self._cond:
             while True:
-                while not self._queue:
-                    if self._closed:
+                while not self._queue or not self._free:
+                    if self._closed and not self._queue:
                         return None
                     self._cond.wait()
                 rows, taken = 0, 0
@@ -181,23 +201,23 @@ class DynamicBatcher:
                 if go:
                     batch = [self._queue.popleft() for _ in range(taken)]
                     self._executing += len(batch)
-                    return batch
+                    return batch, self._free.pop()
                 self._cond.wait(wait)
 
     @property
     def _cap(self) -> int:
         return max(self.settings.max_batch_size, 1)
 
-    def _work(self, run: RunFn) -> None:
+    def _work(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
+            taken = self._take()
+            if taken is None:
                 return
+            batch, run = taken
             try:
                 self._execute(run, batch)
             finally:
-                with self._cond:
-                    self._executing -= len(batch)
+                self._release(run, len(batch))
 
     def _execute(self, run: RunFn, batch: list[_Pending]) -> None:
         now = time.perf_counter()
