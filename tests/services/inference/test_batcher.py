@@ -70,12 +70,19 @@ def test_mixed_sizes_batch_together_and_get_their_own_rows() -> None:
     assert len(run.sizes) < 1 + len(sizes)
 
 
-def test_a_lone_request_does_not_wait_for_the_queue_delay() -> None:
-    b = batcher(Recorder(), max_queue_delay_s=5.0)
+def test_a_lone_request_runs_at_once_in_the_callers_thread() -> None:
+    threads: list[str] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return {"y": feeds["x"]}
+
+    b = DynamicBatcher("m", [run], BatcherSettings(8, True, max_queue_delay_s=5.0))
     start = time.perf_counter()
     b.submit({"x": np.zeros((1, 3))}, 1)
     assert time.perf_counter() - start < 1.0
     b.close()
+    assert threads == [threading.current_thread().name]
 
 
 def test_an_announced_request_is_waited_for() -> None:
