@@ -120,7 +120,9 @@ def add_model(
     return folder
 
 
-def slow_model(repo: Path, name: str = "slow", width: int = 1024, depth: int = 60) -> Path:
+def slow_model(
+    repo: Path, name: str = "slow", width: int = 1024, depth: int = 60, extra: str = ""
+) -> Path:
     """A model whose batch of 64 takes a noticeable time: `depth` identity MatMuls of `width`.
 
     For drain tests: a request to it is certainly still in flight a moment after it is sent.
@@ -154,6 +156,6 @@ output [
   {{ name: "logits" data_type: TYPE_FP32 dims: [ {width} ] }},
   {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {width} ] }}
 ]
-"""
+{extra}"""
     )
     return folder
