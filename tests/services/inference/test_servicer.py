@@ -243,3 +243,18 @@ def test_reflection_lists_the_services(server: InferenceServer) -> None:
         response = next(iter(stub.ServerReflectionInfo(iter([request]))))
     names = {s.name for s in response.list_services_response.service}
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+
+
+def test_health_watch_follows_a_model(server: InferenceServer) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        watch = health_pb2_grpc.HealthStub(ch).Watch(
+            health_pb2.HealthCheckRequest(service="digits"), timeout=20
+        )
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        server.repository.unload("digits")
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        server.repository.load("digits")
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
