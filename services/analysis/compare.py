@@ -37,7 +37,7 @@ class Selection:
     """What to compare: one experiment, grouped by a config key or by explicit run ids."""
 
     experiment: str
-    group_by: str = DEFAULT_GROUP_BY
+    group_by: str = DEFAULT_GROUP_BY  # a dotted config key, or several joined by ","
     groups: Mapping[str, Sequence[str]] = field(default_factory=dict)  # name -> run ids
     where: Sequence[str] = ()  # KEY=VALUE filters on the config
     include_unfinished: bool = False  # also running and failed runs
@@ -70,14 +70,18 @@ def select(store: RunStore, selection: Selection) -> Groups:
         grouped = _explicit_groups(runs, selection.groups, selection.experiment)
         group_by = "run ids"
     else:
-        if not any(r.has(selection.group_by) for r in runs) and runs:
-            raise InvalidRequest(
-                f"no run of {selection.experiment!r} has config key {selection.group_by!r}; "
-                f"keys of the first run: {', '.join(_keys(runs[0].config)[:20])}"
-            )
+        keys = [k.strip() for k in selection.group_by.split(",")]
+        for key in keys:
+            if not key or (runs and not any(r.has(key) for r in runs)):
+                known = ", ".join(_keys(runs[0].config)[:20]) if runs else ""
+                raise InvalidRequest(
+                    f"no run of {selection.experiment!r} has config key {key!r}; "
+                    f"keys of the first run: {known}"
+                )
         grouped = {}
         for run in runs:
-            grouped.setdefault(run.label(selection.group_by), []).append(run)
+            # several keys: one group per combination, labelled "v1, v2"
+            grouped.setdefault(", ".join(run.label(k) for k in keys), []).append(run)
         group_by = selection.group_by
     if not grouped:
         reasons = "; ".join(f"{s.run_id}: {s.reason}" for s in skipped[:5])

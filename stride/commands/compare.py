@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--by",
         default=DEFAULT_GROUP_BY,
         metavar="KEY",
-        help=f"dotted config key to group runs by (default {DEFAULT_GROUP_BY})",
+        help=f"dotted config key to group runs by, or several joined by ',' "
+        f"(default {DEFAULT_GROUP_BY})",
     )
     parser.add_argument(
         "--group",

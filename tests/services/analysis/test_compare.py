@@ -158,6 +158,13 @@ def test_explicit_groups_and_filters(known_store: Path) -> None:
     assert all(g.final_val_accuracy.std is None for g in c.groups)
 
 
+def test_group_by_several_keys(known_store: Path) -> None:
+    c = _compare(known_store, group_by="optimizer.name, seed")
+    assert sorted(c.ranking) == [f"{o}, {s}" for o in ("adam", "sgd") for s in (1, 2, 3)]
+    with pytest.raises(InvalidRequest, match="config key 'nope'"):
+        _compare(known_store, group_by="optimizer.name,nope")
+
+
 def test_bad_selections_are_clear_errors(known_store: Path) -> None:
     with pytest.raises(InvalidRequest, match=r"no run of 'opt' has config key 'optimiser\.name'"):
         _compare(known_store, group_by="optimiser.name")
