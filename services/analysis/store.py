@@ -237,6 +237,9 @@ class RunStore:
             raise MalformedRunError(f"folder name {run_id!r} is not a valid run id")
         raw_config = self.location.read_bytes(experiment, run_id, "config.json")
         if raw_config is None:
+            if self._starting(experiment, run_id):
+                # The writer makes the folder (and checkpoints/) before config.json.
+                return Run(experiment, run_id, {}, (), None, ("starting: no config.json yet",))
             raise MalformedRunError("config.json is missing")
         meta = _load_object(raw_config, "config.json")
         if "config" in meta and not isinstance(meta["config"], Mapping):
@@ -249,6 +252,11 @@ class RunStore:
             raw_metrics = b""
         epochs, warnings = parse_metrics(raw_metrics)
         return Run(experiment, run_id, meta, tuple(epochs), summary, tuple(warnings))
+
+    def _starting(self, experiment: str, run_id: str) -> bool:
+        """A run folder with none of its files yet: a run that is starting."""
+        names = ("metrics.jsonl", "summary.json")
+        return not any(self.location.is_file(experiment, run_id, n) for n in names)
 
 
 def _load_object(data: bytes, name: str) -> dict[str, Any]:

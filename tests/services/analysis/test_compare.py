@@ -133,16 +133,19 @@ def test_unfinished_runs_are_left_out_unless_asked(known_store: Path) -> None:
         summary=summary(None, 1, status="failed", reason="loss is NaN"),
     )
     (known_store / "opt" / "broken").mkdir()
+    (known_store / "opt" / "broken" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (known_store / "opt" / "starting" / "checkpoints").mkdir(parents=True)
     c = _compare(known_store)
     assert len(c.groups[0].runs) == 3
     reasons = {s.run_id: s.reason for s in c.skipped}
     assert reasons["adam-running"] == "running"
     assert reasons["adam-failed"] == "failed: loss is NaN"
     assert reasons["broken"] == "malformed: config.json is missing"
+    assert reasons["starting"] == "running"
     c = _compare(known_store, include_unfinished=True)
     adam = c.groups[c.ranking.index("adam")]
     assert len(adam.runs) == 5
-    assert {s.run_id for s in c.skipped} == {"broken"}
+    assert {s.run_id for s in c.skipped} == {"broken", "starting"}
 
 
 def test_explicit_groups_and_filters(known_store: Path) -> None:

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.fixture
 def server(known_store: Path) -> Iterator[AnalysisServer]:
     (known_store / "opt" / "broken").mkdir()
+    (known_store / "opt" / "broken" / "summary.json").write_text('{"status": "completed"}')
     srv = AnalysisServer(
         RunStore(str(known_store)), ServerOptions(host="127.0.0.1", port=0, grace_period=1)
     ).start()

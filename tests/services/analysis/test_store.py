@@ -142,6 +142,18 @@ def test_hidden_folders_are_ignored_and_bad_names_reported(tmp_path: Path) -> No
     ]
 
 
+def test_a_folder_without_files_yet_is_a_starting_run(tmp_path: Path) -> None:
+    (tmp_path / "exp" / "new" / "checkpoints").mkdir(parents=True)
+    scan = RunStore(str(tmp_path)).scan("exp")
+    assert scan.malformed == ()
+    [run] = scan.runs
+    assert (run.status, run.epochs, run.warnings) == (
+        "running",
+        (),
+        ("starting: no config.json yet",),
+    )
+
+
 def test_a_running_run_may_have_no_metrics_yet(tmp_path: Path) -> None:
     folder = _run(tmp_path, "starting")
     (folder / "metrics.jsonl").unlink()
