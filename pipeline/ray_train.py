@@ -53,7 +53,7 @@ def ensure_ray(address: str | None = None) -> dict[str, float]:
 class RayContext:
     """The TrainContext of one Ray Train worker."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
         import ray.train
         import ray.train.torch
 
@@ -62,6 +62,7 @@ class RayContext:
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
         self._tmp = Path(tempfile.mkdtemp(prefix="stride-ckpt-"))
+        self.run_dir = run_dir
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         import ray.train.torch
@@ -89,14 +90,24 @@ class RayContext:
         return tensor
 
     def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint that loads: Ray's, or a newer one already persisted in the
+        run's storage that the controller had not registered when a worker died (it
+        collects reports on its health-check poll, so the newest can be missing)."""
         import ray.train
 
+        candidates: list[Path] = []
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        target = self._tmp / "restore"
-        shutil.rmtree(target, ignore_errors=True)
-        return Path(checkpoint.to_directory(str(target)))
+        if checkpoint is not None:
+            target = self._tmp / "restore"
+            shutil.rmtree(target, ignore_errors=True)
+            candidates.append(Path(checkpoint.to_directory(str(target))))
+        candidates.extend(reversed(ray_checkpoints(self.run_dir)))
+        best: tuple[int, Path] | None = None
+        for path in candidates:
+            epoch = checkpoint_epoch(path)
+            if epoch is not None and (best is None or epoch > best[0]):
+                best = (epoch, path)
+        return best[1] if best else None
 
     def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
         import ray.train
@@ -115,7 +126,7 @@ def worker_loop(payload: dict[str, Any]) -> None:
     cfg = parse_config(payload["config"])
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     run = RunDir(payload["run_dir"])
-    ctx = RayContext(cfg)
+    ctx = RayContext(cfg, run.path)
     trainer = Trainer(cfg, ctx, run)
     if ctx.rank == 0 and not run.exists():
         per_worker = cfg.training.batch_size
@@ -142,11 +153,22 @@ def worker_loop(payload: dict[str, Any]) -> None:
         run.write_summary(summary)
 
 
-def latest_ray_checkpoint(run: RunDir) -> Path | None:
-    """The newest checkpoint Ray persisted for a run (names sort by time)."""
-    base = run.path / RAY_CHECKPOINTS
+def ray_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints Ray persisted for a run, oldest first (their names sort by time)."""
+    base = run_dir / RAY_CHECKPOINTS
     found = sorted(p for p in base.glob("checkpoint_*") if (p / "last.pt").is_file())
-    return found[-1] if found else None
+    if (base / "last.pt").is_file():  # a run begun with --local
+        found.insert(0, base)
+    return found
+
+
+def checkpoint_epoch(directory: Path) -> int | None:
+    """The epoch a checkpoint holds, or None when it does not load (a partial copy)."""
+    try:
+        state = torch.load(directory / "last.pt", map_location="cpu", weights_only=True)
+        return int(state["epoch"])
+    except Exception:  # any unreadable file is simply not a candidate
+        return None
 
 
 def train_on_ray(
@@ -170,9 +192,8 @@ def train_on_ray(
     resources: dict[str, float] = {"CPU": s.cpus_per_worker}
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
-    start = latest_ray_checkpoint(run) if resume else None
-    if resume and start is None and (run.checkpoints / "last.pt").is_file():
-        start = run.checkpoints  # a run trained without Ray
+    # On --resume the workers find the newest checkpoint in the run directory themselves
+    # (RayContext.latest_checkpoint), so nothing is passed to the trainer for it.
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={
@@ -190,7 +211,6 @@ def train_on_ray(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
         ),
-        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(start)) if start else None,
     )
     try:
         trainer.fit()
@@ -213,20 +233,6 @@ def _failure_reason(exc: BaseException) -> str:
         seen = seen.__cause__
     text = str(seen).strip().splitlines()
     return f"{type(seen).__name__}: {text[-1] if text else ''}"[:2000]
-
-
-def epoch_callback(on_epoch: Callable[[dict[str, Any]], None]) -> Any:
-    """A Ray Train callback that hands rank 0's epoch metrics to `on_epoch` on the driver."""
-    import ray.train
-
-    class EpochCallback(ray.train.UserCallback):  # type: ignore[misc]
-        def after_report(
-            self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
-        ) -> None:
-            if metrics:
-                on_epoch(metrics[0])
-
-    return EpochCallback()
 
 
 def follow_run(

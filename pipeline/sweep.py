@@ -221,9 +221,13 @@ def _short_error(exc: BaseException) -> str:
     return (text[-1] if text else type(exc).__name__)[:300]
 
 
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
 def summarise(runs: list[SweepRun]) -> list[dict[str, Any]]:
     """One row per grid value: runs, mean and spread of test accuracy, epochs, wall time."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label in dict.fromkeys(r.label for r in runs):
         group = [r for r in runs if r.label == label]
         ok = [r for r in group if r.state == "completed"]
@@ -235,34 +239,35 @@ def summarise(runs: list[SweepRun]) -> list[dict[str, Any]]:
                 "runs": len(group),
                 "completed": len(ok),
                 "failed": len(group) - len(ok),
-                "test_accuracy_mean": statistics.fmean(accs) if accs else None,
-                "test_accuracy_std": statistics.stdev(accs)
-                if len(accs) > 1
-                else 0.0
+                "test_accuracy_mean": _mean(accs),
+                # sample standard deviation over seeds; 0 for a single run
+                "test_accuracy_std": (statistics.stdev(accs) if len(accs) > 1 else 0.0)
                 if accs
                 else None,
-                "test_accuracy_min": min(accs) if accs else None,
-                "test_accuracy_max": max(accs) if accs else None,
-                "epochs_mean": statistics.fmean(r.summary["epochs_run"] for r in ok)
-                if ok
-                else None,
-                "wall_seconds_mean": statistics.fmean(r.summary["wall_seconds"] for r in ok)
-                if ok
-                else None,
+                "test_accuracy_min": min(accs, default=None),
+                "test_accuracy_max": max(accs, default=None),
+                "epochs_mean": _mean([float(r.summary["epochs_run"]) for r in ok]),
+                "wall_seconds_mean": _mean([float(r.summary["wall_seconds"]) for r in ok]),
             }
         )
-    rows.sort(key=lambda row: -(row["test_accuracy_mean"] or -1.0))
+    # best mean first; groups with no completed run last
+    rows.sort(
+        key=lambda row: (
+            float("inf") if row["test_accuracy_mean"] is None else -float(row["test_accuracy_mean"])
+        )
+    )
     return rows
 
 
+def _cell(row: dict[str, Any], key: str, fmt: str = ".4f") -> str:
+    return "-" if row[key] is None else format(row[key], fmt)
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
+    """The summary rows as an aligned text table."""
     header = ("grid value", "runs", "test acc mean", "std", "min", "max", "epochs", "wall s")
     lines = [header]
     for row in rows:
-
-        def f(key: str, fmt: str = ".4f") -> str:
-            return "-" if row[key] is None else format(row[key], fmt)
-
         runs = f"{row['completed']}/{row['runs']}" + (
             f" ({row['failed']} failed)" if row["failed"] else ""
         )
@@ -270,12 +275,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             (
                 row["label"],
                 runs,
-                f("test_accuracy_mean"),
-                f("test_accuracy_std"),
-                f("test_accuracy_min"),
-                f("test_accuracy_max"),
-                f("epochs_mean", ".1f"),
-                f("wall_seconds_mean", ".1f"),
+                _cell(row, "test_accuracy_mean"),
+                _cell(row, "test_accuracy_std"),
+                _cell(row, "test_accuracy_min"),
+                _cell(row, "test_accuracy_max"),
+                _cell(row, "epochs_mean", ".1f"),
+                _cell(row, "wall_seconds_mean", ".1f"),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -418,9 +418,13 @@ class Trainer:
         """Train until the epochs run out or early stopping; return the summary."""
         cfg = self.cfg
         checkpoint = self.ctx.latest_checkpoint()
+        resumed_from = None
         if checkpoint is not None:
             self.restore(checkpoint)
-            log.info("resuming from epoch %d", self.start_epoch)
+            resumed_from = self.start_epoch - 1
+            log.warning("resuming from epoch %d", self.start_epoch)
+        elif self.run is not None and self.ctx.rank == 0 and self.run.read_metrics():
+            self.run.keep_metrics_through(0)  # starting over: earlier lines are void
         wall_start = time.perf_counter()
         progress = _progress_bar(cfg, self.ctx, len(self.train_loader))
         stopped_early = self.stopper.should_stop  # a resumed run may have stopped already
@@ -450,6 +454,7 @@ class Trainer:
             "device": _device_name(self.device),
             "precision": self.precision.name,
             "workers": self.ctx.world_size,
+            "resumed_from_epoch": resumed_from,  # the last restart's checkpoint, if any
             "finished_at": utc_now(),
         }
 

@@ -1,0 +1,158 @@
+"""Ray Train: two workers, sweeps, a worker killed mid-run, --resume after the job died.
+
+All on CPU with one local Ray instance shared across the tests (2 CPUs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import parse_config
+from pipeline.ray_train import train_on_ray
+from pipeline.run import train_local
+from pipeline.runstore import RunDir
+from pipeline.sweep import best_run, concurrency, expand, parse_grid, run_sweep, summarise
+from tests.pipeline.conftest import tiny_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _epochs(run: RunDir) -> list[int]:
+    return [int(r["epoch"]) for r in run.read_metrics()]
+
+
+def test_two_workers_reach_the_single_process_band(ray_cluster: object, tmp_path: Path) -> None:
+    cfg = tiny_config(**{"training.epochs": 8, "training.batch_size": 32})
+    _, local = train_local(cfg, runs=tmp_path, experiment="band", name="local")
+    two = parse_config(cfg.to_dict(), ["scaling.workers=2"])
+    run, summary = train_on_ray(two, runs=tmp_path, experiment="band", name="two")
+    assert summary["status"] == "completed" and summary["workers"] == 2
+    assert abs(summary["test_accuracy"] - local["test_accuracy"]) < 0.04, (summary, local)
+    assert _epochs(run) == list(range(1, 9))
+    effective = run.read_config()["effective"]
+    assert effective["workers"] == 2 and effective["batch_size"] == 64
+    assert effective["batch_size_per_worker"] == 32
+    # Metrics are of the whole epoch, reduced across both workers' shards.
+    first = run.read_metrics()[0]
+    assert 0 < first["train_accuracy"] <= 1 and first["images_per_second"] > 0
+
+
+def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path) -> None:
+    base = tiny_config(**{"training.epochs": 3}).to_dict()
+    runs = expand(base, [], parse_grid(["optimizer.name=sgd,adam"]), seeds=2)
+    assert [(r.label, r.seed) for r in runs] == [("sgd", 0), ("sgd", 1), ("adam", 0), ("adam", 1)]
+    run_sweep(runs, store=tmp_path, experiment="sw", max_concurrent=concurrency(runs, ray_cluster))
+    assert [r.state for r in runs] == ["completed"] * 4
+    for r in runs:
+        stored = RunDir(tmp_path / "sw" / r.run_id)
+        assert stored.read_summary() == r.summary
+        assert stored.read_config()["grid"] == {"optimizer.name": r.label}
+        assert stored.read_config()["config"]["seed"] == r.seed
+        assert _epochs(stored) == [1, 2, 3]
+    rows = {row["label"]: row for row in summarise(runs)}
+    adam = [r.summary["test_accuracy"] for r in runs if r.label == "adam"]
+    assert rows["adam"]["completed"] == 2
+    assert rows["adam"]["test_accuracy_mean"] == pytest.approx(sum(adam) / 2)
+    assert rows["adam"]["test_accuracy_std"] == pytest.approx(abs(adam[0] - adam[1]) / 2**0.5)
+    best = best_run(runs)
+    assert best is not None and best.summary["test_accuracy"] == max(
+        r.summary["test_accuracy"] for r in runs
+    )
+
+
+def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path) -> None:
+    base = tiny_config(**{"training.epochs": 2, "optimizer.name": "sgd"}).to_dict()
+    # SGD at lr 1e6 diverges: that run fails, the other completes.
+    runs = expand(base, [], parse_grid(["optimizer.lr=0.01,1000000.0"]), seeds=1)
+    run_sweep(runs, store=tmp_path, experiment="sw", max_concurrent=2)
+    states = {r.label: r.state for r in runs}
+    assert states == {"0.01": "completed", "1000000.0": "failed"}
+    failed = next(r for r in runs if r.state == "failed")
+    summary = RunDir(tmp_path / "sw" / failed.run_id).read_summary()
+    assert summary is not None and summary["status"] == "failed"
+    assert "diverged" in summary["reason"] and "diverged" in failed.error
+
+
+def _worker_pids() -> list[int]:
+    """Live Ray Train worker processes (Ray titles them `ray::RayTrainWorker...`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"ray::RayTrainWorker"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _kill_workers_when(run_dir: Path, epoch: int, stop: threading.Event) -> list[int]:
+    """Wait until the run has finished `epoch`, then SIGKILL its training worker processes."""
+    while not stop.is_set():
+        if len(RunDir(run_dir).read_metrics()) >= epoch:
+            killed = []
+            for pid in _worker_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    pass
+            if killed:
+                return killed
+        time.sleep(0.1)
+    return []
+
+
+def _train_in_thread(
+    cfg: object, tmp_path: Path, name: str, **kwargs: object
+) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["result"] = train_on_ray(cfg, runs=tmp_path, experiment="ft", name=name, **kwargs)  # type: ignore[arg-type]
+        except Exception as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_killed_worker_resumes_from_checkpoint(ray_cluster: dict, tmp_path: Path) -> None:
+    cfg = tiny_config(**{"training.epochs": 6, "scaling.max_failures": 2})
+    thread, out = _train_in_thread(cfg, tmp_path, "killed")
+    stop = threading.Event()
+    killed = _kill_workers_when(tmp_path / "ft" / "killed", 2, stop)
+    thread.join(timeout=300)
+    stop.set()
+    assert killed, "no training worker was found to kill"
+    assert "error" not in out, out.get("error")
+    run, summary = out["result"]
+    assert summary["status"] == "completed"
+    assert summary["resumed_from_epoch"] >= 1  # restarted from a checkpoint, not from scratch
+    assert _epochs(run) == [1, 2, 3, 4, 5, 6]  # every epoch exactly once, in order
+    assert summary["test_accuracy"] > 0.85
+
+
+def test_resume_after_the_whole_job_died(ray_cluster: dict, tmp_path: Path) -> None:
+    cfg = tiny_config(**{"training.epochs": 6, "scaling.max_failures": 0})
+    thread, out = _train_in_thread(cfg, tmp_path, "died")
+    stop = threading.Event()
+    killed = _kill_workers_when(tmp_path / "ft" / "died", 2, stop)
+    thread.join(timeout=300)
+    assert killed and "error" in out  # no failures allowed: the run fails
+    run = RunDir(tmp_path / "ft" / "died")
+    failed = run.read_summary()
+    assert failed is not None and failed["status"] == "failed" and failed["reason"]
+    done_before = _epochs(run)
+    assert done_before[:2] == [1, 2]
+    run, summary = train_on_ray(cfg, runs=tmp_path, experiment="ft", name="died", resume=True)
+    assert summary["status"] == "completed" and summary["resumed_from_epoch"] >= 1
+    assert _epochs(run) == [1, 2, 3, 4, 5, 6]
