@@ -31,17 +31,3 @@ def tiny_config(**overrides: object) -> RunConfig:
 @pytest.fixture
 def tiny() -> RunConfig:
     return tiny_config()
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> object:
-    """One local Ray instance (2 CPUs) shared by every test that needs Ray."""
-    import ray
-
-    from pipeline.ray_train import ensure_ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    resources = ensure_ray()
-    yield resources
-    ray.shutdown()

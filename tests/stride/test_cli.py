@@ -59,8 +59,9 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_train_then_export_from_the_command_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.ray
+def test_train_on_ray_then_export_from_the_command_line(
+    ray_cluster: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = [
         "train",
@@ -95,6 +96,34 @@ def test_train_then_export_from_the_command_line(
     assert (tmp_path / "repo" / "digits" / "1" / "model.onnx").is_file()
     assert main(args) == 2  # the run exists: refuse, do not overwrite
     assert "already exists" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 2  # a completed run cannot be resumed
+    assert "already completed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_local_training_and_resume_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "train",
+        "--local",
+        "--config",
+        str(ROOT / "configs" / "digits.yaml"),
+        "--runs",
+        str(tmp_path),
+        "--experiment",
+        "cli",
+        "--name",
+        "r1",
+        "--quiet",
+        "--set",
+        "training.epochs=2",
+    ]
+    assert main(args) == 0
+    (tmp_path / "cli" / "r1" / "summary.json").unlink()  # as if it had died
+    assert main([*args, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming" in captured.err and "test accuracy:" in captured.out
 
 
 def test_every_subcommand_has_help() -> None:
