@@ -236,15 +236,19 @@ class RunStore:
         if not NAME_RE.fullmatch(run_id):
             raise MalformedRunError(f"folder name {run_id!r} is not a valid run id")
         raw_config = self.location.read_bytes(experiment, run_id, "config.json")
+        summary = self.read_summary(experiment, run_id)
         if raw_config is None:
-            if self._starting(experiment, run_id):
+            if summary is not None and summary.status == "failed":
+                # A run can fail before it writes its config (a worker lost at start).
+                warning = "config.json is missing: the run failed before writing it"
+                return Run(experiment, run_id, {}, (), summary, (warning,))
+            if summary is None and self._starting(experiment, run_id):
                 # The writer makes the folder (and checkpoints/) before config.json.
                 return Run(experiment, run_id, {}, (), None, ("starting: no config.json yet",))
             raise MalformedRunError("config.json is missing")
         meta = _load_object(raw_config, "config.json")
         if "config" in meta and not isinstance(meta["config"], Mapping):
             raise MalformedRunError("config.json: 'config' is not an object")
-        summary = self.read_summary(experiment, run_id)
         raw_metrics = self.location.read_bytes(experiment, run_id, "metrics.jsonl")
         if raw_metrics is None:
             if summary is not None and summary.status == "completed":

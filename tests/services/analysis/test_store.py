@@ -154,6 +154,24 @@ def test_a_folder_without_files_yet_is_a_starting_run(tmp_path: Path) -> None:
     )
 
 
+def test_a_run_that_failed_before_writing_its_config_is_failed(tmp_path: Path) -> None:
+    folder = tmp_path / "exp" / "lost"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "summary.json").write_text(
+        json.dumps({"status": "failed", "reason": "worker died", "test_accuracy": None})
+    )
+    [run] = RunStore(str(tmp_path)).scan("exp").runs
+    assert (run.status, run.epochs, run.summary and run.summary.reason) == (
+        "failed",
+        (),
+        "worker died",
+    )
+    (folder / "summary.json").write_text('{"status": "completed"}')
+    assert RunStore(str(tmp_path)).scan("exp").malformed[0].reason == (
+        "malformed: config.json is missing"
+    )
+
+
 def test_a_running_run_may_have_no_metrics_yet(tmp_path: Path) -> None:
     folder = _run(tmp_path, "starting")
     (folder / "metrics.jsonl").unlink()
