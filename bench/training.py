@@ -1,0 +1,211 @@
+"""Training benchmark: the Ray Train path against the plain single-process loop.
+
+`measure(quick=False, gpu=False)` returns a dict of figures; `python bench/training.py`
+prints them as a table (`--json` for JSON). Every ratio is measured side by side in
+one process, since these machines are noisy: a ratio holds, an absolute time does not.
+
+- throughput: images/s of the last (warm) epoch of the reference CNN (configs/
+  reference_cnn.yaml, synthetic 3x32x32) through `train_on_ray` with 1 and 2 workers,
+  divided by the same config through the plain loop (`train_local`), same batch and
+  device; on CPU the single worker gets every core, the two workers one core each.
+- fixed start-up cost of a run: wall time of a whole run minus the time its loop
+  ran (`summary.wall_seconds`), for the Ray path and for the plain loop.
+- fixed start-up cost of a sweep: a sweep of two one-epoch runs, its wall time.
+- the 5-optimizer x 2-seed sweep on the digits, its wall time (skipped with quick).
+- GPU mode: the same on CUDA with bf16 and channels_last, plus a minimal hand-written
+  PyTorch loop (no Stride code) as a second baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import RunConfig, load_config  # noqa: E402
+from pipeline.ray_train import ensure_ray, train_on_ray  # noqa: E402
+from pipeline.run import train_local  # noqa: E402
+from pipeline.sweep import concurrency, expand, parse_grid, run_sweep  # noqa: E402
+
+OPTIMIZERS = "sgd,momentum,adagrad,rmsprop,adam"
+
+
+def _reference(quick: bool, gpu: bool, extra: list[str]) -> RunConfig:
+    samples = 1024 if quick else (32768 if gpu else 3072)
+    items = [
+        "training.progress=false",
+        f"data.num_samples={samples}",
+        f"training.epochs={2 if quick else 3}",
+        *extra,
+    ]
+    if gpu:
+        items += ["scaling.use_gpu=true", "scaling.precision=bf16", "scaling.channels_last=true"]
+    return load_config(ROOT / "configs" / "reference_cnn.yaml", items)
+
+
+def _warm_ips(run_dir: Path) -> float:
+    from pipeline.runstore import RunDir
+
+    return float(RunDir(run_dir).read_metrics()[-1]["images_per_second"])
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def throughput(quick: bool, gpu: bool, store: Path) -> dict[str, Any]:
+    """Plain loop vs Ray 1 worker vs Ray 2 workers, interleaved, best of `repeats`."""
+    cores = os.cpu_count() or 1
+    plain_cfg = _reference(quick, gpu, [])
+    one_cfg = _reference(quick, gpu, ["scaling.workers=1", f"scaling.cpus_per_worker={cores}"])
+    two_cfg = _reference(
+        quick, gpu, ["scaling.workers=2", f"scaling.cpus_per_worker={max(1, cores // 2)}"]
+    )
+    repeats = 1 if quick else 2
+    ips: dict[str, list[float]] = {"plain": [], "ray1": [], "ray2": []}
+    fixed: dict[str, list[float]] = {"plain": [], "ray1": []}
+    for _ in range(repeats):
+        wall, (run, summary) = _timed(lambda: train_local(plain_cfg, runs=store, experiment="tp"))
+        ips["plain"].append(_warm_ips(run.path))
+        fixed["plain"].append(wall - summary["wall_seconds"])
+        wall, (run, summary) = _timed(lambda: train_on_ray(one_cfg, runs=store, experiment="tp"))
+        ips["ray1"].append(_warm_ips(run.path))
+        fixed["ray1"].append(wall - summary["wall_seconds"])
+        if not gpu or _gpus() >= 2:
+            _, (run, _s) = _timed(lambda: train_on_ray(two_cfg, runs=store, experiment="tp"))
+            ips["ray2"].append(_warm_ips(run.path))
+    best = {k: max(v) if v else None for k, v in ips.items()}
+    out: dict[str, Any] = {
+        "images_per_s_plain": best["plain"],
+        "images_per_s_ray_1_worker": best["ray1"],
+        "ratio_ray_1_worker_over_plain": best["ray1"] / best["plain"],
+        "fixed_cost_s_ray_run": statistics.median(fixed["ray1"]),
+        "fixed_cost_s_plain_run": statistics.median(fixed["plain"]),
+        "batch_size": plain_cfg.training.batch_size,
+        "device": "cuda" if gpu else f"cpu ({cores} cores)",
+    }
+    if best["ray2"] is not None:
+        out["images_per_s_ray_2_workers"] = best["ray2"]
+        out["ratio_ray_2_workers_over_plain"] = best["ray2"] / best["plain"]
+    if gpu:
+        out["images_per_s_minimal_torch_loop"] = minimal_torch_loop(plain_cfg)
+        out["ratio_ray_1_worker_over_minimal_loop"] = (
+            best["ray1"] / out["images_per_s_minimal_torch_loop"]
+        )
+    return out
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def minimal_torch_loop(cfg: RunConfig, steps: int = 60) -> float:
+    """A hand-written bf16 + channels_last loop on random data: the PyTorch baseline."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.model import build_model
+
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda")
+    model = build_model(cfg.model, input_shape=(3, 32, 32), num_classes=10)
+    model = model.to(device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    n = cfg.training.batch_size
+    x = torch.randn(n, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (n,), device=device)
+    for step in range(steps + 10):
+        if step == 10:  # after warm-up and cuDNN autotuning
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    torch.cuda.synchronize()
+    return steps * n / (time.perf_counter() - start)
+
+
+def sweep_costs(quick: bool, store: Path) -> dict[str, Any]:
+    """Wall time of a two-run one-epoch sweep, and of the 5 optimizers x 2 seeds on the digits."""
+    import yaml
+
+    base = yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text())
+    resources = ensure_ray()
+    out: dict[str, Any] = {}
+    tiny = expand(
+        base,
+        ["training.progress=false", "training.epochs=1"],
+        parse_grid(["optimizer.name=sgd,adam"]),
+        seeds=1,
+    )
+    wall, _ = _timed(
+        lambda: run_sweep(
+            tiny, store=store, experiment="sweep-tiny", max_concurrent=concurrency(tiny, resources)
+        )
+    )
+    out["sweep_2_runs_1_epoch_wall_s"] = wall
+    out["sweep_2_runs_loop_s_mean"] = statistics.fmean(r.summary["wall_seconds"] for r in tiny)
+    if not quick:
+        full = expand(
+            base, ["training.progress=false"], parse_grid([f"optimizer.name={OPTIMIZERS}"]), seeds=2
+        )
+        wall, _ = _timed(
+            lambda: run_sweep(
+                full,
+                store=store,
+                experiment="sweep-digits",
+                max_concurrent=concurrency(full, resources),
+            )
+        )
+        out["sweep_5_optimizers_x_2_seeds_digits_wall_s"] = wall
+        out["sweep_5x2_completed"] = sum(r.state == "completed" for r in full)
+    return out
+
+
+def measure(quick: bool = False, gpu: bool = False) -> dict[str, Any]:
+    """Every training figure, measured now on this machine."""
+    with tempfile.TemporaryDirectory(prefix="stride-bench-") as tmp:
+        store = Path(tmp)
+        init_s, resources = _timed(ensure_ray)
+        figures: dict[str, Any] = {"ray_init_s": init_s, "cluster_cpus": resources.get("CPU")}
+        figures.update(throughput(quick, gpu, store))
+        figures.update(sweep_costs(quick, store))
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller data, no 5x2 sweep (~2 min)")
+    parser.add_argument("--gpu", action="store_true", help="CUDA, bf16, channels_last")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    figures = measure(quick=args.quick, gpu=args.gpu)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        width = max(len(k) for k in figures)
+        for key, value in figures.items():
+            text = f"{value:,.3f}" if isinstance(value, float) else str(value)
+            print(f"{key:<{width}}  {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
