@@ -1,14 +1,14 @@
-"""stride demo: the pipeline on the bundled digits, end to end on one machine."""
+"""stride demo: the whole pipeline on the bundled digits, end to end on one machine."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 NAME = "demo"
-HELP = "train the default CNN on the bundled digits and report its test accuracy"
+HELP = ("sweep 5 optimizers x 2 seeds on the digits (Ray), export the best, serve it, "
+        "classify test images over gRPC, compare the optimizers")
 ORDER = 1
 
 
@@ -22,42 +22,24 @@ def default_config() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="run config (default configs/digits.yaml)")
-    parser.add_argument(
-        "--runs",
-        default=os.environ.get("STRIDE_RUNS", "runs"),
-        help="run store root (default ./runs)",
-    )
-    parser.add_argument(
-        "--repository",
-        default="repository",
-        help="model repository to export into (default ./repository)",
-    )
+    parser.add_argument("--config", type=Path, help="run config (default configs/digits.yaml)")
+    parser.add_argument("--runs", type=Path, default=Path(os.environ.get("STRIDE_RUNS", "runs")),
+                        help="run store root (default ./runs)")
+    parser.add_argument("--repository", type=Path, default=Path("repository"),
+                        help="model repository to export into (default ./repository)")
+    parser.add_argument("--picture", type=Path, default=Path("demo-comparison.png"),
+                        help="where the comparison PNG goes (default ./demo-comparison.png)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per optimizer (default 2)")
+    parser.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
+    parser.add_argument("--images", type=int, default=8, help="test images to classify (default 8)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.export import export_run
-    from pipeline.run import train_local
-    from stride.commands.train import print_epoch
+    from stride.demo import DemoOptions, run_demo
 
-    start = time.perf_counter()
-    cfg = load_config(args.config or default_config())
-    print(
-        f"[demo] training {cfg.model.name} on {cfg.data.name} ({cfg.optimizer.name}, "
-        f"up to {cfg.training.epochs} epochs)",
-        flush=True,
-    )
-    run_dir, summary = train_local(cfg, runs=args.runs, experiment="demo", on_epoch=print_epoch)
-    result = export_run(run_dir.path, args.repository)
-    print(
-        f"[demo] test accuracy {summary['test_accuracy']:.4f} after {summary['epochs_run']} "
-        f"epochs (best epoch {summary['best_epoch']})"
-    )
-    print(f"[demo] run:   {run_dir.path}")
-    print(
-        f"[demo] model: {result.path} (ONNX Runtime vs PyTorch max abs diff "
-        f"{result.max_abs_diff:.1e})"
-    )
-    print(f"[demo] done in {time.perf_counter() - start:.1f}s")
-    return 0
+    if not 1 <= args.images <= 64:
+        raise ValueError(f"--images must be 1..64, got {args.images}")
+    return run_demo(DemoOptions(
+        config=args.config or default_config(), runs=args.runs, repository=args.repository,
+        picture=args.picture, seeds=args.seeds, images=args.images, epochs=args.epochs,
+    ))
