@@ -31,8 +31,8 @@ def _cuda_available() -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `gpu` skip cleanly on machines without CUDA."""
-    if any("gpu" in item.keywords for item in items) and not _cuda_available():
+    marked = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if marked and not _cuda_available():
         skip = pytest.mark.skip(reason="needs a CUDA device")
-        for item in items:
-            if "gpu" in item.keywords:
-                item.add_marker(skip)
+        for item in marked:
+            item.add_marker(skip)
