@@ -129,7 +129,7 @@ class DynamicBatcher:
                     f"the queue of model {self.name} is full ({limit} requests waiting); retry "
                     "later or raise max_queue_size in its dynamic_batching default_queue_policy"
                 )
-            direct = not self._queue and self._free and self._arriving == 0
+            direct = bool(not self._queue and self._free and self._arriving == 0)
             if direct:
                 run = self._free.pop()
                 self._executing += 1
