@@ -171,3 +171,50 @@ def test_hot_reload_under_continuous_requests_has_zero_failures(tmp_path: Path) 
         repository.close()
     assert failures == []
     assert {1, 2, 3, 4} <= seen
+
+
+def test_hot_reload_through_the_port_under_continuous_requests(tmp_path: Path) -> None:
+    import grpc
+
+    from services.common import ServerOptions
+    from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
+    from services.inference.server import InferenceServer
+    from tests.services.inference.conftest import infer_request, output_array
+
+    add_model(tmp_path, "digits", versions=(1,))
+    server = InferenceServer(
+        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics_port=None, poll_interval=0.05
+    ).start()
+    failures: list[BaseException] = []
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def client() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            while not stop.is_set():
+                try:
+                    out = output_array(stub.ModelInfer(infer_request(X), timeout=30), "logits")
+                    seen.add(which_seed(out))
+                except BaseException as exc:  # any failure fails the test
+                    failures.append(exc)
+
+    clients = [threading.Thread(target=client) for _ in range(3)]
+    for c in clients:
+        c.start()
+    try:
+        for version in (2, 3):
+            staging = tmp_path / "digits" / f".tmp-{version}"
+            classifier(staging / "model.onnx", seed=version)
+            staging.rename(tmp_path / "digits" / str(version))
+            deadline = time.monotonic() + 10
+            while version not in seen and time.monotonic() < deadline:
+                time.sleep(0.02)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(30)
+        server.stop(0)
+    assert failures == []
+    assert {1, 2, 3} <= seen
