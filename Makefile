@@ -46,7 +46,7 @@ lint: $(STAMP) ## ruff and mypy on the packages
 	$(VENV)/bin/ruff format --check stride pipeline services tests tools
 	$(VENV)/bin/mypy stride pipeline services
 
-demo: $(STAMP) ## Train the default CNN on the bundled digits and report test accuracy
+demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classify, compare (~4 min)
 	$(VENV)/bin/stride demo
 
 protos: $(STAMP) ## Regenerate the Python code for protos/ (pinned grpcio-tools)
