@@ -28,7 +28,13 @@ from pipeline.runstore import RunDir, atomic_write_text, check_name
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # max abs difference of probabilities, ONNX Runtime vs PyTorch
-PARITY_BATCHES = (3, 17)  # two different sizes exercise the dynamic batch axis
+PARITY_BATCHES = (3, 17)
+# config.pbtxt instance_group kinds: cpu, gpu (CUDA or the load fails), auto (CUDA when present)
+INSTANCE_KINDS = {
+    "cpu": "KIND_CPU",
+    "gpu": "KIND_GPU",
+    "auto": "KIND_AUTO",
+}  # two different sizes exercise the dynamic batch axis
 
 
 class ExportError(ValueError):
@@ -61,6 +67,7 @@ def export_run(
     *,
     name: str | None = None,
     max_batch_size: int = 64,
+    instance_kind: str = "cpu",
 ) -> ExportResult:
     """Export a completed run's final weights as a new version of model `name`."""
     run = RunDir(run_dir)
@@ -101,6 +108,7 @@ def export_run(
         std=std,
         provenance=provenance,
         max_batch_size=max_batch_size,
+        instance_kind=instance_kind,
     )
 
 
@@ -115,14 +123,19 @@ def export_model(
     std: list[float],
     provenance: dict[str, str],
     max_batch_size: int = 64,
+    instance_kind: str = "cpu",
 ) -> ExportResult:
     """Export, check, compare with PyTorch, and publish a new version atomically."""
     check_name("model name", name)
+    if instance_kind not in INSTANCE_KINDS:
+        raise ExportError(
+            f"instance kind {instance_kind!r} is not allowed; allowed: {', '.join(INSTANCE_KINDS)}"
+        )
     if max_batch_size < 1:
         raise ExportError(f"max batch size must be >= 1, got {max_batch_size}")
     model_dir = Path(repository) / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    config_text = config_pbtxt(name, input_shape, len(labels), max_batch_size)
+    config_text = config_pbtxt(name, input_shape, len(labels), max_batch_size, instance_kind)
     _check_compatible(model_dir, config_text, labels)
     tmp = model_dir / f".tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
@@ -223,7 +236,11 @@ def check_parity(wrapper: nn.Module, path: Path, input_shape: tuple[int, int, in
 
 
 def config_pbtxt(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, max_batch_size: int
+    name: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    max_batch_size: int,
+    instance_kind: str = "cpu",
 ) -> str:
     """Triton's model configuration (protobuf text) for an exported classifier."""
     dims = ", ".join(str(d) for d in input_shape)
@@ -244,7 +261,7 @@ dynamic_batching {{
   max_queue_delay_microseconds: 500
 }}
 version_policy {{ latest {{ num_versions: 1 }} }}
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+instance_group [ {{ kind: {INSTANCE_KINDS[instance_kind]} count: 1 }} ]
 """
 
 

@@ -21,13 +21,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-batch-size", type=int, default=64, help="max_batch_size in config.pbtxt (default 64)"
     )
+    parser.add_argument(
+        "--instance-kind",
+        choices=["cpu", "gpu", "auto"],
+        default="cpu",
+        help="where the server runs the model (config.pbtxt instance_group): cpu, gpu "
+        "(CUDA, or the model fails to load) or auto (CUDA when present); default cpu",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.export import export_run
 
     result = export_run(
-        args.run_dir, args.repository, name=args.name, max_batch_size=args.max_batch_size
+        args.run_dir,
+        args.repository,
+        name=args.name,
+        max_batch_size=args.max_batch_size,
+        instance_kind=args.instance_kind,
     )
     print(
         f"exported {result.path} (version {result.version}); "

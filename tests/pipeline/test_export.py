@@ -116,6 +116,11 @@ def test_repository_layout_metadata_and_versions(tmp_path: Path) -> None:
         "scale": 255.0,
     }
     assert meta["stride.labels"] == list("abcde") and meta["stride.run_id"] == "r1"
+    assert "instance_group [ { kind: KIND_CPU count: 1 } ]" in config
+    gpu = export_model(model, **{**kwargs, "name": "on-gpu", "instance_kind": "gpu"})  # type: ignore[arg-type]
+    assert "kind: KIND_GPU" in (gpu.model_dir / "config.pbtxt").read_text()
+    with pytest.raises(ExportError, match="allowed: cpu, gpu, auto"):
+        export_model(model, **{**kwargs, "instance_kind": "tpu"})  # type: ignore[arg-type]
     with pytest.raises(ExportError, match="declares other shapes"):
         export_model(model, **{**kwargs, "labels": list("abcdef")})  # type: ignore[arg-type]
 
