@@ -86,17 +86,35 @@ def code_version() -> str:
     return f"{__version__}+g{rev}" if rev else __version__
 
 
+def local_root(root: str | Path) -> Path:
+    """The run store root as a local path: a path, or a file:// URI.
+
+    Training writes with plain file operations (atomic rename, append), so the store
+    must be a file system every Ray node mounts (a local disk, NFS, a Kubernetes PVC).
+    """
+    text = str(root)
+    if text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ValueError(
+            f"run store {text!r}: {scheme}:// URIs are not supported for training yet; use a "
+            "path on a file system every Ray node mounts (NFS, a Kubernetes PVC) or file://PATH"
+        )
+    return Path(text)
+
+
 class RunDir:
     """One run's folder in the run store."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = local_root(path)
 
     @classmethod
     def create(cls, root: str | Path, experiment: str, run_id: str) -> RunDir:
         check_name("experiment", experiment)
         check_name("run id", run_id)
-        run = cls(Path(root) / experiment / run_id)
+        run = cls(local_root(root) / experiment / run_id)
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         return run
 

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import yaml
 
 from pipeline.config import ConfigError, RunConfig, parse_config
-from pipeline.runstore import RunDir, check_name
+from pipeline.runstore import RunDir, check_name, local_root
 from pipeline.spec import validate
 
 
@@ -185,7 +185,7 @@ def run_sweep(
     import ray
 
     check_name("experiment", experiment)
-    root = Path(store) / experiment
+    root = local_root(store) / experiment
     launch = ray.remote(num_cpus=0, max_retries=0)(_launch)
     pending = list(runs)
     active: dict[Any, SweepRun] = {}

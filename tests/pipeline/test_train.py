@@ -153,3 +153,10 @@ def test_diverging_run_is_marked_failed(tmp_path: Path) -> None:
 def test_names_cannot_escape_the_store(bad: str) -> None:
     with pytest.raises(ValueError, match="is not allowed"):
         check_name("run id", bad)
+
+
+def test_run_store_is_a_path_or_a_file_uri(tmp_path: Path) -> None:
+    run = RunDir.create(f"file://{tmp_path}", "e", "r")
+    assert run.path == tmp_path / "e" / "r" and run.checkpoints.is_dir()
+    with pytest.raises(ValueError, match=r"s3:// URIs are not supported for training yet"):
+        RunDir.create("s3://bucket/runs", "e", "r")
