@@ -60,13 +60,22 @@ def train_sweep(opts: DemoOptions, experiment: str) -> tuple[Any, list[Any]]:
     overrides = ["training.progress=false"]
     if opts.epochs:
         overrides.append(f"training.epochs={opts.epochs}")
-    runs = expand(base, overrides, parse_grid([f"optimizer.name={','.join(OPTIMIZERS)}"]),
-                  opts.seeds)
+    runs = expand(
+        base, overrides, parse_grid([f"optimizer.name={','.join(OPTIMIZERS)}"]), opts.seeds
+    )
     limit = concurrency(runs, resources)
-    say("1/6", f"sweep: {len(OPTIMIZERS)} optimizers x {opts.seeds} seeds = {len(runs)} runs on "
-        f"Ray ({resources.get('CPU', 0):g} CPUs, {limit} at a time) into {opts.runs}/{experiment}")
-    run_sweep(runs, store=opts.runs, experiment=experiment, max_concurrent=limit,
-              view=SweepView(runs, stream=sys.stdout, every=20.0))
+    say(
+        "1/6",
+        f"sweep: {len(OPTIMIZERS)} optimizers x {opts.seeds} seeds = {len(runs)} runs on "
+        f"Ray ({resources.get('CPU', 0):g} CPUs, {limit} at a time) into {opts.runs}/{experiment}",
+    )
+    run_sweep(
+        runs,
+        store=opts.runs,
+        experiment=experiment,
+        max_concurrent=limit,
+        view=SweepView(runs, stream=sys.stdout, every=20.0),
+    )
     best = best_run(runs)
     if best is None:
         raise RuntimeError("every run of the sweep failed; see the lines above")
@@ -77,18 +86,47 @@ class Services:
     """`stride serve` and `stride serve-analysis` as child processes on free ports."""
 
     def __init__(self, repository: Path, runs: Path) -> None:
-        self.infer_port, self.metrics_port, self.analysis_port = free_port(), free_port(), free_port()
+        self.infer_port, self.metrics_port, self.analysis_port = (
+            free_port(),
+            free_port(),
+            free_port(),
+        )
         stride = [sys.executable, "-m", "stride.cli"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "env": env}
         self.procs = {
             "inference": subprocess.Popen(
-                [*stride, "serve", "--repository", str(repository), "--host", "127.0.0.1",
-                 "--port", str(self.infer_port), "--metrics-port", str(self.metrics_port),
-                 "--grace-period", "5"], **quiet),
+                [
+                    *stride,
+                    "serve",
+                    "--repository",
+                    str(repository),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.infer_port),
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--grace-period",
+                    "5",
+                ],
+                **quiet,
+            ),
             "analysis": subprocess.Popen(
-                [*stride, "serve-analysis", "--runs", str(runs), "--host", "127.0.0.1",
-                 "--port", str(self.analysis_port), "--grace-period", "5"], **quiet),
+                [
+                    *stride,
+                    "serve-analysis",
+                    "--runs",
+                    str(runs),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.analysis_port),
+                    "--grace-period",
+                    "5",
+                ],
+                **quiet,
+            ),
         }
 
     def wait_ready(self, model: str, timeout: float = 90.0) -> None:
@@ -96,14 +134,18 @@ class Services:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         deadline = time.monotonic() + timeout
-        for name, port, service in (("inference", self.infer_port, model),
-                                    ("analysis", self.analysis_port, "")):
+        for name, port, service in (
+            ("inference", self.infer_port, model),
+            ("analysis", self.analysis_port, ""),
+        ):
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 while True:
                     self._check_alive(name)
                     try:
-                        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                        reply = stub.Check(
+                            health_pb2.HealthCheckRequest(service=service), timeout=2
+                        )
                         if reply.status == health_pb2.HealthCheckResponse.SERVING:
                             break
                     except grpc.RpcError:
@@ -116,7 +158,9 @@ class Services:
         proc = self.procs[name]
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"the {name} server exited with {proc.returncode}: {err.strip()[-800:]}")
+            raise RuntimeError(
+                f"the {name} server exited with {proc.returncode}: {err.strip()[-800:]}"
+            )
 
     def stop(self) -> dict[str, int]:
         """SIGTERM both, wait for the drain, return their exit codes."""
@@ -172,8 +216,11 @@ def classify(cfg: Any, services: Services, model: str, count: int) -> tuple[int,
         shown = ", ".join(f"{label} {float(p):.3f}" for p, _, label in top)
         mark = "right" if predicted == truth[n] else "WRONG"
         print(f"  test image {n}: true {names[truth[n]]}  top-3 {shown}  {mark}")
-    say("4/6", f"{right}/{count} right (model {response.model_name} version "
-        f"{response.model_version}, images sent as PNG bytes, preprocessed by the server)")
+    say(
+        "4/6",
+        f"{right}/{count} right (model {response.model_name} version "
+        f"{response.model_version}, images sent as PNG bytes, preprocessed by the server)",
+    )
     return right, count
 
 
@@ -187,8 +234,9 @@ def compare(services: Services, experiment: str, picture: Path) -> None:
     selection = apb.RunSelection(experiment=experiment, group_by="optimizer.name")
     with grpc.insecure_channel(f"127.0.0.1:{services.analysis_port}") as channel:
         stub = apb_grpc.AnalysisServiceStub(channel)
-        result = stub.CompareRuns(apb.CompareRunsRequest(selection=selection, target=0.95),
-                                  timeout=120)
+        result = stub.CompareRuns(
+            apb.CompareRunsRequest(selection=selection, target=0.95), timeout=120
+        )
         png = stub.RenderComparison(apb.RenderComparisonRequest(selection=selection), timeout=120)
     print(format_comparison(result))
     picture.parent.mkdir(parents=True, exist_ok=True)
@@ -205,18 +253,37 @@ def _stat(stat: Any, digits: int = 4) -> str:
 
 def format_comparison(result: Any) -> str:
     """CompareRunsResponse as a table: one row per optimizer, best first."""
-    header = ("rank", "optimizer", "runs", "test acc", "epochs to 95% val", "reached",
-              "seconds to 95%", "final val acc")
+    header = (
+        "rank",
+        "optimizer",
+        "runs",
+        "test acc",
+        "epochs to 95% val",
+        "reached",
+        "seconds to 95%",
+        "final val acc",
+    )
     rows = [header]
     for i, g in enumerate(result.groups, 1):
-        rows.append((str(i), g.name, str(len(g.runs)), _stat(g.test_accuracy),
-                     _stat(g.epochs_to_target, 1), f"{g.reached_target}/{len(g.runs)}",
-                     _stat(g.seconds_to_target, 1), _stat(g.final_val_accuracy)))
+        rows.append(
+            (
+                str(i),
+                g.name,
+                str(len(g.runs)),
+                _stat(g.test_accuracy),
+                _stat(g.epochs_to_target, 1),
+                f"{g.reached_target}/{len(g.runs)}",
+                _stat(g.seconds_to_target, 1),
+                _stat(g.final_val_accuracy),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"(mean ± sample std over seeds; ranked by {result.rank_by}; a run that never "
-                 "reaches the target counts its whole budget)")
+    lines.append(
+        f"(mean ± sample std over seeds; ranked by {result.rank_by}; a run that never "
+        "reaches the target counts its whole budget)"
+    )
     return "\n".join(lines)
 
 
@@ -232,14 +299,20 @@ def run_demo(opts: DemoOptions) -> int:
     say("2/6", f"best run {best.run_id}: test accuracy {best.summary['test_accuracy']:.4f}")
     exported = export_run(opts.runs / experiment / best.run_id, opts.repository)
     model = exported.model_dir.name
-    say("2/6", f"exported {exported.path} (version {exported.version}; ONNX Runtime vs PyTorch "
-        f"max abs diff {exported.max_abs_diff:.1e})")
+    say(
+        "2/6",
+        f"exported {exported.path} (version {exported.version}; ONNX Runtime vs PyTorch "
+        f"max abs diff {exported.max_abs_diff:.1e})",
+    )
     say("3/6", "starting the inference and analysis servers")
     services = Services(opts.repository, opts.runs)
     try:
         services.wait_ready(model)
-        say("3/6", f"inference on 127.0.0.1:{services.infer_port} (metrics :{services.metrics_port}),"
-            f" analysis on 127.0.0.1:{services.analysis_port}")
+        say(
+            "3/6",
+            f"inference on 127.0.0.1:{services.infer_port} (metrics :{services.metrics_port}),"
+            f" analysis on 127.0.0.1:{services.analysis_port}",
+        )
         say("4/6", f"classifying {opts.images} held-out test images over gRPC")
         classify(cfg, services, model, opts.images)
         say("5/6", "comparing the optimizers (analysis service)")

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 NAME = "demo"
-HELP = ("sweep 5 optimizers x 2 seeds on the digits (Ray), export the best, serve it, "
-        "classify test images over gRPC, compare the optimizers")
+HELP = (
+    "sweep 5 optimizers x 2 seeds on the digits (Ray), export the best, serve it, "
+    "classify test images over gRPC, compare the optimizers"
+)
 ORDER = 1
 
 
@@ -23,12 +25,24 @@ def default_config() -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="run config (default configs/digits.yaml)")
-    parser.add_argument("--runs", type=Path, default=Path(os.environ.get("STRIDE_RUNS", "runs")),
-                        help="run store root (default ./runs)")
-    parser.add_argument("--repository", type=Path, default=Path("repository"),
-                        help="model repository to export into (default ./repository)")
-    parser.add_argument("--picture", type=Path, default=Path("demo-comparison.png"),
-                        help="where the comparison PNG goes (default ./demo-comparison.png)")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path(os.environ.get("STRIDE_RUNS", "runs")),
+        help="run store root (default ./runs)",
+    )
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("repository"),
+        help="model repository to export into (default ./repository)",
+    )
+    parser.add_argument(
+        "--picture",
+        type=Path,
+        default=Path("demo-comparison.png"),
+        help="where the comparison PNG goes (default ./demo-comparison.png)",
+    )
     parser.add_argument("--seeds", type=int, default=2, help="seeds per optimizer (default 2)")
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
     parser.add_argument("--images", type=int, default=8, help="test images to classify (default 8)")
@@ -39,7 +53,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.images <= 64:
         raise ValueError(f"--images must be 1..64, got {args.images}")
-    return run_demo(DemoOptions(
-        config=args.config or default_config(), runs=args.runs, repository=args.repository,
-        picture=args.picture, seeds=args.seeds, images=args.images, epochs=args.epochs,
-    ))
+    return run_demo(
+        DemoOptions(
+            config=args.config or default_config(),
+            runs=args.runs,
+            repository=args.repository,
+            picture=args.picture,
+            seeds=args.seeds,
+            images=args.images,
+            epochs=args.epochs,
+        )
+    )

@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.export import export_run
         from pipeline.runstore import local_root
 
-        exported = export_run(local_root(args.runs) / args.experiment / best.run_id, args.export_best)
+        exported = export_run(
+            local_root(args.runs) / args.experiment / best.run_id, args.export_best
+        )
     if args.json:
         print(
             json.dumps(
