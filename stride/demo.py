@@ -82,6 +82,17 @@ def train_sweep(opts: DemoOptions, experiment: str) -> tuple[Any, list[Any]]:
     return best, runs
 
 
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    """`stride ARGS` as a child process; its stderr is kept for the error message."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "stride.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
 class Services:
     """`stride serve` and `stride serve-analysis` as child processes on free ports."""
 
@@ -91,41 +102,22 @@ class Services:
             free_port(),
             free_port(),
         )
-        stride = [sys.executable, "-m", "stride.cli"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "env": env}
+        local = ["--host", "127.0.0.1", "--grace-period", "5"]
         self.procs = {
-            "inference": subprocess.Popen(
+            "inference": _spawn(
                 [
-                    *stride,
                     "serve",
                     "--repository",
                     str(repository),
-                    "--host",
-                    "127.0.0.1",
+                    *local,
                     "--port",
                     str(self.infer_port),
                     "--metrics-port",
                     str(self.metrics_port),
-                    "--grace-period",
-                    "5",
-                ],
-                **quiet,
+                ]
             ),
-            "analysis": subprocess.Popen(
-                [
-                    *stride,
-                    "serve-analysis",
-                    "--runs",
-                    str(runs),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.analysis_port),
-                    "--grace-period",
-                    "5",
-                ],
-                **quiet,
+            "analysis": _spawn(
+                ["serve-analysis", "--runs", str(runs), *local, "--port", str(self.analysis_port)]
             ),
         }
 
