@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,15 +83,17 @@ def train_sweep(opts: DemoOptions, experiment: str) -> tuple[Any, list[Any]]:
     return best, runs
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
-    """`stride ARGS` as a child process; its stderr is kept for the error message."""
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """`stride ARGS` as a child process, its output in `log` (a pipe nobody reads could
+    fill up and stall the server)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "stride.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stride.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 class Services:
@@ -103,22 +106,23 @@ class Services:
             free_port(),
         )
         local = ["--host", "127.0.0.1", "--grace-period", "5"]
+        tmp = Path(tempfile.gettempdir())
+        self.logs = {
+            n: tmp / f"stride-demo-{n}-{os.getpid()}.log" for n in ("inference", "analysis")
+        }
+        inference = ["serve", "--repository", str(repository), "--port", str(self.infer_port)]
+        inference += ["--metrics-port", str(self.metrics_port), *local]
+        analysis = [
+            "serve-analysis",
+            "--runs",
+            str(runs),
+            "--port",
+            str(self.analysis_port),
+            *local,
+        ]
         self.procs = {
-            "inference": _spawn(
-                [
-                    "serve",
-                    "--repository",
-                    str(repository),
-                    *local,
-                    "--port",
-                    str(self.infer_port),
-                    "--metrics-port",
-                    str(self.metrics_port),
-                ]
-            ),
-            "analysis": _spawn(
-                ["serve-analysis", "--runs", str(runs), *local, "--port", str(self.analysis_port)]
-            ),
+            "inference": _spawn(inference, self.logs["inference"]),
+            "analysis": _spawn(analysis, self.logs["analysis"]),
         }
 
     def wait_ready(self, model: str, timeout: float = 90.0) -> None:
@@ -149,7 +153,7 @@ class Services:
     def _check_alive(self, name: str) -> None:
         proc = self.procs[name]
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            err = self.logs[name].read_text(errors="replace")
             raise RuntimeError(
                 f"the {name} server exited with {proc.returncode}: {err.strip()[-800:]}"
             )
