@@ -79,6 +79,12 @@ class Preprocess:
                 converted = image.convert("L" if self.channels == 1 else "RGB")
                 resized = converted.resize((self.width, self.height), Image.Resampling.BILINEAR)
                 pixels = np.asarray(resized, dtype=np.float32)
+        except Image.DecompressionBombError as exc:
+            # PIL refuses headers over 2 x Image.MAX_IMAGE_PIXELS before our own limit applies.
+            raise InvalidInput(
+                f"image {index} claims more than {MAX_PIXELS} pixels; at most that many are "
+                "accepted"
+            ) from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             if isinstance(exc, InvalidInput):
                 raise

@@ -87,9 +87,19 @@ def element_count(shape: tuple[int, ...]) -> int:
     return count
 
 
+# numpy cannot even describe a shape whose non-zero dimensions multiply past its index
+# range, empty or not; no message size limit lets a real tensor come near this.
+MAX_SHAPE_ELEMENTS = 2**40
+
+
 def check_shape(shape: tuple[int, ...], what: str) -> None:
     if any(d < 0 for d in shape):
         raise InvalidInput(f"{what}: shape {list(shape)} has a negative dimension")
+    if element_count(tuple(max(d, 1) for d in shape)) > MAX_SHAPE_ELEMENTS:
+        raise InvalidInput(
+            f"{what}: shape {list(shape)} is too large (its non-zero dimensions multiply to "
+            f"more than 2**40 elements)"
+        )
 
 
 def decode_bytes_elements(raw: bytes, what: str) -> list[bytes]:
