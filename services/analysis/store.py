@@ -34,6 +34,7 @@ from services.analysis.location import Location, open_location
 # lenient (older stores had "=" in sweep ids): it only needs names that stay inside
 # their folder, so it accepts any printable name without a path separator.
 NAME_RE = re.compile(r"[A-Za-z0-9][^/\\\x00-\x1f]{0,254}")
+NAME_MAX_BYTES = 255  # a folder name's limit on the usual file systems (NAME_MAX)
 STATUSES = ("completed", "failed", "running")
 EPOCH_FIELDS = (
     "train_loss",
@@ -167,6 +168,11 @@ def check_name(kind: str, name: str) -> str:
             f"{kind} {name!r} is not a valid name (a letter or digit, then up to 254 "
             "characters without '/', '\\' or control characters)"
         )
+    if len(name.encode("utf-8")) > NAME_MAX_BYTES:
+        raise InvalidRequest(
+            f"{kind} {name!r} is {len(name.encode('utf-8'))} bytes in UTF-8; a folder name "
+            f"has at most {NAME_MAX_BYTES} bytes"
+        )
     return name
 
 
@@ -268,6 +274,8 @@ def _load_object(data: bytes, name: str) -> dict[str, Any]:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedRunError(f"{name} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedRunError(f"{name} is nested too deeply to be a run file") from None
     if not isinstance(value, dict):
         raise MalformedRunError(f"{name} is not a JSON object")
     return value
@@ -327,6 +335,8 @@ def parse_epoch(line: str, where: str) -> Epoch:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise MalformedRunError(f"{where} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedRunError(f"{where} is nested too deeply to be a metrics line") from None
     if not isinstance(obj, dict):
         raise MalformedRunError(f"{where} is not a JSON object")
     epoch = _integer(obj, "epoch", where)
