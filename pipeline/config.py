@@ -193,7 +193,12 @@ def parse_config(data: Any, overrides: list[str] | tuple[str, ...] = ()) -> RunC
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top, got {type(data).__name__}")
-    data = json.loads(json.dumps(data))  # a deep copy we may change
+    try:
+        data = json.loads(json.dumps(data))  # a deep copy we may change
+    except (TypeError, ValueError, RecursionError) as exc:  # dates, bytes, sets, cycles (YAML)
+        raise ConfigError(
+            f"config: {exc}; values must be strings, numbers, booleans, lists or mappings"
+        ) from None
     for item in overrides:
         apply_override(data, item)
     return _build(RunConfig, data, "")
@@ -203,13 +208,17 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read a YAML config, apply overrides, and check it fully (names, shapes)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a run config") from None
     cfg = parse_config(data, overrides)
     from pipeline.spec import validate  # registries import torch: only when checking
 
@@ -226,6 +235,8 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"override {key!r}: the value is nested too deeply") from None
     parts = key.split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
