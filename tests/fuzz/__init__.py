@@ -1,0 +1,1 @@
+"""Fuzzing: hypothesis properties of every input path, bounded atheris runs, regressions."""

@@ -1,0 +1,130 @@
+"""Every crash the fuzzers found, as the minimal input and the documented error it must raise.
+
+Each test names the harness (or property test) that found it. Before the fix each of
+these raised something outside the documented errors: the gRPC services answered
+INTERNAL, `stride train` printed a traceback, or a run-store scan raised.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, apply_override, load_config, parse_config
+from services.analysis.errors import InvalidRequest, MalformedRunError
+from services.analysis.store import RunStore, parse_metrics, parse_summary
+from services.common.errors import InvalidInput
+from services.generated.inference import grpc_service_pb2 as pb
+from services.inference import protocol
+from services.inference.preprocess import Preprocess
+
+DEEP_JSON = b"[" * 100_000
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (the data is a few bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 8))
+        + chunk(b"IEND", b"")
+    )
+
+
+# ---------------------------------------------------------------- inference requests
+
+
+@pytest.mark.parametrize("typed", [False, True], ids=["raw", "typed"])
+@pytest.mark.parametrize("shape", [[0, 2**62], [0, 2**40, 2**40]])
+def test_zero_sized_shape_with_huge_dims_is_invalid_input(shape: list[int], typed: bool) -> None:
+    # fuzz_infer / test_infer_properties: numpy's "array is too big" ValueError escaped
+    # as INTERNAL.
+    request = pb.ModelInferRequest(model_name="digits")
+    tensor = request.inputs.add(name="input", datatype="FP32", shape=shape)
+    if typed:
+        tensor.contents.fp32_contents.extend([])
+    else:
+        request.raw_input_contents.append(b"")
+    with pytest.raises(InvalidInput, match="shape"):
+        protocol.request_from_proto(request)
+
+
+def test_image_whose_header_claims_a_decompression_bomb_is_invalid_input() -> None:
+    # test_image_properties: PIL's DecompressionBombError (over 2 x 89 megapixels) escaped.
+    pre = Preprocess(1, 8, 8, (0.5,), (0.25,))
+    with pytest.raises(InvalidInput, match="pixels"):
+        pre.image_to_array(_png_header(20_000, 20_000))
+
+
+# ---------------------------------------------------------------- run store
+
+
+def test_deeply_nested_metrics_line_is_malformed_not_a_recursion_error() -> None:
+    # fuzz_run_store: json's RecursionError escaped the tolerant reader.
+    with pytest.raises(MalformedRunError):
+        parse_metrics(b'{"epoch": 1}\n' + DEEP_JSON + b"\n")
+
+
+def test_deeply_nested_summary_is_malformed() -> None:
+    with pytest.raises(MalformedRunError):
+        parse_summary(DEEP_JSON)
+
+
+def test_scan_lists_a_run_with_deeply_nested_config_as_malformed(tmp_path: Path) -> None:
+    run = tmp_path / "exp" / "run-1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_bytes(DEEP_JSON)
+    scan = RunStore(str(tmp_path)).scan("exp")
+    assert scan.runs == () and [s.run_id for s in scan.malformed] == ["run-1"]
+
+
+def test_run_id_longer_than_the_file_system_allows_is_invalid(tmp_path: Path) -> None:
+    # fuzz_names: 200 two-byte characters pass the 255-character pattern, but the file
+    # system's limit is 255 bytes: os.stat raised ENAMETOOLONG (INTERNAL).
+    (tmp_path / "fz").mkdir()
+    store = RunStore(str(tmp_path))
+    with pytest.raises(InvalidRequest, match="bytes"):
+        store.run("fz", "r" + "é" * 200)
+    with pytest.raises(InvalidRequest, match="bytes"):
+        store.scan("ff" + "Â" * 200)
+
+
+# ---------------------------------------------------------------- run configs
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"seed: 2020-01-01\n",  # a YAML date
+        b"model: {name: !!binary aGVsbG8=}\n",  # bytes
+        b"model: !!set {a, b}\n",  # a set
+        b"model: &a [*a]\n",  # a list that contains itself
+        b"[" * 5000,  # nesting deeper than the YAML parser's recursion
+        b"\xff\xfe seed: 1\n",  # not UTF-8
+    ],
+    ids=["date", "binary", "set", "recursive", "deep", "not-utf8"],
+)
+def test_config_file_that_is_not_plain_data_is_a_config_error(tmp_path: Path, text: bytes) -> None:
+    # fuzz_run_config: TypeError, ValueError, RecursionError and UnicodeDecodeError escaped
+    # `load_config`, so `stride train` printed a traceback instead of one line.
+    path = tmp_path / "run.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+def test_override_nested_deeper_than_yaml_can_parse_is_a_config_error() -> None:
+    data: dict[str, object] = {}
+    with pytest.raises(ConfigError):
+        apply_override(data, "seed=" + "[" * 5000)
+    with pytest.raises(ConfigError):
+        parse_config({}, ["seed=" + "[" * 5000])
