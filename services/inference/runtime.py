@@ -9,6 +9,7 @@ with a message that says so.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,12 +119,24 @@ def metadata(session: Any) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
+# Warm-up batches stop at this much input: a config's max_batch_size is not a promise
+# that such a batch will ever come (requests are bounded by the message size), and a
+# warm-up of 2**31 rows would take the server down before it served anything.
+WARM_UP_MAX_BYTES = 64 << 20
+
+
 def warm_up(session: Any, settings: ModelSettings) -> None:
     """Run zero batches of the sizes the batcher will use, so the first request is not slow."""
     sizes = {1, *settings.preferred_batch_sizes, settings.max_batch_size}
     if settings.max_batch_size == 0:
         sizes = {0}
+    row_bytes = 0  # Python ints: config dims may multiply past int64
+    for spec in settings.inputs:
+        dims = [1 if d == -1 else d for d in spec.dims]
+        row_bytes += math.prod(dims) * np.dtype(_numpy_type(spec.datatype)).itemsize
     for size in sorted(sizes):
+        if max(size, 1) * row_bytes > WARM_UP_MAX_BYTES:
+            break
         feeds = {}
         for spec in settings.inputs:
             dims = [1 if d == -1 else d for d in spec.dims]
