@@ -128,3 +128,47 @@ def test_override_nested_deeper_than_yaml_can_parse_is_a_config_error() -> None:
         apply_override(data, "seed=" + "[" * 5000)
     with pytest.raises(ConfigError):
         parse_config({}, ["seed=" + "[" * 5000])
+
+
+# ---------------------------------------------------------------- config.pbtxt
+
+
+def test_config_with_the_largest_max_batch_size_loads_without_allocating_it(
+    tmp_path: Path,
+) -> None:
+    # test_config_pbtxt_properties: warm-up allocated max_batch_size rows. At 2**31 - 1 the
+    # MemoryError escaped the load (a failed start for every model, INTERNAL on load); at
+    # 2**26 the load took 5 GB for a 64-float input.
+    from bench.repo import linear_model
+    from services.inference.repository import ModelRepository
+
+    folder = linear_model(tmp_path, "m", max_batch=4)
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace("max_batch_size: 4", "max_batch_size: 2147483647"))
+    repository = ModelRepository(tmp_path)
+    try:
+        repository.poll()
+        assert repository.is_ready("m")
+    finally:
+        repository.close()
+
+
+def test_warm_up_stops_at_its_byte_budget() -> None:
+    import numpy as np
+
+    from services.inference.config import ModelSettings, TensorSpec
+    from services.inference.runtime import WARM_UP_MAX_BYTES, warm_up
+
+    class Session:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def run(self, names: object, feeds: dict[str, np.ndarray]) -> None:
+            self.sizes.append(sum(a.nbytes for a in feeds.values()))
+
+    spec = TensorSpec("input", "FP32", (1, 8, 8))
+    settings = ModelSettings("m", 2**26, (spec,), (), True, (4, 2**20), 0, 0, 0, False, 1, False, 0)
+    session = Session()
+    warm_up(session, settings)
+    assert session.sizes == [256, 4 * 256]  # 2**20 rows (256 MiB) and 2**26 rows are skipped
+    assert max(session.sizes) <= WARM_UP_MAX_BYTES
