@@ -1,0 +1,1 @@
+"""Benchmarks, the soak and their shared helpers (`make bench`, `make soak`)."""

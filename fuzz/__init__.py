@@ -1,0 +1,1 @@
+"""Fuzzing of every input path: atheris harnesses (fuzz_*.py) over shared targets."""
