@@ -4,7 +4,7 @@
 prints them as a table (`--json` for JSON). Every ratio is measured side by side in
 one process, since these machines are noisy: a ratio holds, an absolute time does not.
 
-- throughput: images/s of the last (warm) epoch of the reference CNN (configs/
+- throughput: median images/s of the warm epochs (after the first) of the reference CNN (configs/
   reference_cnn.yaml, synthetic 3x32x32) through `train_on_ray` with 1 and 2 workers,
   divided by the same config through the plain loop (`train_local`), same batch and
   device; on CPU the single worker gets every core, the two workers one core each.
@@ -44,7 +44,7 @@ def _reference(quick: bool, gpu: bool, extra: list[str]) -> RunConfig:
     items = [
         "training.progress=false",
         f"data.num_samples={samples}",
-        f"training.epochs={2 if quick else 3}",
+        f"training.epochs={2 if quick else 4}",
         *extra,
     ]
     if gpu:
@@ -53,9 +53,12 @@ def _reference(quick: bool, gpu: bool, extra: list[str]) -> RunConfig:
 
 
 def _warm_ips(run_dir: Path) -> float:
+    """Median images/s over the epochs after the first (which pays for warm-up)."""
     from pipeline.runstore import RunDir
 
-    return float(RunDir(run_dir).read_metrics()[-1]["images_per_second"])
+    records = RunDir(run_dir).read_metrics()
+    warm = records[1:] or records
+    return float(statistics.median(r["images_per_second"] for r in warm))
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
