@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import urllib.request
 
 import grpc
@@ -117,8 +118,18 @@ def test_images_as_bytes_are_preprocessed_on_the_server(stub: Stub) -> None:
 
 
 def test_concurrent_mixed_batch_sizes_each_get_their_own_rows(
-    server: InferenceServer, stub: Stub
+    server: InferenceServer, stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A model this small finishes before the next request arrives (each would run alone,
+    # on the fast path); slow every execution down so that requests overlap and batch.
+    session = server.repository.get("digits").sessions[0]
+    original = session.run
+
+    def slow_run(*args: object, **kwargs: object) -> object:
+        time.sleep(0.02)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session, "run", slow_run)
     sizes = [1, 3, 2, 5, 1, 4, 2, 3] * 4
     inputs = [RNG.random((n, 1, 8, 8), dtype=np.float32) for n in sizes]
     results: list[np.ndarray | None] = [None] * len(sizes)
