@@ -215,7 +215,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date like 2001-02-31
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a run config") from None
@@ -233,7 +233,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r}: expected key=value, e.g. optimizer.name=adam")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: a date like 2001-02-31
         value = raw
     except RecursionError:
         raise ConfigError(f"override {key!r}: the value is nested too deeply") from None
