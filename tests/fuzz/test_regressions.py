@@ -110,8 +110,10 @@ def test_run_id_longer_than_the_file_system_allows_is_invalid(tmp_path: Path) ->
         b"model: &a [*a]\n",  # a list that contains itself
         b"[" * 5000,  # nesting deeper than the YAML parser's recursion
         b"\xff\xfe seed: 1\n",  # not UTF-8
+        b"seed: 2001-02-31\n",  # a date YAML cannot build (fuzz_run_config: ValueError)
+        b"seed: !!float abc\n",
     ],
-    ids=["date", "binary", "set", "recursive", "deep", "not-utf8"],
+    ids=["date", "binary", "set", "recursive", "deep", "not-utf8", "bad-date", "bad-float"],
 )
 def test_config_file_that_is_not_plain_data_is_a_config_error(tmp_path: Path, text: bytes) -> None:
     # fuzz_run_config: TypeError, ValueError, RecursionError and UnicodeDecodeError escaped
@@ -120,6 +122,15 @@ def test_config_file_that_is_not_plain_data_is_a_config_error(tmp_path: Path, te
     path.write_bytes(text)
     with pytest.raises(ConfigError):
         load_config(path)
+
+
+def test_override_with_a_date_yaml_cannot_build_is_read_as_text() -> None:
+    # fuzz_run_config: yaml raised ValueError for 2001-02-31 out of `apply_override`.
+    data: dict[str, object] = {}
+    apply_override(data, "model.name=2001-02-31")
+    assert data == {"model": {"name": "2001-02-31"}}
+    with pytest.raises(ConfigError, match="seed"):
+        parse_config({}, ["seed=2001-02-31"])
 
 
 def test_override_nested_deeper_than_yaml_can_parse_is_a_config_error() -> None:
