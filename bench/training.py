@@ -39,8 +39,8 @@ from pipeline.sweep import concurrency, expand, parse_grid, run_sweep  # noqa: E
 OPTIMIZERS = "sgd,momentum,adagrad,rmsprop,adam"
 
 
-def _reference(quick: bool, gpu: bool, extra: list[str]) -> RunConfig:
-    samples = 1024 if quick else (32768 if gpu else 3072)
+def _reference(quick: bool, gpu: bool, extra: list[str], samples: int | None = None) -> RunConfig:
+    samples = samples or (1024 if quick else (32768 if gpu else 3072))
     items = [
         "training.progress=false",
         f"data.num_samples={samples}",
@@ -67,14 +67,16 @@ def _timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def throughput(quick: bool, gpu: bool, store: Path) -> dict[str, Any]:
+def throughput(
+    quick: bool, gpu: bool, store: Path, samples: int | None = None, two_workers: bool = True
+) -> dict[str, Any]:
     """Plain loop vs Ray 1 worker vs Ray 2 workers, interleaved, best of `repeats`."""
     cores = os.cpu_count() or 1
-    plain_cfg = _reference(quick, gpu, [])
-    one_cfg = _reference(quick, gpu, ["scaling.workers=1", f"scaling.cpus_per_worker={cores}"])
-    two_cfg = _reference(
-        quick, gpu, ["scaling.workers=2", f"scaling.cpus_per_worker={max(1, cores // 2)}"]
-    )
+    plain_cfg = _reference(quick, gpu, [], samples)
+    one = ["scaling.workers=1", f"scaling.cpus_per_worker={cores}"]
+    one_cfg = _reference(quick, gpu, one, samples)
+    two = ["scaling.workers=2", f"scaling.cpus_per_worker={max(1, cores // 2)}"]
+    two_cfg = _reference(quick, gpu, two, samples)
     repeats = 1 if quick else 2
     ips: dict[str, list[float]] = {"plain": [], "ray1": [], "ray2": []}
     fixed: dict[str, list[float]] = {"plain": [], "ray1": []}
@@ -85,7 +87,7 @@ def throughput(quick: bool, gpu: bool, store: Path) -> dict[str, Any]:
         wall, (run, summary) = _timed(lambda: train_on_ray(one_cfg, runs=store, experiment="tp"))
         ips["ray1"].append(_warm_ips(run.path))
         fixed["ray1"].append(wall - summary["wall_seconds"])
-        if not gpu or _gpus() >= 2:
+        if two_workers and (not gpu or _gpus() >= 2):
             _, (run, _s) = _timed(lambda: train_on_ray(two_cfg, runs=store, experiment="tp"))
             ips["ray2"].append(_warm_ips(run.path))
     best = {k: max(v) if v else None for k, v in ips.items()}
@@ -177,17 +179,30 @@ def sweep_costs(quick: bool, store: Path) -> dict[str, Any]:
         )
         out["sweep_5_optimizers_x_2_seeds_digits_wall_s"] = wall
         out["sweep_5x2_completed"] = sum(r.state == "completed" for r in full)
+        out["sweep_5x2_loop_s_sum"] = sum(r.summary["wall_seconds"] for r in full if r.summary)
     return out
 
 
-def measure(quick: bool = False, gpu: bool = False) -> dict[str, Any]:
-    """Every training figure, measured now on this machine."""
+def measure(
+    quick: bool = False,
+    gpu: bool = False,
+    *,
+    samples: int | None = None,
+    two_workers: bool = True,
+    sweeps: bool = True,
+) -> dict[str, Any]:
+    """Every training figure, measured now on this machine.
+
+    `samples`, `two_workers=False` and `sweeps=False` make the shortest version
+    (bench/run.py --quick and its smoke test).
+    """
     with tempfile.TemporaryDirectory(prefix="stride-bench-") as tmp:
         store = Path(tmp)
         init_s, resources = _timed(ensure_ray)
         figures: dict[str, Any] = {"ray_init_s": init_s, "cluster_cpus": resources.get("CPU")}
-        figures.update(throughput(quick, gpu, store))
-        figures.update(sweep_costs(quick, store))
+        figures.update(throughput(quick, gpu, store, samples, two_workers))
+        if sweeps:
+            figures.update(sweep_costs(quick, store))
     return figures
 
 
