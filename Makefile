@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stride-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint demo protos clean triton-client
+.PHONY: help setup test lint demo protos clean triton-client kserve-peer bench bench-quick soak fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,12 +38,41 @@ $(TRITON_STAMP):
 
 triton-client: $(TRITON_STAMP) ## tritonclient + perf_analyzer in .venv-triton (interop tests, bench)
 
+# KServe's Python model server, the peer in `make bench`; its own venv (it pins protobuf/gRPC).
+KSERVE_VENV ?= .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.stride-installed
+
+$(KSERVE_STAMP):
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install -q 'kserve==0.21.0' onnxruntime numpy
+	touch $(KSERVE_STAMP)
+
+kserve-peer: $(KSERVE_STAMP) ## KServe's Python model server in .venv-kserve (the peer in make bench)
+
+GPU ?=
+BENCH_GPU = $(if $(filter 1 yes true,$(GPU)),--gpu)
+SOAK_MINUTES ?= 10
+FUZZ_SECONDS ?= 300
+
+bench: $(STAMP) $(TRITON_STAMP) ## Every benchmark, one table, JSON in results/ (GPU=1: CUDA; ~20 min)
+	@$(MAKE) --no-print-directory kserve-peer || echo "note: KServe not installable; peer skipped"
+	$(PY) bench/run.py $(BENCH_GPU)
+
+bench-quick: $(STAMP) $(TRITON_STAMP) ## The short version of make bench (1-2 min)
+	$(PY) bench/run.py --quick $(BENCH_GPU)
+
+soak: $(STAMP) $(TRITON_STAMP) ## Concurrency 64 against stride serve, model swapped halfway (SOAK_MINUTES=10)
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES) --json results/soak.json
+
+fuzz: $(STAMP) ## Every atheris harness for FUZZ_SECONDS each (300); corpora in results/fuzz
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
+
 test: $(STAMP) $(TRITON_STAMP) ## Run the test suite (creates .venv first when absent)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy on the packages
-	$(VENV)/bin/ruff check stride pipeline services tests tools
-	$(VENV)/bin/ruff format --check stride pipeline services tests tools
+	$(VENV)/bin/ruff check stride pipeline services tests tools bench fuzz
+	$(VENV)/bin/ruff format --check stride pipeline services tests tools bench fuzz
 	$(VENV)/bin/mypy stride pipeline services
 
 demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classify, compare (~4 min)

@@ -13,6 +13,8 @@ into a regression test in tests/fuzz/test_regressions.py, then fix it.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import re
 import subprocess
@@ -43,6 +45,16 @@ class Result:
 def _stat(output: str, name: str) -> int:
     found = re.findall(rf"stat::{name}:\s+(\d+)", output)
     return int(found[-1]) if found else 0
+
+
+def _save_input(output: str, artifacts: Path, target: str) -> None:
+    """Keep the crashing input: libFuzzer prints it (Base64) but, under atheris, an uncaught
+    Python exception ends the process before a crash file is written."""
+    found = re.findall(r"^Base64: (\S*)$", output, re.MULTILINE)
+    if found:
+        data = base64.b64decode(found[-1])
+        digest = hashlib.sha1(data).hexdigest()[:16]
+        (artifacts / f"{target}-crash-{digest}").write_bytes(data)
 
 
 def run_target(
@@ -94,6 +106,8 @@ def run_target(
             if not line.startswith(("#", "INFO:", "WARNING: Failed to find"))
         ]
         report = "\n".join(lines[-40:])
+    if not ok:
+        _save_input(output, artifacts, target)
     new = sorted(str(p) for p in set(artifacts.glob(f"{target}-*")) - before)
     return Result(
         target=target,

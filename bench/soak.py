@@ -1,0 +1,274 @@
+"""Soak: perf_analyzer at concurrency 64 against `stride serve` while the model is replaced.
+
+    python bench/soak.py --minutes 10          # `make soak` (SOAK_MINUTES)
+    python bench/soak.py --minutes 0.75 --window 15
+
+perf_analyzer runs back-to-back measurement windows (`--window` seconds, one a
+minute by default) for the whole time. Halfway through, version 2 of the model is
+published the way `stride export` does it (built under `.tmp-*`, renamed into
+place); once the server (polling the repository every second) has it ready,
+version 1's folder is removed. Meanwhile the server's resident memory is sampled
+every second and its per-version failure counts are read from ModelStatistics.
+
+Pass, printed and checked (the exit status is 1 otherwise):
+- zero failed requests: perf_analyzer reports no error, the server counts none;
+- resident memory growth under 10% between the first and the last window (mean RSS);
+- p99 latency of the last window at most 20% above the first window's.
+
+The model is a small linear classifier (1x8x8 -> 10) built with onnx, so the load
+is the server's own work (gRPC, batching, the swap), not matrix arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.repo import linear_model, publish_version, remove_version  # noqa: E402
+from bench.servers import (  # noqa: E402
+    free_port,
+    perf_analyzer_command,
+    perf_analyzer_env,
+    rss_mb,
+    start_stride_serve,
+    stop,
+    wait_ready,
+)
+
+MAX_MEMORY_GROWTH = 0.10
+MAX_P99_GROWTH = 0.20
+PASS_LINE = re.compile(r"Pass \[(\d+)\] throughput: ([\d.]+) infer/sec\. p99 latency: (\d+) usec")
+
+
+@dataclass
+class Sampler:
+    """Samples the server's RSS and per-version failure counts in a thread."""
+
+    pid: int
+    port: int
+    model: str
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MiB)
+    failures: dict[str, int] = field(default_factory=dict)  # version -> most seen
+    successes: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, start: float) -> None:
+        import grpc
+
+        from services.generated.inference import grpc_service_pb2 as pb
+        from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            while not self._stop.wait(1.0):
+                self.rss.append((time.perf_counter() - start, rss_mb(self.pid)))
+                try:
+                    reply = stub.ModelStatistics(
+                        pb.ModelStatisticsRequest(name=self.model), timeout=5
+                    )
+                except grpc.RpcError:
+                    continue
+                for s in reply.model_stats:
+                    fail = s.inference_stats.fail.count
+                    self.failures[s.version] = max(self.failures.get(s.version, 0), fail)
+                    ok = s.inference_stats.success.count
+                    self.successes[s.version] = max(self.successes.get(s.version, 0), ok)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _swap(folder: Path, port: int, at: float, start: float, events: dict[str, float]) -> None:
+    """At `at` seconds: publish version 2, wait until it serves, remove version 1."""
+    import grpc
+
+    from services.generated.inference import grpc_service_pb2 as pb
+    from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
+
+    time.sleep(max(0.0, at - (time.perf_counter() - start)))
+    events["published_s"] = time.perf_counter() - start
+    publish_version(folder, 2)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelReadyRequest(name=folder.name, version="2")
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline:
+            try:
+                if stub.ModelReady(request, timeout=5).ready:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    events["version_2_ready_s"] = time.perf_counter() - start
+    remove_version(folder, 1)
+    events["version_1_removed_s"] = time.perf_counter() - start
+
+
+def _window_mean(samples: list[tuple[float, float]], lo: float, hi: float) -> float:
+    values = [v for t, v in samples if lo <= t < hi and v > 0]
+    return sum(values) / len(values) if values else 0.0
+
+
+def soak(minutes: float, window_s: float = 60, concurrency: int = 64) -> dict[str, Any]:
+    """Run the soak and return its figures (see `check` for the verdict)."""
+    passes = max(2, round(minutes * 60 / window_s))
+    duration = passes * window_s
+    with tempfile.TemporaryDirectory(prefix="stride-soak-") as tmp:
+        repo = Path(tmp)
+        folder = linear_model(repo, "digits", max_batch=64)
+        port = free_port()
+        server = start_stride_serve(repo, port, poll_interval=1)
+        try:
+            ready_s = wait_ready(port, server)
+            command = perf_analyzer_command(
+                "digits", port, concurrency, int(window_s * 1000), passes, stability=0
+            )
+            start = time.perf_counter()
+            sampler = Sampler(server.pid, port, "digits")
+            events: dict[str, float] = {}
+            threads = [
+                threading.Thread(target=sampler.run, args=(start,), daemon=True),
+                threading.Thread(
+                    target=_swap, args=(folder, port, duration / 2, start, events), daemon=True
+                ),
+            ]
+            for t in threads:
+                t.start()
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                env=perf_analyzer_env(),
+                timeout=duration + 300,
+            )
+            elapsed = time.perf_counter() - start
+            threads[1].join(timeout=60)
+            time.sleep(1.5)  # one more statistics sample after the last request
+            sampler.stop()
+            threads[0].join(timeout=10)
+        finally:
+            exit_code = stop(server)
+    output = done.stdout + done.stderr
+    windows = [
+        {"pass": int(n), "throughput": float(tp), "p99_us": int(p99)}
+        for n, tp, p99 in PASS_LINE.findall(output)
+    ]
+    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    first_rss = _window_mean(sampler.rss, 0, window_s)
+    last_rss = _window_mean(sampler.rss, duration - window_s, duration)
+    return {
+        "minutes": duration / 60,
+        "window_s": window_s,
+        "concurrency": concurrency,
+        "server_ready_s": ready_s,
+        "elapsed_s": elapsed,
+        "windows": windows,
+        "passes_expected": passes,
+        "perf_analyzer_errors": errors[:10],
+        "perf_analyzer_exit": done.returncode,
+        "requests": round(sum(w["throughput"] for w in windows) * window_s),
+        "server_failures": sum(sampler.failures.values()),
+        "server_successes": sum(sampler.successes.values()),
+        "rss_first_window_mb": first_rss,
+        "rss_last_window_mb": last_rss,
+        "rss_peak_mb": max((v for _, v in sampler.rss), default=0.0),
+        "memory_growth": last_rss / first_rss - 1 if first_rss else None,
+        "p99_first_us": windows[0]["p99_us"] if windows else None,
+        "p99_last_us": windows[-1]["p99_us"] if windows else None,
+        "p99_growth": windows[-1]["p99_us"] / windows[0]["p99_us"] - 1 if windows else None,
+        "swap": events,
+        "server_exit": exit_code,
+    }
+
+
+def check(result: dict[str, Any]) -> list[str]:
+    """The pass criteria that failed (empty: the soak passed)."""
+    failed = []
+    if result["perf_analyzer_errors"] or result["server_failures"]:
+        failed.append(
+            f"failed requests: server counted {result['server_failures']}, perf_analyzer said "
+            f"{result['perf_analyzer_errors'][:2]}"
+        )
+    if len(result["windows"]) != result["passes_expected"]:
+        failed.append(
+            f"perf_analyzer ran {len(result['windows'])} of {result['passes_expected']} windows"
+        )
+    if "version_1_removed_s" not in result["swap"]:
+        failed.append("the model swap did not complete")
+    growth = result["memory_growth"]
+    if growth is None or growth >= MAX_MEMORY_GROWTH:
+        failed.append(f"resident memory grew {growth} (limit {MAX_MEMORY_GROWTH:.0%})")
+    p99 = result["p99_growth"]
+    if p99 is None or p99 > MAX_P99_GROWTH:
+        failed.append(f"p99 latency grew {p99} (limit {MAX_P99_GROWTH:.0%})")
+    return failed
+
+
+def report(result: dict[str, Any]) -> str:
+    """The soak's figures as text."""
+    lines = [
+        f"soak: {result['minutes']:.1f} min at concurrency {result['concurrency']}, "
+        f"{result['window_s']:.0f} s windows, {result['requests']:,} requests",
+        f"  {'window':>6} {'infer/s':>9} {'p99 ms':>8}",
+    ]
+    for w in result["windows"]:
+        lines.append(f"  {w['pass']:>6} {w['throughput']:>9.1f} {w['p99_us'] / 1000:>8.1f}")
+    swap = result["swap"]
+    if swap:
+        lines.append(
+            "  swap: version 2 published at {:.1f} s, ready at {:.1f} s, version 1 removed "
+            "at {:.1f} s".format(
+                swap.get("published_s", -1),
+                swap.get("version_2_ready_s", -1),
+                swap.get("version_1_removed_s", -1),
+            )
+        )
+    growth, p99 = result["memory_growth"], result["p99_growth"]
+    lines += [
+        f"  failed requests: {result['server_failures']} (server), "
+        f"{len(result['perf_analyzer_errors'])} error lines (perf_analyzer)",
+        f"  RSS: first window {result['rss_first_window_mb']:.1f} MiB, last "
+        f"{result['rss_last_window_mb']:.1f} MiB, peak {result['rss_peak_mb']:.1f} MiB: "
+        + (f"growth {growth:+.1%} (limit +10%)" if growth is not None else "no samples"),
+        f"  p99: first window {result['p99_first_us']} us, last {result['p99_last_us']} us: "
+        + (f"{p99:+.1%} (limit +20%)" if p99 is not None else "no windows"),
+        f"  server exit status after SIGTERM: {result['server_exit']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--window", type=float, default=60.0, help="seconds per window")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    result = soak(args.minutes, args.window, args.concurrency)
+    failed = check(result)
+    result["failed_criteria"] = failed
+    print(report(result))
+    print("PASS" if not failed else "FAIL:\n  " + "\n  ".join(failed))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

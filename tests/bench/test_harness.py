@@ -1,0 +1,50 @@
+"""bench/run.py in its smallest mode, once: every section runs, the table prints, the JSON is
+written with the machine, versions and git revision. It checks the harness, not the figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import rows
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_smoke_run_writes_the_table_and_json(perf_analyzer: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (path,) = tmp_path.glob("bench-smoke-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["mode"] == "smoke" and doc["git"]["revision"]
+    assert doc["machine"]["cores"] and doc["versions"]["onnxruntime"]
+    assert set(doc["sections"]) == {"training", "serving", "startup", "peer"}
+    assert all("figures" in s for s in doc["sections"].values()), doc["sections"]
+    figures = {(r["section"], r["figure"]) for r in doc["table"]}
+    for section in ("training", "serving", "startup"):
+        assert any(s == section for s, _ in figures), section
+    measured = [r for r in doc["table"] if r["section"] != "peer"]
+    assert all(r["ratio"] is not None and r["ratio"] > 0 for r in measured), measured
+    assert "figure" in done.stdout and str(path) in done.stdout
+
+
+def test_a_failed_section_is_one_row_and_the_rest_stay() -> None:
+    table = rows.table(
+        {
+            "startup": {"error": "RuntimeError: server exited"},
+            "peer": {"figures": {"skipped": "KServe is not installed"}},
+        }
+    )
+    assert [r["figure"] for r in table] == ["FAILED", "KServe peer"]
+    assert "server exited" in table[0]["note"]

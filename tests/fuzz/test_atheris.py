@@ -1,0 +1,26 @@
+"""Bounded atheris runs of every harness (a few seconds each, in a subprocess).
+
+A crash, a hang (libFuzzer's per-input timeout), a memory blow-up or an early exit
+of the harness fails the test with libFuzzer's report; `make fuzz` runs the same
+harnesses for longer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fuzz.run import TARGETS, run_target
+
+pytest.importorskip("atheris")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+SECONDS = 4
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_harness_runs_clean(target: str, tmp_path: Path) -> None:
+    result = run_target(target, SECONDS, tmp_path)
+    assert result.ok, f"{target}: {result.finding}\nartifacts: {result.artifacts}"
+    assert result.runs > 10, f"{target} ran only {result.runs} inputs"
