@@ -16,9 +16,11 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,14 +84,16 @@ def run_target(
         command.insert(3, f"-runs={runs}")
     start = time.perf_counter()
     try:
-        done = subprocess.run(
-            command,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=seconds + STARTUP_S,
-        )
+        with tempfile.TemporaryDirectory(prefix="stride-fuzz-run-") as tmp:
+            done = subprocess.run(
+                command,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=seconds + STARTUP_S,
+                env=dict(os.environ, STRIDE_FUZZ_TMP=tmp),
+            )
         output, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as exc:
         tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -124,7 +125,9 @@ def workspace() -> Workspace:
     from services.analysis.servicer import AnalysisServicer
     from services.analysis.store import RunStore
 
-    root = Path(tempfile.mkdtemp(prefix="stride-fuzz-"))
+    # fuzz/run.py points STRIDE_FUZZ_TMP at a folder it removes: libFuzzer ends the process
+    # without running Python's exit handlers, so the workspace cannot clean up after itself.
+    root = Path(tempfile.mkdtemp(prefix="stride-fuzz-", dir=os.environ.get("STRIDE_FUZZ_TMP")))
     repo = root / "repository"
     linear_model(repo, "digits", max_batch=8)
     linear_model(repo, "nobatch", max_batch=0, batching=False)
