@@ -3,16 +3,19 @@
     python bench/soak.py --minutes 10          # `make soak` (SOAK_MINUTES)
     python bench/soak.py --minutes 0.75 --window 15
 
-perf_analyzer runs back-to-back measurement windows (`--window` seconds, one a
-minute by default) for the whole time. Halfway through, version 2 of the model is
-published the way `stride export` does it (built under `.tmp-*`, renamed into
-place); once the server (polling the repository every second) has it ready,
-version 1's folder is removed. Meanwhile the server's resident memory is sampled
-every second and its per-version failure counts are read from ModelStatistics.
+perf_analyzer keeps the load on for the whole time and reports a measurement window
+of `--window` seconds (one a minute by default) after another; each window is
+timestamped as it is reported. Once half the windows are in (for an odd count, half
+a window later), version 2 of the model is published the way `stride export` does it
+(built under `.tmp-*`, renamed into place); as soon as the server (polling the
+repository every second) has it ready, version 1's folder is removed. Meanwhile the
+server's resident memory is sampled every second and its per-version failure counts
+are read from ModelStatistics.
 
 Pass, printed and checked (the exit status is 1 otherwise):
 - zero failed requests: perf_analyzer reports no error, the server counts none;
-- resident memory growth under 10% between the first and the last window (mean RSS);
+- resident memory growth under 10% between the first and the last window (mean RSS
+  over each window's time span);
 - p99 latency of the last window at most 20% above the first window's.
 
 The model is a small linear classifier (1x8x8 -> 10) built with onnx, so the load
@@ -91,14 +94,14 @@ class Sampler:
         self._stop.set()
 
 
-def _swap(folder: Path, port: int, at: float, start: float, events: dict[str, float]) -> None:
-    """At `at` seconds: publish version 2, wait until it serves, remove version 1."""
+def _swap(folder: Path, port: int, start: float, delay: float, events: dict[str, float]) -> None:
+    """After `delay` seconds: publish version 2, wait until it is ready, remove version 1."""
     import grpc
 
     from services.generated.inference import grpc_service_pb2 as pb
     from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
 
-    time.sleep(max(0.0, at - (time.perf_counter() - start)))
+    time.sleep(delay)
     events["published_s"] = time.perf_counter() - start
     publish_version(folder, 2)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -111,21 +114,52 @@ def _swap(folder: Path, port: int, at: float, start: float, events: dict[str, fl
                     break
             except grpc.RpcError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
     events["version_2_ready_s"] = time.perf_counter() - start
     remove_version(folder, 1)
     events["version_1_removed_s"] = time.perf_counter() - start
 
 
 def _window_mean(samples: list[tuple[float, float]], lo: float, hi: float) -> float:
-    values = [v for t, v in samples if lo <= t < hi and v > 0]
+    values = [v for t, v in samples if lo <= t <= hi and v > 0]
     return sum(values) / len(values) if values else 0.0
+
+
+def _load(
+    command: list[str], passes: int, start: float, on_half: Any, timeout: float
+) -> tuple[list[dict[str, Any]], str, int]:
+    """Run perf_analyzer, timestamping each window as it is reported; `on_half()` is called
+    once half the windows are done (perf_analyzer keeps the load on between windows)."""
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=perf_analyzer_env(),
+    )
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    windows: list[dict[str, Any]] = []
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        found = PASS_LINE.search(line)
+        if found:
+            n, tp, p99 = found.groups()
+            end = time.perf_counter() - start
+            windows.append({"pass": int(n), "throughput": float(tp), "p99_us": int(p99),
+                            "end_s": end})  # fmt: skip
+            if len(windows) == passes // 2:
+                on_half()
+    code = proc.wait()
+    killer.cancel()
+    return windows, "".join(lines), code
 
 
 def soak(minutes: float, window_s: float = 60, concurrency: int = 64) -> dict[str, Any]:
     """Run the soak and return its figures (see `check` for the verdict)."""
     passes = max(2, round(minutes * 60 / window_s))
-    duration = passes * window_s
     with tempfile.TemporaryDirectory(prefix="stride-soak-") as tmp:
         repo = Path(tmp)
         folder = linear_model(repo, "digits", max_batch=64)
@@ -139,38 +173,30 @@ def soak(minutes: float, window_s: float = 60, concurrency: int = 64) -> dict[st
             start = time.perf_counter()
             sampler = Sampler(server.pid, port, "digits")
             events: dict[str, float] = {}
-            threads = [
-                threading.Thread(target=sampler.run, args=(start,), daemon=True),
-                threading.Thread(
-                    target=_swap, args=(folder, port, duration / 2, start, events), daemon=True
-                ),
-            ]
-            for t in threads:
-                t.start()
-            done = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                env=perf_analyzer_env(),
-                timeout=duration + 300,
+            watcher = threading.Thread(target=sampler.run, args=(start,), daemon=True)
+            # Halfway: after the middle window, or in the middle of it for an odd count.
+            delay = window_s / 2 if passes % 2 else 0.0
+            swapper = threading.Thread(
+                target=_swap, args=(folder, port, start, delay, events), daemon=True
+            )
+            watcher.start()
+            windows, output, code = _load(
+                command, passes, start, swapper.start, timeout=passes * window_s * 2 + 300
             )
             elapsed = time.perf_counter() - start
-            threads[1].join(timeout=60)
+            if swapper.ident is not None:  # started: half the windows were reported
+                swapper.join(timeout=60)
             time.sleep(1.5)  # one more statistics sample after the last request
             sampler.stop()
-            threads[0].join(timeout=10)
+            watcher.join(timeout=10)
         finally:
             exit_code = stop(server)
-    output = done.stdout + done.stderr
-    windows = [
-        {"pass": int(n), "throughput": float(tp), "p99_us": int(p99)}
-        for n, tp, p99 in PASS_LINE.findall(output)
-    ]
-    errors = [line for line in output.splitlines() if "error" in line.lower()]
-    first_rss = _window_mean(sampler.rss, 0, window_s)
-    last_rss = _window_mean(sampler.rss, duration - window_s, duration)
+    errors = [line.strip() for line in output.splitlines() if "error" in line.lower()]
+    first, last = (windows[0], windows[-1]) if windows else ({}, {})
+    first_rss = _window_mean(sampler.rss, first.get("end_s", 0) - window_s, first.get("end_s", 0))
+    last_rss = _window_mean(sampler.rss, last.get("end_s", 0) - window_s, last.get("end_s", 0))
     return {
-        "minutes": duration / 60,
+        "minutes": passes * window_s / 60,
         "window_s": window_s,
         "concurrency": concurrency,
         "server_ready_s": ready_s,
@@ -178,17 +204,17 @@ def soak(minutes: float, window_s: float = 60, concurrency: int = 64) -> dict[st
         "windows": windows,
         "passes_expected": passes,
         "perf_analyzer_errors": errors[:10],
-        "perf_analyzer_exit": done.returncode,
-        "requests": round(sum(w["throughput"] for w in windows) * window_s),
+        "perf_analyzer_exit": code,
+        "requests_in_windows": round(sum(w["throughput"] for w in windows) * window_s),
         "server_failures": sum(sampler.failures.values()),
         "server_successes": sum(sampler.successes.values()),
         "rss_first_window_mb": first_rss,
         "rss_last_window_mb": last_rss,
         "rss_peak_mb": max((v for _, v in sampler.rss), default=0.0),
         "memory_growth": last_rss / first_rss - 1 if first_rss else None,
-        "p99_first_us": windows[0]["p99_us"] if windows else None,
-        "p99_last_us": windows[-1]["p99_us"] if windows else None,
-        "p99_growth": windows[-1]["p99_us"] / windows[0]["p99_us"] - 1 if windows else None,
+        "p99_first_us": first.get("p99_us"),
+        "p99_last_us": last.get("p99_us"),
+        "p99_growth": last["p99_us"] / first["p99_us"] - 1 if windows else None,
         "swap": events,
         "server_exit": exit_code,
     }
@@ -221,11 +247,13 @@ def report(result: dict[str, Any]) -> str:
     """The soak's figures as text."""
     lines = [
         f"soak: {result['minutes']:.1f} min at concurrency {result['concurrency']}, "
-        f"{result['window_s']:.0f} s windows, {result['requests']:,} requests",
-        f"  {'window':>6} {'infer/s':>9} {'p99 ms':>8}",
+        f"{result['window_s']:.0f} s windows; {result['server_successes']:,} requests served, "
+        f"{result['requests_in_windows']:,} in the measured windows",
+        f"  {'window':>6} {'ends at s':>9} {'infer/s':>9} {'p99 ms':>8}",
     ]
     for w in result["windows"]:
-        lines.append(f"  {w['pass']:>6} {w['throughput']:>9.1f} {w['p99_us'] / 1000:>8.1f}")
+        p99_ms = w["p99_us"] / 1000
+        lines.append(f"  {w['pass']:>6} {w['end_s']:>9.0f} {w['throughput']:>9.1f} {p99_ms:>8.1f}")
     swap = result["swap"]
     if swap:
         lines.append(
