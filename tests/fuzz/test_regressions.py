@@ -1,6 +1,7 @@
-"""Every crash the fuzzers found, as the minimal input and the documented error it must raise.
+"""Every crash found while fuzzing, as the minimal input and the documented error it must raise.
 
-Each test names the harness (or property test) that found it. Before the fix each of
+Each test says what found it: an atheris harness, or a probe of the edge cases written
+while building a fuzz target (before the harness ran). Before the fix each of
 these raised something outside the documented errors: the gRPC services answered
 INTERNAL, `stride train` printed a traceback, or a run-store scan raised.
 """
@@ -46,7 +47,7 @@ def _png_header(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("typed", [False, True], ids=["raw", "typed"])
 @pytest.mark.parametrize("shape", [[0, 2**62], [0, 2**40, 2**40]])
 def test_zero_sized_shape_with_huge_dims_is_invalid_input(shape: list[int], typed: bool) -> None:
-    # fuzz_infer / test_infer_properties: numpy's "array is too big" ValueError escaped
+    # A probe while writing the infer target: numpy's "array is too big" ValueError escaped
     # as INTERNAL.
     request = pb.ModelInferRequest(model_name="digits")
     tensor = request.inputs.add(name="input", datatype="FP32", shape=shape)
@@ -59,7 +60,8 @@ def test_zero_sized_shape_with_huge_dims_is_invalid_input(shape: list[int], type
 
 
 def test_image_whose_header_claims_a_decompression_bomb_is_invalid_input() -> None:
-    # test_image_properties: PIL's DecompressionBombError (over 2 x 89 megapixels) escaped.
+    # A probe while writing the image target: PIL's DecompressionBombError (a header over
+    # 2 x 89 megapixels) escaped before the server's own 64-megapixel check.
     pre = Preprocess(1, 8, 8, (0.5,), (0.25,))
     with pytest.raises(InvalidInput, match="pixels"):
         pre.image_to_array(_png_header(20_000, 20_000))
@@ -69,7 +71,7 @@ def test_image_whose_header_claims_a_decompression_bomb_is_invalid_input() -> No
 
 
 def test_deeply_nested_metrics_line_is_malformed_not_a_recursion_error() -> None:
-    # fuzz_run_store: json's RecursionError escaped the tolerant reader.
+    # A probe while writing the run-store target: json's RecursionError escaped the reader.
     with pytest.raises(MalformedRunError):
         parse_metrics(b'{"epoch": 1}\n' + DEEP_JSON + b"\n")
 
@@ -116,8 +118,9 @@ def test_run_id_longer_than_the_file_system_allows_is_invalid(tmp_path: Path) ->
     ids=["date", "binary", "set", "recursive", "deep", "not-utf8", "bad-date", "bad-float"],
 )
 def test_config_file_that_is_not_plain_data_is_a_config_error(tmp_path: Path, text: bytes) -> None:
-    # fuzz_run_config: TypeError, ValueError, RecursionError and UnicodeDecodeError escaped
-    # `load_config`, so `stride train` printed a traceback instead of one line.
+    # fuzz_run_config (UnicodeDecodeError, the impossible date) and probes while writing it
+    # (TypeError, ValueError, RecursionError): each escaped `load_config`, so `stride train`
+    # printed a traceback instead of one line.
     path = tmp_path / "run.yaml"
     path.write_bytes(text)
     with pytest.raises(ConfigError):
@@ -147,9 +150,9 @@ def test_override_nested_deeper_than_yaml_can_parse_is_a_config_error() -> None:
 def test_config_with_the_largest_max_batch_size_loads_without_allocating_it(
     tmp_path: Path,
 ) -> None:
-    # test_config_pbtxt_properties: warm-up allocated max_batch_size rows. At 2**31 - 1 the
-    # MemoryError escaped the load (a failed start for every model, INTERNAL on load); at
-    # 2**26 the load took 5 GB for a 64-float input.
+    # A probe while writing the config.pbtxt target: warm-up allocated max_batch_size rows.
+    # At 2**31 - 1 the MemoryError escaped the load (a failed start for every model,
+    # INTERNAL on load); at 2**26 the load took 5 GB for a 64-float input.
     from bench.repo import linear_model
     from services.inference.repository import ModelRepository
 
