@@ -112,6 +112,14 @@ def check_signature(session: Any, settings: ModelSettings, path: Path) -> None:
                 f"{path}: tensor {spec.name!r} has dims {dims} in the graph (after the batch "
                 f"dimension) but {list(spec.dims)} in the config"
             )
+        if spec in settings.inputs and any(
+            isinstance(g, int) and c == -1 for g, c in zip(dims, spec.dims, strict=True)
+        ):
+            # -1 would let requests of any size through, and ONNX Runtime would fail them.
+            raise ConfigError(
+                f"{path}: input {spec.name!r} has fixed dims {dims} in the graph but "
+                f"{list(spec.dims)} in the config: write the graph's size instead of -1"
+            )
 
 
 def metadata(session: Any) -> dict[str, str]:
@@ -142,7 +150,10 @@ def warm_up(session: Any, settings: ModelSettings) -> None:
             dims = [1 if d == -1 else d for d in spec.dims]
             shape = [size, *dims] if size else dims
             feeds[spec.name] = np.zeros(shape, dtype=np.dtype(_numpy_type(spec.datatype)))
-        session.run(None, feeds)
+        try:
+            session.run(None, feeds)
+        except Exception as exc:  # ORT's own types: the model cannot run what the config says
+            raise ConfigError(f"warm-up batch of {size} failed in ONNX Runtime: {exc}") from exc
 
 
 def _numpy_type(datatype: str) -> str:
