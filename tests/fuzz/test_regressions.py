@@ -186,3 +186,42 @@ def test_warm_up_stops_at_its_byte_budget() -> None:
     warm_up(session, settings)
     assert session.sizes == [256, 4 * 256]  # 2**20 rows (256 MiB) and 2**26 rows are skipped
     assert max(session.sizes) <= WARM_UP_MAX_BYTES
+
+
+def test_config_dim_minus_one_over_a_fixed_graph_dim_fails_that_model_alone(
+    tmp_path: Path,
+) -> None:
+    # fuzz_config_pbtxt (make fuzz, 300 s): dims [1, 8, -1] for a graph of [1, 8, 8] passed
+    # the signature check, then ONNX Runtime's InvalidArgument escaped the warm-up: the
+    # repository scan raised, so the server would not start for any model.
+    from bench.repo import linear_model
+    from services.inference.repository import ModelRepository
+
+    linear_model(tmp_path, "ok", max_batch=4)
+    folder = linear_model(tmp_path, "m", max_batch=4)
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace("dims: [ 1, 8, 8 ]", "dims: [ 1, 8, -1 ]"))
+    repository = ModelRepository(tmp_path)
+    try:
+        repository.poll()
+        assert repository.is_ready("ok") and not repository.is_ready("m")
+        (entry,) = [e for e in repository.index() if e.name == "m"]
+        assert "-1" in entry.reason
+    finally:
+        repository.close()
+
+
+def test_warm_up_that_onnx_runtime_refuses_is_a_config_error() -> None:
+    import numpy as np
+
+    from services.inference.config import ConfigError, ModelSettings, TensorSpec
+    from services.inference.runtime import warm_up
+
+    class Session:
+        def run(self, names: object, feeds: dict[str, np.ndarray]) -> None:
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT")
+
+    spec = TensorSpec("input", "FP32", (1, 8, 8))
+    settings = ModelSettings("m", 4, (spec,), (), False, (), 0, 0, 0, False, 1, False, 0)
+    with pytest.raises(ConfigError, match="warm-up"):
+        warm_up(Session(), settings)
