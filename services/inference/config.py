@@ -103,6 +103,8 @@ def read_config(path: Path) -> mc.ModelConfig:
         config = text_format.Parse(path.read_text(), mc.ModelConfig())
     except text_format.ParseError as exc:
         raise ConfigError(f"{path}: not a valid ModelConfig in protobuf text: {exc}") from exc
+    except ValueError as exc:  # protobuf's own check, e.g. an enum given a number past int32
+        raise ConfigError(f"{path}: not a valid ModelConfig: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     folder = path.parent.name
