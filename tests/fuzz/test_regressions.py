@@ -225,3 +225,30 @@ def test_warm_up_that_onnx_runtime_refuses_is_a_config_error() -> None:
     settings = ModelSettings("m", 4, (spec,), (), False, (), 0, 0, 0, False, 1, False, 0)
     with pytest.raises(ConfigError, match="warm-up"):
         warm_up(Session(), settings)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("format: FORMAT_NCHW", "format: 111111111111111111111111111"),
+        ("data_type: TYPE_FP32 format", "data_type: 2147483648 format"),
+    ],
+)
+def test_config_enum_past_int32_fails_that_model_alone(tmp_path: Path, old: str, new: str) -> None:
+    # fuzz_config_pbtxt (make fuzz): protobuf's text parser raises ValueError, not ParseError,
+    # for an enum given a number out of range; it escaped the repository scan.
+    from bench.repo import linear_model
+    from services.inference.repository import ModelRepository
+
+    linear_model(tmp_path, "ok", max_batch=4)
+    folder = linear_model(tmp_path, "m", max_batch=4)
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace(old, new, 1))
+    repository = ModelRepository(tmp_path)
+    try:
+        repository.poll()
+        assert repository.is_ready("ok") and not repository.is_ready("m")
+        (entry,) = [e for e in repository.index() if e.name == "m"]
+        assert "out of range" in entry.reason
+    finally:
+        repository.close()
