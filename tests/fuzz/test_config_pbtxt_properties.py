@@ -34,7 +34,9 @@ def _list(values: list[int]) -> str:
     return "[ " + ", ".join(str(v) for v in values) + " ]"
 
 
-FIELDS = ("name", "platform", "batch", "input", "type", "dims", "outputs", "label", "kind")
+FIELDS = (
+    "name", "platform", "batch", "input", "type", "format", "dims", "outputs", "label", "kind"
+)  # fmt: skip
 
 
 @st.composite
@@ -45,9 +47,9 @@ def configs(draw: st.DrawFn) -> bytes:
     def pick(field: str, good: object, bad: st.SearchStrategy[object]) -> object:
         return draw(bad) if field in broken else good
 
-    dims = pick(
-        "dims", [1, 8, 8], st.sampled_from([[64], [-1, 8, 8]]) | st.lists(small, max_size=4)
-    )
+    shapes = st.sampled_from([[64], [-1, 8, 8], [1, 8, -1], [1, -1, 8]])
+    dims = pick("dims", [1, 8, 8], shapes | st.lists(small, max_size=4))
+    fmt = pick("format", "FORMAT_NCHW", st.sampled_from(["FORMAT_NHWC", "7", str(2**40)]))
     outputs = pick(
         "outputs",
         ["logits", "probabilities"],
@@ -66,7 +68,8 @@ def configs(draw: st.DrawFn) -> bytes:
         f'platform: "{pick("platform", PLATFORM, st.sampled_from(["", "tensorrt_plan"]))}"',
         f"max_batch_size: {pick('batch', draw(st.integers(0, 8)), small)}",
         f'input [ {{ name: "{pick("input", "input", st.sampled_from(["x", "logits", ""]))}" '
-        f"data_type: {pick('type', 'TYPE_FP32', st.sampled_from(TYPES))} dims: {_list(dims)} }} ]",  # type: ignore[arg-type]
+        f"data_type: {pick('type', 'TYPE_FP32', st.sampled_from(TYPES))} format: {fmt} "
+        f"dims: {_list(dims)} }} ]",  # type: ignore[arg-type]
         "output [ " + ", ".join(entries) + " ]",
         f"instance_group [ {{ kind: {pick('kind', 'KIND_CPU', st.sampled_from(KINDS))} "
         f"count: {draw(st.integers(0, 2))} }} ]",
