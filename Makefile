@@ -54,7 +54,7 @@ BENCH_GPU = $(if $(filter 1 yes true,$(GPU)),--gpu)
 SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 300
 
-bench: $(STAMP) $(TRITON_STAMP) ## Every benchmark, one table, JSON in results/ (GPU=1: CUDA; ~20 min)
+bench: $(STAMP) $(TRITON_STAMP) ## Every benchmark, one table, JSON in results/ (GPU=1: CUDA; 15-25 min)
 	@$(MAKE) --no-print-directory kserve-peer || echo "note: KServe not installable; peer skipped"
 	$(PY) bench/run.py $(BENCH_GPU)
 
