@@ -8,18 +8,14 @@ which is how containers configure it. A flag beats its variable.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
+
+from stride.commands._server import env_default, tls_and_token
 
 NAME = "serve"
 HELP = "serve a model repository over the KServe v2 / Triton gRPC protocol"
 ORDER = 50
-
-
-def _env(option: str, default: str | None = None) -> str | None:
-    """The default of --option from STRIDE_OPTION (argparse applies the option's type to it)."""
-    return os.environ.get("STRIDE_" + option.upper().replace("-", "_"), default)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,117 +24,112 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--repository",
         type=Path,
-        default=_env("repository", "repository"),
+        default=env_default("repository", "repository"),
         help="model repository folder (env STRIDE_REPOSITORY, default ./repository)",
     )
-    add("--host", default=_env("host", "0.0.0.0"), help="address to listen on (env STRIDE_HOST)")
+    add(
+        "--host",
+        default=env_default("host", "0.0.0.0"),
+        help="address to listen on (env STRIDE_HOST)",
+    )
     add(
         "--port",
         type=int,
-        default=_env("port", "8001"),
+        default=env_default("port", "8001"),
         help="gRPC port (env STRIDE_PORT, default 8001; 0 picks a free one)",
     )
     add(
         "--metrics-port",
         type=int,
-        default=_env("metrics-port", "8002"),
+        default=env_default("metrics-port", "8002"),
         help="Prometheus /metrics HTTP port (env STRIDE_METRICS_PORT, default 8002; -1 disables)",
     )
     add(
         "--health-port",
         type=int,
-        default=_env("health-port"),
+        default=env_default("health-port"),
         help="extra plaintext port with grpc.health.v1 only, for Kubernetes probes when the "
         "main port uses TLS (env STRIDE_HEALTH_PORT)",
     )
     add(
         "--grace-period",
         type=float,
-        default=_env("grace-period", "10"),
+        default=env_default("grace-period", "10"),
         help="seconds requests in flight get after SIGTERM (env STRIDE_GRACE_PERIOD, default 10)",
     )
     add(
         "--poll-interval",
         type=float,
-        default=_env("poll-interval", "0"),
+        default=env_default("poll-interval", "0"),
         help="seconds between repository scans for new, changed or removed versions; 0 turns "
         "polling off (env STRIDE_POLL_INTERVAL)",
     )
     add(
         "--tls-cert",
         type=Path,
-        default=_env("tls-cert"),
+        default=env_default("tls-cert"),
         help="PEM certificate (env STRIDE_TLS_CERT)",
     )
     add(
-        "--tls-key", type=Path, default=_env("tls-key"), help="PEM private key (env STRIDE_TLS_KEY)"
+        "--tls-key",
+        type=Path,
+        default=env_default("tls-key"),
+        help="PEM private key (env STRIDE_TLS_KEY)",
     )
     add(
         "--tls-ca",
         type=Path,
-        default=_env("tls-ca"),
+        default=env_default("tls-ca"),
         help="PEM CA: clients must present a certificate it signed, i.e. mutual TLS "
         "(env STRIDE_TLS_CA)",
     )
     add(
         "--auth-token-file",
         type=Path,
-        default=_env("auth-token-file"),
+        default=env_default("auth-token-file"),
         help="file with a bearer token that every call but health must send "
         "(env STRIDE_AUTH_TOKEN_FILE)",
     )
     add(
         "--max-message-mb",
         type=float,
-        default=_env("max-message-mb", "64"),
+        default=env_default("max-message-mb", "64"),
         help="largest request or response in MB (env STRIDE_MAX_MESSAGE_MB, default 64: a batch "
         "of 64 3x224x224 float32 images)",
     )
     add(
         "--max-concurrent-requests",
         type=int,
-        default=_env("max-concurrent-requests"),
+        default=env_default("max-concurrent-requests"),
         help="calls in flight beyond this answer RESOURCE_EXHAUSTED "
         "(env STRIDE_MAX_CONCURRENT_REQUESTS, default unlimited)",
     )
     add(
         "--threads",
         type=int,
-        default=_env("threads", "0"),
+        default=env_default("threads", "0"),
         help="ONNX Runtime intra-op threads per model instance, 0 for one per core "
         "(env STRIDE_THREADS)",
     )
     add(
         "--handler-threads",
         type=int,
-        default=_env("handler-threads", "128"),
+        default=env_default("handler-threads", "128"),
         help="gRPC handler threads, i.e. requests served at once (env STRIDE_HANDLER_THREADS)",
     )
     add(
         "--log-format",
         choices=["json", "text"],
-        default=_env("log-format", "json"),
+        default=env_default("log-format", "json"),
         help="log lines as JSON with request ids, or plain text (env STRIDE_LOG_FORMAT)",
     )
 
 
 def server_options(args: argparse.Namespace) -> Any:
     """ServerOptions from parsed arguments (ValueError/OSError name the bad option)."""
-    from services.common import ServerOptions, TlsFiles
+    from services.common import ServerOptions
 
-    tls = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
-        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key), args.tls_ca and Path(args.tls_ca))
-        tls.credentials()  # read the files now: a missing one is a clear startup error
-    elif args.tls_ca:
-        raise ValueError("--tls-ca needs --tls-cert and --tls-key")
-    token = None
-    if args.auth_token_file:
-        token = Path(args.auth_token_file).read_text().strip()
-        if not token:
-            raise ValueError(f"auth token file {args.auth_token_file} is empty")
+    tls, token = tls_and_token(args)
     return ServerOptions(
         host=args.host,
         port=args.port,

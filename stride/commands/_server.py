@@ -1,0 +1,43 @@
+"""What `stride serve` and `stride serve-analysis` share: env defaults, TLS and token.
+
+The leading underscore keeps this module out of the subcommand list (stride.cli).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+
+def env_default(option: str, default: str | None = None) -> str | None:
+    """The default of --option from STRIDE_OPTION (dashes become underscores).
+
+    argparse applies the option's `type` to a string default, so a bad value in the
+    environment is reported like a bad flag.
+    """
+    return os.environ.get("STRIDE_" + option.upper().replace("-", "_"), default)
+
+
+def tls_and_token(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """(TlsFiles or None, bearer token or None) from --tls-* and --auth-token-file.
+
+    The files are read now, so a missing or empty one is a clear start-up error.
+    """
+    from services.common import TlsFiles  # grpc: only when serving
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        tls = TlsFiles(Path(args.tls_cert), Path(args.tls_key), args.tls_ca and Path(args.tls_ca))
+        tls.credentials()
+    elif args.tls_ca:
+        raise ValueError("--tls-ca needs --tls-cert and --tls-key")
+    token = None
+    if args.auth_token_file:
+        token = Path(args.auth_token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"auth token file {args.auth_token_file} is empty")
+    return tls, token
