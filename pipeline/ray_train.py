@@ -183,7 +183,6 @@ def train_on_ray(
     name: str | None = None,
     resume: bool = False,
     grid: dict[str, Any] | None = None,
-    callbacks: list[Any] | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
     """One run through TorchTrainer; Ray must be initialised (see `ensure_ray`)."""
     import ray.train
@@ -213,7 +212,6 @@ def train_on_ray(
             storage_path=str(run.path.resolve()),
             failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks or [],
         ),
     )
     try:
