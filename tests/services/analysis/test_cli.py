@@ -111,12 +111,17 @@ def test_serve_options_from_flags_and_environment(
     options = serve_analysis.server_options(args)
     assert (args.runs, options.port, options.health_port) == ("s3://bucket/runs", 9100, 9101)
     assert (options.auth_token, options.grace_period, options.tls) == ("abc", 2.5, None)
-    args = parser.parse_args(
-        ["--port", "7000", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"]
-    )
+    pem = {name: tmp_path / name for name in ("c.pem", "k.pem", "ca.pem")}
+    for path in pem.values():
+        path.write_text("-----BEGIN PLACEHOLDER-----\n")  # read now, parsed by grpc at start
+    flags = ["--tls-cert", str(pem["c.pem"]), "--tls-key", str(pem["k.pem"])]
+    args = parser.parse_args(["--port", "7000", *flags, "--tls-ca", str(pem["ca.pem"])])
     options = serve_analysis.server_options(args)
     assert options.port == 7000 and options.tls is not None
-    assert options.tls.ca == Path("ca.pem")
+    assert options.tls.ca == pem["ca.pem"]
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(OSError, match="missing.pem"):
+        serve_analysis.server_options(parser.parse_args([*flags, "--tls-ca", missing]))
     with pytest.raises(ValueError, match="go together"):
         serve_analysis.server_options(parser.parse_args(["--tls-cert", "c.pem"]))
     token.write_text("  \n")
