@@ -10,6 +10,7 @@ temporary name inside the model folder and renamed into place.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import secrets
@@ -62,7 +63,7 @@ class WithProbabilities(nn.Module):
 
 
 def export_run(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDir,
     repository: str | Path,
     *,
     name: str | None = None,
@@ -70,16 +71,16 @@ def export_run(
     instance_kind: str = "cpu",
 ) -> ExportResult:
     """Export a completed run's final weights as a new version of model `name`."""
-    run = RunDir(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not run.exists():
-        raise ExportError(f"{run.path} is not a run directory (no config.json)")
+        raise ExportError(f"{run} is not a run directory (no config.json)")
     summary = run.read_summary()
     if summary is None or summary.get("status") != "completed":
         status = "running or interrupted" if summary is None else summary.get("status")
-        raise ExportError(f"run {run.path.name} is {status}; only a completed run can be exported")
-    weights = run.checkpoints / "model.pt"
-    if not weights.is_file():
-        raise ExportError(f"{weights} is missing: the run saved no final model")
+        raise ExportError(f"run {run.name} is {status}; only a completed run can be exported")
+    weights = run.read_checkpoint_file("model.pt")
+    if weights is None:
+        raise ExportError(f"{run}/checkpoints/model.pt is missing: the run saved no final model")
     record = run.read_config()
     cfg = parse_config(record["config"])
     data = record.get("data") or {}
@@ -89,12 +90,12 @@ def export_run(
         labels = [str(v) for v in data["class_names"]]
         mean, std = list(data["mean"]), list(data["std"])
     except (KeyError, TypeError, ValueError):
-        raise ExportError(f"{run.path}/config.json has no usable 'data' record") from None
+        raise ExportError(f"{run}/config.json has no usable 'data' record") from None
     model = build_model(cfg.model, input_shape=input_shape, num_classes=len(labels))
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
     provenance = {
-        "run_id": str(record.get("run_id", run.path.name)),
-        "experiment": str(record.get("experiment", run.path.parent.name)),
+        "run_id": str(record.get("run_id", run.name)),
+        "experiment": str(record.get("experiment", run.experiment)),
         "config_hash": str(record.get("config_hash", cfg.hash())),
         "code_version": str(record.get("code_version", "")),
     }

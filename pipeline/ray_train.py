@@ -4,8 +4,9 @@ Ray touches the loop only through `RayContext`: the device Ray assigned, DDP
 (`prepare_model`), distributed sampling (`prepare_data_loader`), an all-reduce of
 the epoch's sums, and `ray.train.report` with a checkpoint every epoch. Rank 0
 writes the run directory; Ray keeps its checkpoints in `<run>/checkpoints/`
-(storage_path is the run directory), so a worker that dies resumes from the last
-epoch, and `--resume` after the whole job died starts from the newest one.
+(storage_path is the run directory, on a shared disk or an object store), so a
+worker that dies resumes from the last epoch, and `--resume` after the whole job
+died starts from the newest one.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from torch import nn
 
 from pipeline.config import RunConfig, parse_config
 from pipeline.run import config_record, data_record, failed_summary, resolve_run
-from pipeline.runstore import RunDir
-from pipeline.train import Trainer
+from pipeline.runstore import ArrowFiles, RunDir
+from pipeline.train import CHECKPOINT, Trainer
 
 log = logging.getLogger(__name__)
 RAY_CHECKPOINTS = "checkpoints"  # RunConfig.name under the run directory
@@ -57,7 +58,7 @@ def ensure_ray(address: str | None = None) -> dict[str, float]:
 class RayContext:
     """The TrainContext of one Ray Train worker."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: RunConfig, run: RunDir) -> None:
         import ray.train
         import ray.train.torch
 
@@ -66,7 +67,7 @@ class RayContext:
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
         self._tmp = Path(tempfile.mkdtemp(prefix="stride-ckpt-"))
-        self.run_dir = run_dir
+        self.run = run
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         import ray.train.torch
@@ -105,7 +106,8 @@ class RayContext:
             target = self._tmp / "restore"
             shutil.rmtree(target, ignore_errors=True)
             candidates.append(Path(checkpoint.to_directory(str(target))))
-        candidates.extend(reversed(ray_checkpoints(self.run_dir)))
+        for i, rel in enumerate(reversed(ray_checkpoints(self.run))):
+            candidates.append(self.run.files.download(rel, self._tmp / f"stored-{i}"))
         best: tuple[int, Path] | None = None
         for path in candidates:
             epoch = checkpoint_epoch(path)
@@ -129,8 +131,8 @@ def worker_loop(payload: dict[str, Any]) -> None:
     """What each Ray Train worker runs: build the Trainer, fit, rank 0 writes the results."""
     cfg = parse_config(payload["config"])
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
-    run = RunDir(payload["run_dir"])
-    ctx = RayContext(cfg, run.path)
+    run = RunDir.at(payload["runs"], payload["experiment"], payload["run_id"])
+    ctx = RayContext(cfg, run)
     trainer = Trainer(cfg, ctx, run)
     if ctx.rank == 0 and not run.exists():
         per_worker = cfg.training.batch_size
@@ -157,19 +159,24 @@ def worker_loop(payload: dict[str, Any]) -> None:
         run.write_summary(summary)
 
 
-def ray_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints Ray persisted for a run, oldest first (their names sort by time)."""
-    base = run_dir / RAY_CHECKPOINTS
-    found = sorted(p for p in base.glob("checkpoint_*") if (p / "last.pt").is_file())
-    if (base / "last.pt").is_file():  # a run begun with --local
-        found.insert(0, base)
+def ray_checkpoints(run: RunDir) -> list[str]:
+    """Checkpoint folders Ray persisted for a run (relative to it), oldest first (their
+    names sort by time)."""
+    files = run.files
+    found = [
+        f"{RAY_CHECKPOINTS}/{name}"
+        for name in files.list_dirs(RAY_CHECKPOINTS)
+        if name.startswith("checkpoint_") and files.exists(f"{RAY_CHECKPOINTS}/{name}/{CHECKPOINT}")
+    ]
+    if files.exists(f"{RAY_CHECKPOINTS}/{CHECKPOINT}"):  # a run begun with --local
+        found.insert(0, RAY_CHECKPOINTS)
     return found
 
 
 def checkpoint_epoch(directory: Path) -> int | None:
     """The epoch a checkpoint holds, or None when it does not load (a partial copy)."""
     try:
-        state = torch.load(directory / "last.pt", map_location="cpu", weights_only=True)
+        state = torch.load(directory / CHECKPOINT, map_location="cpu", weights_only=True)
         return int(state["epoch"])
     except Exception:  # any unreadable file is simply not a candidate
         return None
@@ -189,8 +196,8 @@ def train_on_ray(
     from ray.train.torch import TorchTrainer
 
     run = resolve_run(runs, experiment, name, cfg, resume)
-    if resume and run.read_summary() is not None:
-        (run.path / "summary.json").unlink()  # the failed attempt's; this one writes its own
+    if resume:
+        run.delete_summary()  # the failed attempt's; this one writes its own
     s = cfg.scaling
     resources: dict[str, float] = {"CPU": s.cpus_per_worker}
     if s.use_gpu:
@@ -201,7 +208,9 @@ def train_on_ray(
         worker_loop,
         train_loop_config={
             "config": cfg.to_dict(),
-            "run_dir": str(run.path.resolve()),
+            "runs": str(runs),  # the workers open the store themselves (a URI keeps its options)
+            "experiment": experiment,
+            "run_id": run.name,
             "grid": grid or {},
         },
         scaling_config=ray.train.ScalingConfig(
@@ -209,7 +218,7 @@ def train_on_ray(
         ),
         run_config=ray.train.RunConfig(
             name=RAY_CHECKPOINTS,
-            storage_path=str(run.path.resolve()),
+            **_ray_storage(run),
             failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
@@ -221,11 +230,21 @@ def train_on_ray(
         summary = run.read_summary()
         if summary is None or summary.get("status") != "completed":
             run.write_summary(failed_summary(reason))
-        raise RuntimeError(f"run {run.path.name} failed: {reason}") from exc
+        raise RuntimeError(f"run {run.name} failed: {reason}") from exc
     summary = run.read_summary()
     if summary is None:
-        raise RuntimeError(f"run {run.path.name} ended without writing summary.json")
+        raise RuntimeError(f"run {run.name} ended without writing summary.json")
     return run, summary
+
+
+def _ray_storage(run: RunDir) -> dict[str, Any]:
+    """RunConfig's storage arguments: the run's folder, or its prefix on an object store."""
+    local = run.local_path
+    if local is not None:
+        return {"storage_path": str(local.resolve())}
+    files = run.files
+    assert isinstance(files, ArrowFiles)
+    return {"storage_path": files.base, "storage_filesystem": files.fs}
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -238,13 +257,13 @@ def _failure_reason(exc: BaseException) -> str:
 
 
 def follow_run(
-    run_dir: Path, on_epoch: Callable[[dict[str, Any]], None], done: Any, interval: float = 0.5
+    run: RunDir, on_epoch: Callable[[dict[str, Any]], None], done: Any, interval: float = 0.5
 ) -> None:
     """Call `on_epoch` for each new line of a run's metrics.jsonl until `done` is set."""
     seen = 0
     while True:
         finished = done.wait(interval)
-        records = RunDir(run_dir).read_metrics()
+        records = run.read_metrics()
         if len(records) < seen:  # a resumed run rewound its metrics
             seen = len(records)
         for record in records[seen:]:

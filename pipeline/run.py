@@ -26,8 +26,8 @@ def config_record(
     """The content of config.json (docs/formats.md)."""
     return {
         "schema": 1,
-        "experiment": run.path.parent.name,
-        "run_id": run.path.name,
+        "experiment": run.experiment,
+        "run_id": run.name,
         "created_at": utc_now(),
         "config": cfg.to_dict(),
         "config_hash": cfg.hash(),
@@ -70,12 +70,12 @@ def resolve_run(
     run = RunDir.create(runs, experiment, run_id)
     if run.exists() and not resume:
         raise ValueError(
-            f"run {run.path} already exists; pass --resume to continue it or choose another --name"
+            f"run {run} already exists; pass --resume to continue it or choose another --name"
         )
     if resume and not run.exists():
-        raise ValueError(f"--resume: no run at {run.path} to continue")
+        raise ValueError(f"--resume: no run at {run} to continue")
     if resume and (run.read_summary() or {}).get("status") == "completed":
-        raise ValueError(f"--resume: run {run.path} has already completed")
+        raise ValueError(f"--resume: run {run} has already completed")
     return run
 
 
@@ -90,7 +90,7 @@ def train_local(
 ) -> tuple[RunDir, dict[str, Any]]:
     """Train one run in this process (no Ray) and write its run directory."""
     run = resolve_run(runs, experiment, name, cfg, resume)
-    ctx = LocalContext(cfg.scaling.use_gpu, run.checkpoints, resume=resume)
+    ctx = LocalContext(cfg.scaling.use_gpu, run, resume=resume)
     try:
         trainer = Trainer(cfg, ctx, run, on_epoch=on_epoch)
         if not resume:

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import yaml
 
 from pipeline.config import ConfigError, RunConfig, parse_config
-from pipeline.runstore import RunDir, check_name, local_root
+from pipeline.runstore import Files, RunDir, check_name, open_store
 from pipeline.spec import validate
 
 
@@ -165,8 +165,8 @@ class SweepView:
         self.stream.flush()
 
 
-def _poll(run: SweepRun, root: Path) -> None:
-    records = RunDir(root / run.run_id).read_metrics()
+def _poll(run: SweepRun, root: Files) -> None:
+    records = RunDir(root.child(run.run_id)).read_metrics()
     if records:
         run.epoch = int(records[-1].get("epoch", 0))
         run.val_accuracy = records[-1].get("val_accuracy")
@@ -185,7 +185,7 @@ def run_sweep(
     import ray
 
     check_name("experiment", experiment)
-    root = local_root(store) / experiment
+    root = open_store(store).child(experiment)
     launch = ray.remote(num_cpus=0, max_retries=0)(_launch)
     pending = list(runs)
     active: dict[Any, SweepRun] = {}

@@ -10,9 +10,11 @@ restored model is then scored on the test split and summary.json written.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import math
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -29,7 +31,7 @@ from pipeline.data import ImageDataset, Splits, build_augment, load_splits, make
 from pipeline.losses import LOSSES
 from pipeline.model import build_model, parameterised_layers
 from pipeline.optim import build_optimizer, build_schedule
-from pipeline.runstore import RunDir, utc_now
+from pipeline.runstore import CHECKPOINTS, RunDir, utc_now
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -58,13 +60,14 @@ class LocalContext:
     world_size = 1
 
     def __init__(
-        self, use_gpu: bool = False, checkpoint_dir: Path | None = None, resume: bool = False
+        self, use_gpu: bool = False, run: RunDir | None = None, resume: bool = False
     ) -> None:
         if use_gpu and not torch.cuda.is_available():
             raise ValueError("scaling.use_gpu is true but no CUDA device is available")
         self.device = torch.device("cuda" if use_gpu else "cpu")
-        self._checkpoint_dir = checkpoint_dir
+        self._run = run
         self._resume = resume
+        self._tmp: Path | None = None  # staging for a run store that is not a local folder
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model.to(self.device)
@@ -77,15 +80,34 @@ class LocalContext:
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
-    def latest_checkpoint(self) -> Path | None:
-        d = self._checkpoint_dir
-        if not self._resume or d is None or not (d / CHECKPOINT).exists():
+    def _checkpoint_dir(self) -> Path | None:
+        if self._run is None:
             return None
-        return d
+        local = self._run.local_path
+        if local is not None:
+            return local / CHECKPOINTS
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="stride-ckpt-"))
+        return self._tmp
+
+    def latest_checkpoint(self) -> Path | None:
+        d = self._checkpoint_dir()
+        if not self._resume or self._run is None or d is None:
+            return None
+        if self._run.local_path is None:
+            data = self._run.read_checkpoint_file(CHECKPOINT)
+            if data is None:
+                return None
+            (d / CHECKPOINT).write_bytes(data)
+        return d if (d / CHECKPOINT).exists() else None
 
     def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
-        if self._checkpoint_dir is not None:
-            save(self._checkpoint_dir)
+        d = self._checkpoint_dir()
+        if d is None or self._run is None:
+            return
+        save(d)
+        if self._run.local_path is None:
+            self._run.write_checkpoint_file(CHECKPOINT, (d / CHECKPOINT).read_bytes())
 
 
 DEVICE_BYTES = 2**30  # uint8 training images up to 1 GiB stay on the GPU
@@ -402,15 +424,13 @@ class Trainer:
         if self.run is not None and self.ctx.rank == 0:
             self.run.keep_metrics_through(int(state["epoch"]))
 
-    def save_final_model(self) -> Path | None:
+    def save_final_model(self) -> None:
         """The weights export uses (the best epoch's, when restore_best): checkpoints/model.pt."""
         if self.run is None or self.ctx.rank != 0:
-            return None
-        target = self.run.checkpoints / "model.pt"
-        tmp = target.with_name(".model.pt.tmp")
-        torch.save(self.raw_model.state_dict(), tmp)
-        tmp.replace(target)
-        return target
+            return
+        buffer = io.BytesIO()
+        torch.save(self.raw_model.state_dict(), buffer)
+        self.run.write_checkpoint_file("model.pt", buffer.getvalue())
 
     # ------------------------------------------------------------ the run
 

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipeline.config import ConfigError
     from pipeline.ray_train import ensure_ray
+    from pipeline.runstore import open_store
     from pipeline.sweep import (
         SweepView,
         best_run,
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_concurrent:
         limit = min(limit, args.max_concurrent)
     print(
-        f"[sweep] {len(runs)} runs into {args.runs}/{args.experiment}, {limit} at a time",
+        f"[sweep] {len(runs)} runs into {open_store(args.runs).child(args.experiment).display}, "
+        f"{limit} at a time",
         file=sys.stderr,
     )
     run_sweep(
@@ -79,11 +81,9 @@ def run(args: argparse.Namespace) -> int:
     exported = None
     if args.export_best and best is not None:
         from pipeline.export import export_run
-        from pipeline.runstore import local_root
+        from pipeline.runstore import RunDir
 
-        exported = export_run(
-            local_root(args.runs) / args.experiment / best.run_id, args.export_best
-        )
+        exported = export_run(RunDir.at(args.runs, args.experiment, best.run_id), args.export_best)
     if args.json:
         print(
             json.dumps(

@@ -29,7 +29,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runs",
         default=os.environ.get("STRIDE_RUNS", "runs"),
-        help="run store root (default ./runs, env STRIDE_RUNS)",
+        help="run store root: a path, file://PATH or an object store URI such as "
+        "s3://BUCKET/PREFIX (default ./runs, env STRIDE_RUNS)",
     )
     parser.add_argument(
         "--experiment", default="default", help="experiment folder in the run store"
@@ -104,7 +105,7 @@ def train_with_progress(cfg: Any, args: argparse.Namespace, name: str | None) ->
                 cfg,
                 runs=args.runs,
                 experiment=args.experiment,
-                name=run.path.name,
+                name=run.name,
                 resume=args.resume,
             )
         except BaseException as exc:  # re-raised below, in the main thread
@@ -113,10 +114,10 @@ def train_with_progress(cfg: Any, args: argparse.Namespace, name: str | None) ->
             done.set()
 
     if args.resume:
-        print(f"resuming {run.path}", file=sys.stderr)
+        print(f"resuming {run}", file=sys.stderr)
     thread = threading.Thread(target=target, name="stride-train", daemon=True)
     thread.start()
-    follow_run(run.path, (lambda r: None) if args.quiet else print_epoch, done)
+    follow_run(run, (lambda r: None) if args.quiet else print_epoch, done)
     thread.join()
     if "error" in result:
         raise result["error"]
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.run import train_local
 
         if args.resume:
-            print(f"resuming {args.runs}/{args.experiment}/{args.name}", file=sys.stderr)
+            print(f"resuming run {args.name} of experiment {args.experiment}", file=sys.stderr)
         run_dir, summary = train_local(
             cfg,
             runs=args.runs,
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         run_dir, summary = train_with_progress(cfg, args, args.name)
-    print(f"run: {run_dir.path}")
+    print(f"run: {run_dir}")
     print(
         f"test accuracy: {summary['test_accuracy']:.4f}  test loss: {summary['test_loss']:.4f}  "
         f"best epoch: {summary['best_epoch']}  epochs: {summary['epochs_run']}  "

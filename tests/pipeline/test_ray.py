@@ -4,10 +4,7 @@ All on CPU with one local Ray instance shared across the tests (2 CPUs)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from pipeline.run import train_local
 from pipeline.runstore import RunDir
 from pipeline.sweep import best_run, concurrency, expand, parse_grid, run_sweep, summarise
 from tests.pipeline.conftest import tiny_config
+from tests.pipeline.faults import kill_workers_when, train_in_thread
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -78,58 +76,11 @@ def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path
     assert "diverged" in summary["reason"] and "diverged" in failed.error
 
 
-def _worker_pids() -> list[int]:
-    """Live Ray Train worker processes (Ray titles them `ray::RayTrainWorker...`)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.startswith(b"ray::RayTrainWorker"):
-                pids.append(int(entry.name))
-    return pids
-
-
-def _kill_workers_when(run_dir: Path, epoch: int, stop: threading.Event) -> list[int]:
-    """Wait until the run has finished `epoch`, then SIGKILL its training worker processes."""
-    while not stop.is_set():
-        if len(RunDir(run_dir).read_metrics()) >= epoch:
-            killed = []
-            for pid in _worker_pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                except ProcessLookupError:
-                    pass
-            if killed:
-                return killed
-        time.sleep(0.1)
-    return []
-
-
-def _train_in_thread(
-    cfg: object, tmp_path: Path, name: str, **kwargs: object
-) -> tuple[threading.Thread, dict]:
-    out: dict = {}
-
-    def target() -> None:
-        try:
-            out["result"] = train_on_ray(cfg, runs=tmp_path, experiment="ft", name=name, **kwargs)  # type: ignore[arg-type]
-        except Exception as exc:
-            out["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out
-
-
 def test_killed_worker_resumes_from_checkpoint(ray_cluster: dict, tmp_path: Path) -> None:
     cfg = tiny_config(**{"training.epochs": 6, "scaling.max_failures": 2})
-    thread, out = _train_in_thread(cfg, tmp_path, "killed")
+    thread, out = train_in_thread(cfg, tmp_path, "killed")
     stop = threading.Event()
-    killed = _kill_workers_when(tmp_path / "ft" / "killed", 2, stop)
+    killed = kill_workers_when(RunDir(tmp_path / "ft" / "killed"), 2, stop)
     thread.join(timeout=300)
     stop.set()
     assert killed, "no training worker was found to kill"
@@ -143,9 +94,9 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster: dict, tmp_path: Path
 
 def test_resume_after_the_whole_job_died(ray_cluster: dict, tmp_path: Path) -> None:
     cfg = tiny_config(**{"training.epochs": 6, "scaling.max_failures": 0})
-    thread, out = _train_in_thread(cfg, tmp_path, "died")
+    thread, out = train_in_thread(cfg, tmp_path, "died")
     stop = threading.Event()
-    killed = _kill_workers_when(tmp_path / "ft" / "died", 2, stop)
+    killed = kill_workers_when(RunDir(tmp_path / "ft" / "died"), 2, stop)
     thread.join(timeout=300)
     assert killed and "error" in out  # no failures allowed: the run fails
     run = RunDir(tmp_path / "ft" / "died")

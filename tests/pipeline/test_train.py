@@ -123,7 +123,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "e" / "r")
     assert run.read_summary()["status"] == "failed"  # type: ignore[index]
     (run.path / "summary.json").unlink()  # as if the whole job died
-    with open(run.metrics_path, "a") as f:
+    with open(run.path / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3, "train_lo')  # a crash mid-line
     seen: list[int] = []
     run2, summary = train_local(
@@ -155,8 +155,12 @@ def test_names_cannot_escape_the_store(bad: str) -> None:
         check_name("run id", bad)
 
 
-def test_run_store_is_a_path_or_a_file_uri(tmp_path: Path) -> None:
+def test_run_store_is_a_path_or_a_uri(tmp_path: Path) -> None:
     run = RunDir.create(f"file://{tmp_path}", "e", "r")
     assert run.path == tmp_path / "e" / "r" and run.checkpoints.is_dir()
-    with pytest.raises(ValueError, match=r"s3:// URIs are not supported for training yet"):
-        RunDir.create("s3://bucket/runs", "e", "r")
+    assert (run.name, run.experiment, str(run)) == ("r", "e", str(tmp_path / "e" / "r"))
+    with pytest.raises(ValueError, match=r"ftp:// is not a file system pyarrow can open"):
+        RunDir.create("ftp://user:secret@host/runs", "e", "r")
+    with pytest.raises(ValueError) as error:
+        RunDir.create("ftp://user:secret@host/runs", "e", "r")
+    assert "secret" not in str(error.value)  # credentials never reach a message

@@ -120,7 +120,7 @@ def test_serve_options_from_flags_and_environment(
     assert options.port == 7000 and options.tls is not None
     assert options.tls.ca == pem["ca.pem"]
     missing = str(tmp_path / "missing.pem")
-    with pytest.raises(OSError, match="missing.pem"):
+    with pytest.raises(OSError, match=r"missing\.pem"):
         serve_analysis.server_options(parser.parse_args([*flags, "--tls-ca", missing]))
     with pytest.raises(ValueError, match="go together"):
         serve_analysis.server_options(parser.parse_args(["--tls-cert", "c.pem"]))

@@ -255,8 +255,9 @@ def test_other_schemes_without_fsspec_say_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "fsspec", None)  # import fsspec -> ImportError
-    with pytest.raises(ValueError, match=r"s3:// scheme needs fsspec"):
-        open_location("s3://bucket/runs")
+    with pytest.raises(ValueError, match=r"gdrive:// scheme is not one pyarrow") as error:
+        open_location("gdrive://user:secret@folder/runs")
+    assert "needs fsspec" in str(error.value) and "secret" not in str(error.value)
     assert open_location("file:///tmp").root == "/tmp"
 
 
