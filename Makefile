@@ -73,7 +73,7 @@ test: $(STAMP) $(TRITON_STAMP) ## Run the test suite (creates .venv first when a
 lint: $(STAMP) ## ruff and mypy on the packages
 	$(VENV)/bin/ruff check stride pipeline services tests tools bench fuzz
 	$(VENV)/bin/ruff format --check stride pipeline services tests tools bench fuzz
-	$(VENV)/bin/mypy stride pipeline services
+	$(VENV)/bin/mypy stride pipeline services bench fuzz tools
 
 demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classify, compare (~4 min)
 	$(VENV)/bin/stride demo

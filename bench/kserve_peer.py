@@ -23,7 +23,7 @@ import onnxruntime as ort
 from kserve import InferOutput, InferRequest, InferResponse
 
 
-class OnnxModel(kserve.Model):  # type: ignore[misc]
+class OnnxModel(kserve.Model):
     """One ONNX file behind KServe's v2 protocol."""
 
     def __init__(self, name: str, path: str) -> None:

@@ -90,24 +90,22 @@ def throughput(
         if two_workers and (not gpu or _gpus() >= 2):
             _, (run, _s) = _timed(lambda: train_on_ray(two_cfg, runs=store, experiment="tp"))
             ips["ray2"].append(_warm_ips(run.path))
-    best = {k: max(v) if v else None for k, v in ips.items()}
+    plain, ray1 = max(ips["plain"]), max(ips["ray1"])
     out: dict[str, Any] = {
-        "images_per_s_plain": best["plain"],
-        "images_per_s_ray_1_worker": best["ray1"],
-        "ratio_ray_1_worker_over_plain": best["ray1"] / best["plain"],
+        "images_per_s_plain": plain,
+        "images_per_s_ray_1_worker": ray1,
+        "ratio_ray_1_worker_over_plain": ray1 / plain,
         "fixed_cost_s_ray_run": statistics.median(fixed["ray1"]),
         "fixed_cost_s_plain_run": statistics.median(fixed["plain"]),
         "batch_size": plain_cfg.training.batch_size,
         "device": "cuda" if gpu else f"cpu ({cores} cores)",
     }
-    if best["ray2"] is not None:
-        out["images_per_s_ray_2_workers"] = best["ray2"]
-        out["ratio_ray_2_workers_over_plain"] = best["ray2"] / best["plain"]
+    if ips["ray2"]:
+        out["images_per_s_ray_2_workers"] = max(ips["ray2"])
+        out["ratio_ray_2_workers_over_plain"] = max(ips["ray2"]) / plain
     if gpu:
         out["images_per_s_minimal_torch_loop"] = minimal_torch_loop(plain_cfg)
-        out["ratio_ray_1_worker_over_minimal_loop"] = (
-            best["ray1"] / out["images_per_s_minimal_torch_loop"]
-        )
+        out["ratio_ray_1_worker_over_minimal_loop"] = ray1 / out["images_per_s_minimal_torch_loop"]
     return out
 
 
@@ -127,7 +125,7 @@ def minimal_torch_loop(cfg: RunConfig, steps: int = 60) -> float:
     torch.backends.cudnn.benchmark = True
     device = torch.device("cuda")
     model = build_model(cfg.model, input_shape=(3, 32, 32), num_classes=10)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     n = cfg.training.batch_size
     x = torch.randn(n, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)

@@ -56,8 +56,8 @@ def _relativise(path: Path, out: Path, packages: set[str]) -> None:
     text = path.read_text()
     for pkg in packages:
         text = re.sub(
-            rf"^from {re.escape(pkg)}((?:\.\w+)*) import ",
-            lambda m, pkg=pkg: f"from {dots}{pkg}{m.group(1)} import ",
+            rf"^from ({re.escape(pkg)}(?:\.\w+)*) import ",
+            rf"from {dots}\1 import ",
             text,
             flags=re.M,
         )
