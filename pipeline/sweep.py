@@ -186,6 +186,10 @@ def run_sweep(
 
     check_name("experiment", experiment)
     root = open_store(store).child(experiment)
+    # Progress reads each running run's metrics.jsonl: every poll on a disk, every 2 s
+    # on an object store, where each read is a request.
+    every = poll if root.local_path() is not None else max(poll, 2.0)
+    last_read = 0.0
     launch = ray.remote(num_cpus=0, max_retries=0)(_launch)
     pending = list(runs)
     active: dict[Any, SweepRun] = {}
@@ -204,8 +208,10 @@ def run_sweep(
             except Exception as exc:  # one failing run does not stop the sweep
                 r.state, r.error = "failed", _short_error(exc)
             _poll(r, root)
-        for r in active.values():
-            _poll(r, root)
+        if time.monotonic() - last_read >= every:
+            last_read = time.monotonic()
+            for r in active.values():
+                _poll(r, root)
         if view is not None:
             view.update()
     if view is not None:

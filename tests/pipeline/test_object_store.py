@@ -18,6 +18,7 @@ from pipeline.export import export_run
 from pipeline.ray_train import ray_checkpoints, train_on_ray
 from pipeline.run import train_local
 from pipeline.runstore import ArrowFiles, RunDir, open_store
+from pipeline.sweep import expand, parse_grid, run_sweep
 from tests.pipeline.conftest import tiny_config
 from tests.pipeline.faults import kill_workers_when, train_in_thread
 
@@ -118,3 +119,16 @@ def test_ray_run_on_s3_is_killed_then_resumed(ray_cluster: dict, s3_root: str) -
     assert [r["epoch"] for r in resumed.read_metrics()] == [1, 2, 3, 4, 5]
     assert summary["test_accuracy"] > 0.8
     assert resumed.read_checkpoint_file("model.pt")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sweep_on_s3(ray_cluster: dict, s3_root: str) -> None:
+    base = tiny_config(**{"training.epochs": 2}).to_dict()
+    runs = expand(base, [], parse_grid(["optimizer.name=sgd,adam"]), seeds=1)
+    run_sweep(runs, store=s3_root, experiment="sw", max_concurrent=2)
+    assert [r.state for r in runs] == ["completed", "completed"]
+    for r in runs:
+        stored = RunDir.at(s3_root, "sw", r.run_id)
+        assert stored.read_summary() == r.summary and r.epoch == 2
+        assert stored.read_config()["grid"] == {"optimizer.name": r.label}
