@@ -103,6 +103,11 @@ def open_store(root: str | Path) -> Files:
     except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as exc:
         scheme, safe = text.split("://", 1)[0], _redact(text)
         detail = str(exc).replace(text, safe).replace(text.split("?", 1)[0], safe)
+        if isinstance(exc, OSError):  # a known scheme that could not be reached
+            raise ValueError(
+                f"run store {safe!r} cannot be opened: {detail} (for S3 without network "
+                "access to AWS, give ?region=...; for another endpoint ?endpoint_override=)"
+            ) from None
         raise ValueError(
             f"run store {safe!r}: {scheme}:// is not a file system pyarrow can open "
             f"({detail}); use a path, file://PATH or a URI such as s3://BUCKET/PREFIX"
