@@ -44,6 +44,11 @@ class RuntimeOptions:
     """Server-wide session settings."""
 
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
+    # Intra-op workers that spin-wait for work hold a core each for the whole run; on a
+    # machine whose cores the gRPC threads and the clients share, any of those preempts a
+    # worker mid-operator and the run waits for it. On 2 cores this doubled the p99 at
+    # concurrency 1 (figures in docs/performance.md).
+    spinning: bool = False
 
 
 def choose_providers(use_gpu: bool | None, available: list[str]) -> list[str]:
@@ -75,6 +80,7 @@ def create_session(path: Path, settings: ModelSettings, options: RuntimeOptions)
         1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     }.get(settings.graph_level, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
     except Exception as exc:  # ORT raises its own exception types for corrupt or invalid files

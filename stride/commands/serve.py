@@ -18,6 +18,14 @@ HELP = "serve a model repository over the KServe v2 / Triton gRPC protocol"
 ORDER = 50
 
 
+def _on_off(value: str) -> str:
+    # A type, not `choices`: argparse checks a string default (from the environment)
+    # against its type but not against its choices.
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `stride serve` (each with an env default)."""
     add = parser.add_argument
@@ -112,6 +120,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(env STRIDE_THREADS)",
     )
     add(
+        "--spin",
+        type=_on_off,
+        metavar="{on,off}",
+        default=env_default("spin", "off"),
+        help="ONNX Runtime intra-op threads spin-wait for work (on) or sleep (off, the "
+        "default: spinning threads hold cores that gRPC and clients need, which lengthens "
+        "the latency tail when cores are few) (env STRIDE_SPIN)",
+    )
+    add(
         "--handler-threads",
         type=int,
         default=env_default("handler-threads", "128"),
@@ -163,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         server_options(args),
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         poll_interval=args.poll_interval or None,
-        runtime=RuntimeOptions(intra_op_threads=args.threads),
+        runtime=RuntimeOptions(intra_op_threads=args.threads, spinning=args.spin == "on"),
         version=__version__,
     )
     server.start()

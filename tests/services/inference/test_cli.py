@@ -55,6 +55,7 @@ def test_every_option_comes_from_the_environment(
         "STRIDE_MAX_MESSAGE_MB": "8",
         "STRIDE_MAX_CONCURRENT_REQUESTS": "5",
         "STRIDE_THREADS": "1",
+        "STRIDE_SPIN": "on",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -66,12 +67,18 @@ def test_every_option_comes_from_the_environment(
         9003,
     )
     assert (args.grace_period, args.poll_interval, args.max_message_mb) == (3.5, 2.0, 8.0)
-    assert (args.max_concurrent_requests, args.threads) == (5, 1)
+    assert (args.max_concurrent_requests, args.threads, args.spin) == (5, 1, "on")
     assert parse(["--port", "7000"]).port == 7000  # a flag beats its variable
     (tmp_path / "token").write_text("tok\n")
     options = serve.server_options(args)
     assert options.auth_token == "tok" and options.health_port == 9003
     monkeypatch.setenv("STRIDE_PORT", "eighty")
+    with pytest.raises(SystemExit):
+        parse([])
+    monkeypatch.setenv("STRIDE_PORT", "9001")
+    monkeypatch.delenv("STRIDE_SPIN")
+    assert parse([]).spin == "off"
+    monkeypatch.setenv("STRIDE_SPIN", "maybe")
     with pytest.raises(SystemExit):
         parse([])
 

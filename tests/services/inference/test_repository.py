@@ -12,6 +12,7 @@ import pytest
 
 from services.common.errors import FailedPrecondition, InvalidInput, ModelNotFound, NotReady
 from services.inference.repository import ModelRepository
+from services.inference.runtime import RuntimeOptions
 from services.inference.tensors import InferRequest, InputTensor
 from tests.services.inference.onnx_models import add_model, classifier, expected
 
@@ -218,3 +219,18 @@ def test_hot_reload_through_the_port_under_continuous_requests(tmp_path: Path) -
         server.stop(0)
     assert failures == []
     assert {1, 2, 3} <= seen
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_intra_op_spinning_follows_the_runtime_options(tmp_path: Path, spinning: bool) -> None:
+    add_model(tmp_path, "digits")
+    repository = ModelRepository(tmp_path, RuntimeOptions(spinning=spinning))
+    try:
+        repository.poll()
+        session = repository.get("digits").sessions[0]
+        entry = session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning"
+        )
+        assert entry == ("1" if spinning else "0")
+    finally:
+        repository.close()
