@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import serving_sweep  # noqa: E402
-from bench.servers import free_port, start_stride_serve, stop, wait_ready  # noqa: E402
+from bench import serving  # noqa: E402
+from bench.servers import free_port, perf_run, start_stride_serve, stop, wait_ready  # noqa: E402
 
 CUDA = "CUDAExecutionProvider"
 SHAPE = (3, 32, 32)
@@ -30,8 +30,6 @@ GPU_BATCHES = (1, 16, 64, 256, 1024)
 
 def _cuda_rates(path: Path, seconds: float) -> dict[int, float] | str:
     import onnxruntime as ort
-
-    from bench import serving
 
     session = ort.InferenceSession(str(path), providers=[CUDA])
     if session.get_providers()[0] != CUDA:
@@ -54,7 +52,7 @@ def measure(repo: Path, quick: bool = False) -> dict[str, Any]:
     cuda = _cuda_rates(path, seconds)
     if isinstance(cuda, str):
         return {"skipped": cuda}
-    cpu = serving_sweep.in_process_rates(path, SHAPE, (1, 16, 64), seconds)
+    cpu = serving.in_process(path, SHAPE, seconds, (1, 16, 64))
     best = max(cuda, key=lambda n: cuda[n])
     out: dict[str, Any] = {
         "cuda_rate_by_batch": cuda,
@@ -74,7 +72,7 @@ def measure(repo: Path, quick: bool = False) -> dict[str, Any]:
         try:
             wait_ready(port, server)
             for c in (16,) if quick else (16, 64):
-                out["served"][c] = serving_sweep.perf_run("cnn", port, c, 1000 if quick else 3000)
+                out["served"][c] = perf_run("cnn", port, c, 1000 if quick else 3000)
         finally:
             stop(server)
     return out

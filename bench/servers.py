@@ -9,6 +9,7 @@ the tritonclient wheel's dependency ships, even on a CPU-only machine.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -93,7 +94,8 @@ def rss_mb(pid: int) -> float:
 def perf_analyzer_env() -> dict[str, str]:
     """The environment perf_analyzer needs (its CUDA runtime library from the venv)."""
     libs = (ROOT / ".venv-triton" / "lib").glob("python3*/site-packages/nvidia/cuda_runtime/lib")
-    return dict(os.environ, LD_LIBRARY_PATH=":".join(str(p) for p in libs))
+    paths = [*(str(p) for p in libs), os.environ.get("LD_LIBRARY_PATH", "")]
+    return dict(os.environ, LD_LIBRARY_PATH=":".join(p for p in paths if p))
 
 
 def perf_analyzer_command(
@@ -107,3 +109,51 @@ def perf_analyzer_command(
         "--concurrency-range", str(concurrency), "-p", str(window_ms), "-r", str(passes),
         "-s", str(stability), "--percentile", "99", "-v", "--input-data", "random",
     ]  # fmt: skip
+
+
+def perf_analyzer_unusable() -> str | None:
+    """Why perf_analyzer cannot run here (missing, or libraries it cannot find), or None."""
+    if not PERF_ANALYZER.exists():
+        return "perf_analyzer missing: `make triton-client` makes .venv-triton"
+    probe = subprocess.run(
+        ["ldd", str(PERF_ANALYZER)], capture_output=True, text=True, env=perf_analyzer_env()
+    )
+    if "not found" in probe.stdout:
+        return f"perf_analyzer lacks libraries: {probe.stdout.strip()}"
+    return None
+
+
+def perf_run(
+    model: str, port: int, concurrency: int, window_ms: int, retry: bool = True
+) -> dict[str, float]:
+    """One perf_analyzer measurement (batch-1 requests of zeros): throughput (infer/s) and
+    p50/p99 latency (us). perf_analyzer wants three windows within 30% of each other; on a
+    busy machine that may not happen, so a second try (or, with `retry=False`, the first)
+    accepts any three, and then `stable` is 0."""
+    stable = 1.0 if retry else 0.0
+    for stability in (30, 1000) if retry else (1000,):
+        command = [
+            str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "grpc", "-b", "1",
+            "--concurrency-range", str(concurrency), "-p", str(window_ms), "-r", "6",
+            "-s", str(stability), "--input-data", "zero",
+        ]  # fmt: skip
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, env=perf_analyzer_env()
+        )
+        out = done.stdout + done.stderr
+        if "Failed to obtain stable measurement" not in out:
+            break
+        stable = 0.0
+
+    def number(pattern: str) -> float:
+        found = re.findall(pattern, out)
+        if not found:
+            raise RuntimeError(f"perf_analyzer output lacks {pattern!r}:\n{out}")
+        return float(found[-1])
+
+    return {
+        "throughput": number(r"Throughput: ([\d.]+) infer/sec"),
+        "p50_us": number(r"p50 latency: (\d+) usec"),
+        "p99_us": number(r"p99 latency: (\d+) usec"),
+        "stable": stable,
+    }

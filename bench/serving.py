@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,18 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-PERF_ANALYZER = ROOT / ".venv-triton" / "bin" / "perf_analyzer"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.servers import (  # noqa: E402
+    PERF_ANALYZER,
+    free_port,
+    perf_run,
+    start_stride_serve,
+    stop,
+    wait_ready,
+)
+
 CONCURRENCY = (1, 4, 16, 64)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -143,10 +152,16 @@ def _rate(session: Any, n: int, shape: tuple[int, int, int], seconds: float) -> 
     return count * n / (time.perf_counter() - start)
 
 
-def in_process(path: Path, shape: tuple[int, int, int], seconds: float = 1.5) -> dict[str, Any]:
-    """ONNX Runtime in this process: images/s per batch size and batch-1 compute latency."""
+def in_process(
+    path: Path,
+    shape: tuple[int, int, int],
+    seconds: float = 1.5,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+) -> dict[str, Any]:
+    """ONNX Runtime in this process: images/s per batch size (and the best) and batch-1
+    compute latency (us)."""
     session = _session(path)
-    rate = {n: _rate(session, n, shape, seconds) for n in BATCH_SIZES}
+    rate = {n: _rate(session, n, shape, seconds) for n in batch_sizes}
     x1 = np.zeros((1, *shape), np.float32)
     times = []
     for _ in range(300):
@@ -162,75 +177,15 @@ def in_process(path: Path, shape: tuple[int, int, int], seconds: float = 1.5) ->
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.2)
-    raise TimeoutError("server did not become ready")
-
-
 def _start(args: list[str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL)
-    _wait_ready(port, proc)
+    wait_ready(port, proc)
     return proc
 
 
-def _perf_analyzer_run(model: str, port: int, concurrency: int, stability: int) -> str:
-    libs = list(
-        (ROOT / ".venv-triton" / "lib").glob("python3*/site-packages/nvidia/cuda_runtime/lib")
-    )
-    env = dict(os.environ, LD_LIBRARY_PATH=":".join(str(p) for p in libs))
-    done = subprocess.run(
-        [str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "grpc", "-b", "1",
-         "--concurrency-range", str(concurrency), "-p", "3000", "-r", "6", "-s", str(stability),
-         "--input-data", "zero"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    return done.stdout + done.stderr
-
-
 def perf_analyzer(model: str, port: int, concurrency: int) -> dict[str, float]:
-    """One perf_analyzer run: throughput (infer/s) and p50/p99 latency (us).
-
-    perf_analyzer wants three windows within `stability` percent of each other; on a
-    busy shared machine that may not happen, so a second try accepts any three windows
-    and the result says `stable: 0`.
-    """
-    stable = 1.0
-    out = _perf_analyzer_run(model, port, concurrency, 30)
-    if "Failed to obtain stable measurement" in out:
-        stable = 0.0
-        out = _perf_analyzer_run(model, port, concurrency, 1000)
-
-    def number(pattern: str) -> float:
-        found = re.findall(pattern, out)
-        if not found:
-            raise RuntimeError(f"perf_analyzer output lacks {pattern!r}:\n{out}")
-        return float(found[-1])
-
-    return {
-        "throughput": number(r"Throughput: ([\d.]+) infer/sec"),
-        "p50_us": number(r"p50 latency: (\d+) usec"),
-        "p99_us": number(r"p99 latency: (\d+) usec"),
-        "stable": stable,
-    }
+    """One perf_analyzer run of 3 s windows (see `bench.servers.perf_run`)."""
+    return perf_run(model, port, concurrency, 3000)
 
 
 ECHO_SERVER = """
@@ -294,19 +249,6 @@ def served_run(port: int, model: str, concurrency: int) -> dict[str, float]:
     return run
 
 
-def _serve(repo: Path, port: int) -> subprocess.Popen[bytes]:
-    return _start(
-        ["-m", "stride.cli", "serve", "--repository", str(repo), "--host", "127.0.0.1",
-         "--port", str(port), "--metrics-port", "-1"],
-        port,
-    )  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(30)
-
-
 def measure(concurrency: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
     """Run the whole benchmark; returns the figures of issue 4 (and the raw runs)."""
     if not PERF_ANALYZER.exists():
@@ -318,8 +260,9 @@ def measure(concurrency: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
         write_model(repo, "digits", _digits_model(), (1, 8, 8))
         base = in_process(cnn, (3, 32, 32))
         figures["cnn_in_process"] = base
-        port = _free_port()
-        server = _serve(repo, port)
+        port = free_port()
+        server = start_stride_serve(repo, port)
+        wait_ready(port, server)
         # The machine may be shared: measure the in-process reference (best batch size)
         # again right before each served run, so that both see the same background load.
         session = _session(cnn)
@@ -331,15 +274,15 @@ def measure(concurrency: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
                 refs[c] = (before + _rate(session, base["best_batch"], (3, 32, 32), 2.0)) / 2
             digits = perf_analyzer("digits", port, 16)
         finally:
-            _stop(server)
-        echo_port = _free_port()
+            stop(server)
+        echo_port = free_port()
         echo = _start(
             ["-c", ECHO_SERVER, str(echo_port), str(repo / "digits" / "config.pbtxt")], echo_port
         )
         try:
             echo_run = perf_analyzer("digits", echo_port, 16)
         finally:
-            _stop(echo)
+            stop(echo)
     figures["cnn_served"] = runs
     figures["cnn_reference"] = refs
     figures["cnn_ratio"] = {c: r["throughput"] / refs[c] for c, r in runs.items()}

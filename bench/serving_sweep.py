@@ -9,7 +9,6 @@ in this process, so both see the same background load.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import serving  # noqa: E402
-from bench.servers import (  # noqa: E402
-    PERF_ANALYZER,
-    free_port,
-    perf_analyzer_env,
-    start_stride_serve,
-    stop,
-    wait_ready,
-)
+from bench.servers import free_port, perf_run, start_stride_serve, stop, wait_ready  # noqa: E402
 
 SHAPES = {"cnn": (3, 32, 32), "digits": (1, 8, 8)}
 
@@ -36,65 +28,6 @@ def write_models(repo: Path, names: tuple[str, ...]) -> dict[str, Path]:
     """Export the serving benchmark's models (torch) into `repo`; returns their ONNX paths."""
     builders = {"cnn": serving._reference_cnn, "digits": serving._digits_model}
     return {name: serving.write_model(repo, name, builders[name](), SHAPES[name]) for name in names}
-
-
-def perf_run(
-    model: str, port: int, concurrency: int, window_ms: int, retry: bool = True
-) -> dict[str, float]:
-    """One perf_analyzer measurement: three windows within 30% of each other, else (or with
-    `retry=False`, at once) any three, and then `stable` is 0."""
-    stable = 1.0 if retry else 0.0
-    for stability in (30, 1000) if retry else (1000,):
-        command = [
-            str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "grpc", "-b", "1",
-            "--concurrency-range", str(concurrency), "-p", str(window_ms), "-r", "6",
-            "-s", str(stability), "--input-data", "zero",
-        ]  # fmt: skip
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=300, env=perf_analyzer_env()
-        )
-        out = done.stdout + done.stderr
-        if "Failed to obtain stable measurement" not in out:
-            break
-        stable = 0.0
-
-    def number(pattern: str) -> float:
-        found = re.findall(pattern, out)
-        if not found:
-            raise RuntimeError(f"perf_analyzer output lacks {pattern!r}:\n{out}")
-        return float(found[-1])
-
-    return {
-        "throughput": number(r"Throughput: ([\d.]+) infer/sec"),
-        "p50_us": number(r"p50 latency: (\d+) usec"),
-        "p99_us": number(r"p99 latency: (\d+) usec"),
-        "stable": stable,
-    }
-
-
-def in_process_rates(
-    path: Path, shape: tuple[int, int, int], batch_sizes: tuple[int, ...], seconds: float
-) -> dict[str, Any]:
-    """Images/s of in-process ONNX Runtime per batch size, the best, and batch-1 compute (us)."""
-    import time
-
-    import numpy as np
-
-    session = serving._session(path)
-    rates = {n: serving._rate(session, n, shape, seconds) for n in batch_sizes}
-    best = max(rates, key=lambda n: rates[n])
-    x1 = np.zeros((1, *shape), np.float32)
-    times = []
-    for _ in range(200):
-        t = time.perf_counter()
-        session.run(None, {"input": x1})
-        times.append(time.perf_counter() - t)
-    return {
-        "rate_by_batch": rates,
-        "best_batch": best,
-        "best_rate": rates[best],
-        "compute_b1_us": float(np.median(times) * 1e6),
-    }
 
 
 def sweep(
@@ -110,7 +43,7 @@ def sweep(
     """perf_analyzer at each concurrency against `stride serve`, each over the in-process rate."""
     shape = SHAPES[model]
     path = repo / model / "1" / "model.onnx"
-    base = in_process_rates(path, shape, batch_sizes, ref_seconds)
+    base = serving.in_process(path, shape, ref_seconds, batch_sizes)
     session = serving._session(path)
     port = free_port()
     server = start_stride_serve(repo, port)

@@ -95,25 +95,25 @@ class RayContext:
         return tensor
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest checkpoint that loads: Ray's, or a newer one already persisted in the
-        run's storage that the controller had not registered when a worker died (it
-        collects reports on its health-check poll, so the newest can be missing)."""
+        """The newest checkpoint in the run's storage that loads.
+
+        Ray's own (`get_checkpoint`) is one of those folders, but its controller collects
+        reports on its health-check poll, so when a worker died it can lag one behind the
+        newest already persisted; the storage listing is read first, newest first, and
+        only the first that loads is fetched."""
         import ray.train
 
-        candidates: list[Path] = []
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is not None:
-            target = self._tmp / "restore"
-            shutil.rmtree(target, ignore_errors=True)
-            candidates.append(Path(checkpoint.to_directory(str(target))))
         for i, rel in enumerate(reversed(ray_checkpoints(self.run))):
-            candidates.append(self.run.files.download(rel, self._tmp / f"stored-{i}"))
-        best: tuple[int, Path] | None = None
-        for path in candidates:
-            epoch = checkpoint_epoch(path)
-            if epoch is not None and (best is None or epoch > best[0]):
-                best = (epoch, path)
-        return best[1] if best else None
+            path = self.run.files.download(rel, self._tmp / f"stored-{i}")
+            if checkpoint_epoch(path) is not None:
+                return path
+        checkpoint = ray.train.get_checkpoint()  # storage that cannot be listed
+        if checkpoint is None:
+            return None
+        target = self._tmp / "restore"
+        shutil.rmtree(target, ignore_errors=True)
+        path = Path(checkpoint.to_directory(str(target)))
+        return path if checkpoint_epoch(path) is not None else None
 
     def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
         import ray.train

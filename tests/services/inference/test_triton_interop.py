@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.servers import PERF_ANALYZER, perf_analyzer_env, perf_analyzer_unusable
 from services.inference.server import InferenceServer
 from tests.services.inference.onnx_models import LABELS, expected
 
 ROOT = Path(__file__).resolve().parents[3]
 TRITON_PY = ROOT / ".venv-triton" / "bin" / "python"
-PERF_ANALYZER = ROOT / ".venv-triton" / "bin" / "perf_analyzer"
 
 needs_tritonclient = pytest.mark.skipif(
     not TRITON_PY.exists(), reason="no .venv-triton (run `make triton-client`)"
 )
-
-
-def perf_analyzer_env() -> dict[str, str]:
-    """perf_analyzer links libcudart even for gRPC-only runs: the pip CUDA runtime provides it."""
-    libs = list(
-        (ROOT / ".venv-triton" / "lib").glob("python3*/site-packages/nvidia/cuda_runtime/lib")
-    )
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = ":".join([*(str(p) for p in libs), env.get("LD_LIBRARY_PATH", "")])
-    return env
 
 
 @needs_tritonclient
@@ -74,13 +63,9 @@ def test_tritonclient_grpc_works_unchanged(server: InferenceServer, tmp_path: Pa
 @needs_tritonclient
 @pytest.mark.slow
 def test_perf_analyzer_runs_against_the_server(server: InferenceServer) -> None:
-    if not PERF_ANALYZER.exists():
-        pytest.skip("perf_analyzer missing from .venv-triton")
-    probe = subprocess.run(
-        ["ldd", str(PERF_ANALYZER)], capture_output=True, text=True, env=perf_analyzer_env()
-    )
-    if "not found" in probe.stdout:
-        pytest.skip(f"perf_analyzer lacks libraries: {probe.stdout.strip()}")
+    reason = perf_analyzer_unusable()
+    if reason:
+        pytest.skip(reason)
     done = subprocess.run(
         [str(PERF_ANALYZER), "-m", "digits", "-u", f"127.0.0.1:{server.port}", "-i", "grpc",
          "-b", "1", "--concurrency-range", "4", "-p", "500", "-r", "4", "-s", "100",
