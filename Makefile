@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stride-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint demo protos clean triton-client kserve-peer bench bench-quick soak fuzz
+.PHONY: help setup test lint demo protos lock clean triton-client kserve-peer bench bench-quick soak fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classi
 
 protos: $(STAMP) ## Regenerate the Python code for protos/ (pinned grpcio-tools)
 	$(PY) tools/gen_protos.py
+
+lock: $(STAMP) ## Re-resolve the image locks in deploy/locks (after changing pyproject.toml)
+	$(PY) tools/lock_deps.py
 
 clean: ## Remove caches (keeps .venv, runs/ and repository/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,9 @@ class AugmentSpec:
 @dataclass(frozen=True)
 class DataSpec:
     name: str = "digits"  # a registered data set: `stride models` lists them
-    root: str | None = None  # folder of the data (folder, mnist, fashion_mnist, cifar10)
+    # folder of the data (folder, mnist, fashion_mnist, cifar10); made absolute when
+    # parsed (against the working directory), as Ray workers run in another one
+    root: str | None = None
     download: bool = False  # torchvision sets only; the CLI's --download sets it
     split_seed: int = 0  # fixes the train/val/test split, independent of the run's seed
     val_fraction: float = 0.15
@@ -118,7 +121,7 @@ class LossSpec:
 class OptimizerSpec:
     name: str = "adam"
     lr: float | None = None  # None: the optimizer's default (`stride models`)
-    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    weight_decay: float | None = None  # L2 penalty (decoupled for adamw); None: default
     momentum: float | None = None  # momentum / nesterov / rmsprop; None: default
     betas: tuple[float, float] | None = None  # adam family; None: default
     eps: float | None = None
@@ -201,11 +204,39 @@ def parse_config(data: Any, overrides: list[str] | tuple[str, ...] = ()) -> RunC
         ) from None
     for item in overrides:
         apply_override(data, item)
-    return _build(RunConfig, data, "")
+    cfg = _build(RunConfig, data, "")
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, root=resolve_root(cfg.data.root))
+    )
+
+
+def resolve_root(root: str | None) -> str | None:
+    """`data.root` as an absolute path: `~` expanded, a relative one joined to the cwd.
+
+    Done where the config enters (the driver), so the dict sent to Ray workers, which
+    start in another directory, carries the absolute path; an absolute one stays as it
+    is, so parsing the resolved dict again gives the same config.
+    """
+    if root is None:
+        return None
+    if not root.strip():
+        raise ConfigError(f"data.root: {root!r} is not allowed; must be a folder path or null")
+    path = os.path.expanduser(root)
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(os.getcwd(), path))
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML config, apply overrides, and check it fully (names, shapes)."""
+    cfg = parse_config(read_config_file(path), overrides)
+    from pipeline.spec import validate  # registries import torch: only when checking
+
+    validate(cfg)
+    return cfg
+
+
+def read_config_file(path: str | Path) -> Any:
+    """A config file's YAML as plain data; every way it can be unreadable is a ConfigError
+    naming the file (sweeps and the demo read the mapping, then expand it)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -216,14 +247,19 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         data = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date like 2001-02-31
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a run config") from None
-    cfg = parse_config(data, overrides)
-    from pipeline.spec import validate  # registries import torch: only when checking
+    return data
 
-    validate(cfg)
-    return cfg
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's error on one line: the problem and where (its own text spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

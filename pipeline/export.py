@@ -25,7 +25,7 @@ from torch import nn
 
 from pipeline.config import parse_config
 from pipeline.model import build_model
-from pipeline.runstore import RunDir, atomic_write_text, check_name
+from pipeline.runstore import RunDir, StoreLocation, atomic_write_text, check_name
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # max abs difference of probabilities, ONNX Runtime vs PyTorch
@@ -63,7 +63,7 @@ class WithProbabilities(nn.Module):
 
 
 def export_run(
-    run_dir: str | Path | RunDir,
+    run_dir: str | Path | StoreLocation | RunDir,
     repository: str | Path,
     *,
     name: str | None = None,

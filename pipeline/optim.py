@@ -6,6 +6,7 @@ are spelled the same everywhere.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.config import OptimizerSpec, ScheduleSpec
+from pipeline.config import ConfigError, OptimizerSpec, ScheduleSpec
 from pipeline.registry import Registry
 
 
@@ -63,32 +64,66 @@ def list_optimizers() -> list[OptimizerInfo]:
     return [entry.value for entry in OPTIMIZERS]
 
 
+def _takes(info: OptimizerInfo, key: str) -> bool:
+    return key in inspect.signature(info.cls).parameters
+
+
+def _not_taken(spec: OptimizerSpec, key: str, value: Any) -> ConfigError:
+    takers = [e.name for e in OPTIMIZERS if _takes(e.value, key)]
+    hint = " (use betas for the adam family)" if key == "momentum" else ""
+    return ConfigError(
+        f"optimizer.{key}: {value!r} is not allowed; {spec.name} takes no {key}; "
+        f"those that do: {', '.join(takers)}{hint}; or leave it null for the default"
+    )
+
+
 def optimizer_kwargs(spec: OptimizerSpec) -> dict[str, Any]:
-    """The keyword arguments the optimizer is built with: defaults, then the config."""
+    """The keyword arguments the optimizer is built with: defaults, then the config.
+
+    A value the config sets (not null) is passed on as it is, 0 included. A key the
+    optimizer does not take, or a combination torch would refuse, is a ConfigError;
+    `pipeline.spec.validate` calls this, so it surfaces before anything trains.
+    """
     info = OPTIMIZERS.get(spec.name)
     kwargs = dict(info.defaults)
-    if spec.lr is not None:
-        kwargs["lr"] = spec.lr
-    if spec.weight_decay or "weight_decay" not in kwargs:
-        kwargs["weight_decay"] = spec.weight_decay
-    if spec.momentum is not None:
-        if info.cls not in (torch.optim.SGD, torch.optim.RMSprop):
-            raise ValueError(
-                f"optimizer.momentum: {spec.name} takes no momentum; momentum applies to "
-                "sgd, momentum, nesterov and rmsprop (use betas for the adam family)"
-            )
-        if spec.name == "sgd" and spec.momentum > 0:
-            raise ValueError(
-                "optimizer.momentum: use optimizer.name=momentum for SGD with momentum"
-            )
-        kwargs["momentum"] = spec.momentum
-    if spec.betas is not None:
-        if "betas" not in info.cls.__init__.__code__.co_varnames:
-            raise ValueError(f"optimizer.betas: {spec.name} takes no betas")
-        kwargs["betas"] = spec.betas
-    if spec.eps is not None:
-        kwargs["eps"] = spec.eps
+    given = {
+        "lr": spec.lr,
+        "weight_decay": spec.weight_decay,
+        "momentum": spec.momentum,
+        "betas": spec.betas,
+        "eps": spec.eps,
+    }
+    for key, value in given.items():
+        if value is None:  # null: the default (Stride's, else torch's); never `value or ...`
+            continue
+        if not _takes(info, key):
+            raise _not_taken(spec, key, value)
+        kwargs[key] = value
+    if spec.name == "sgd" and kwargs.get("momentum", 0) > 0:
+        raise ConfigError(
+            f"optimizer.momentum: {spec.momentum!r} is not allowed for sgd; use "
+            "optimizer.name=momentum (or nesterov) for SGD with momentum, or 0"
+        )
+    if kwargs.get("nesterov") and kwargs.get("momentum", 0) <= 0:
+        raise ConfigError(
+            f"optimizer.momentum: {spec.momentum!r} is not allowed; {spec.name} needs "
+            "momentum > 0 (in (0, 1)); use optimizer.name=sgd for plain SGD"
+        )
     return kwargs
+
+
+def check_optimizer(spec: OptimizerSpec) -> None:
+    """Refuse what torch would refuse, before Ray starts: build it over one tensor.
+
+    Builds no model; `pipeline.spec.validate` runs it after the range checks, so this
+    only catches what those and `optimizer_kwargs` do not name more precisely.
+    """
+    info = OPTIMIZERS.get(spec.name)
+    kwargs = optimizer_kwargs(spec)
+    try:
+        info.cls([torch.zeros(1, requires_grad=True)], **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"optimizer: torch refuses {spec.name} with {kwargs}: {exc}") from None
 
 
 def build_optimizer(

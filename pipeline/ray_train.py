@@ -24,7 +24,7 @@ from torch import nn
 
 from pipeline.config import RunConfig, parse_config
 from pipeline.run import config_record, data_record, failed_summary, resolve_run
-from pipeline.runstore import ArrowFiles, RunDir
+from pipeline.runstore import ArrowFiles, RunDir, StoreLocation
 from pipeline.train import CHECKPOINT, Trainer
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,11 @@ class RayContext:
         self.device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
         self._tmp = Path(tempfile.mkdtemp(prefix="stride-ckpt-"))
         self.run = run
+
+    def close(self) -> None:
+        """Remove this worker's staging folder (checkpoint copies); a sweep of many runs
+        would otherwise fill /tmp."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         import ray.train.torch
@@ -131,8 +136,18 @@ def worker_loop(payload: dict[str, Any]) -> None:
     """What each Ray Train worker runs: build the Trainer, fit, rank 0 writes the results."""
     cfg = parse_config(payload["config"])
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
-    run = RunDir.at(payload["runs"], payload["experiment"], payload["run_id"])
+    runs = StoreLocation.from_absolute(payload["runs"])
+    run = RunDir.at(runs, payload["experiment"], payload["run_id"])
     ctx = RayContext(cfg, run)
+    try:
+        _fit_on_worker(cfg, ctx, run, payload.get("grid"))
+    finally:
+        ctx.close()
+
+
+def _fit_on_worker(
+    cfg: RunConfig, ctx: RayContext, run: RunDir, grid: dict[str, Any] | None
+) -> None:
     trainer = Trainer(cfg, ctx, run)
     if ctx.rank == 0 and not run.exists():
         per_worker = cfg.training.batch_size
@@ -140,7 +155,7 @@ def worker_loop(payload: dict[str, Any]) -> None:
             config_record(
                 cfg,
                 run,
-                grid=payload.get("grid"),
+                grid=grid,
                 data=data_record(trainer),
                 effective={
                     "workers": ctx.world_size,
@@ -185,16 +200,18 @@ def checkpoint_epoch(directory: Path) -> int | None:
 def train_on_ray(
     cfg: RunConfig,
     *,
-    runs: str | Path,
+    runs: StoreLocation | str | os.PathLike[str],
     experiment: str,
     name: str | None = None,
     resume: bool = False,
     grid: dict[str, Any] | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
-    """One run through TorchTrainer; Ray must be initialised (see `ensure_ray`)."""
+    """One run through TorchTrainer; Ray must be initialised (see `ensure_ray`). A path
+    `runs` is resolved here, in the driver's working directory, before Ray sees it."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    runs = StoreLocation.parse(runs)
     run = resolve_run(runs, experiment, name, cfg, resume)
     if resume:
         run.delete_summary()  # the failed attempt's; this one writes its own
@@ -208,7 +225,8 @@ def train_on_ray(
         worker_loop,
         train_loop_config={
             "config": cfg.to_dict(),
-            "runs": str(runs),  # the workers open the store themselves (a URI keeps its options)
+            # absolute, or a URI with its options: the workers open the store themselves
+            "runs": runs.uri,
             "experiment": experiment,
             "run_id": run.name,
             "grid": grid or {},

@@ -4,12 +4,19 @@ the Trainer, summary.json. Ray's workers call the same pieces (pipeline.ray_trai
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
-from pipeline.runstore import RunDir, code_version, library_versions, new_run_id, utc_now
+from pipeline.runstore import (
+    RunDir,
+    StoreLocation,
+    code_version,
+    library_versions,
+    new_run_id,
+    utc_now,
+)
 from pipeline.train import LocalContext, Trainer
 
 log = logging.getLogger(__name__)
@@ -63,11 +70,12 @@ def failed_summary(reason: str) -> dict[str, Any]:
 
 
 def resolve_run(
-    runs: str | Path, experiment: str, name: str | None, cfg: RunConfig, resume: bool
+    runs: StoreLocation, experiment: str, name: str | None, cfg: RunConfig, resume: bool
 ) -> RunDir:
-    """The run directory for a new run, or the existing one for --resume."""
+    """The run directory for a new run, or the existing one for --resume. Every check
+    comes before anything is created: a refused command leaves nothing behind."""
     run_id = name or new_run_id(cfg.model.name)
-    run = RunDir.create(runs, experiment, run_id)
+    run = RunDir.at(runs, experiment, run_id)
     if run.exists() and not resume:
         raise ValueError(
             f"run {run} already exists; pass --resume to continue it or choose another --name"
@@ -76,20 +84,20 @@ def resolve_run(
         raise ValueError(f"--resume: no run at {run} to continue")
     if resume and (run.read_summary() or {}).get("status") == "completed":
         raise ValueError(f"--resume: run {run} has already completed")
-    return run
+    return RunDir.create(runs, experiment, run_id)
 
 
 def train_local(
     cfg: RunConfig,
     *,
-    runs: str | Path,
+    runs: StoreLocation | str | os.PathLike[str],
     experiment: str,
     name: str | None = None,
     resume: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
     """Train one run in this process (no Ray) and write its run directory."""
-    run = resolve_run(runs, experiment, name, cfg, resume)
+    run = resolve_run(StoreLocation.parse(runs), experiment, name, cfg, resume)
     ctx = LocalContext(cfg.scaling.use_gpu, run, resume=resume)
     try:
         trainer = Trainer(cfg, ctx, run, on_epoch=on_epoch)
@@ -112,5 +120,7 @@ def train_local(
     except Exception as exc:
         run.write_summary(failed_summary(f"{type(exc).__name__}: {exc}"))
         raise
+    finally:
+        ctx.close()
     run.write_summary(summary)
     return run, summary

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -87,15 +88,79 @@ def code_version() -> str:
     return f"{__version__}+g{rev}" if rev else __version__
 
 
-def open_store(root: str | Path) -> Files:
-    """The run store at `root`: a path, file://PATH, or a URI pyarrow.fs understands
-    (s3://, gs://, abfs://, hdfs://; options such as ?endpoint_override=HOST:PORT&scheme=http
-    go in the query, as pyarrow.fs.FileSystem.from_uri documents)."""
-    text = str(root)
-    if text.startswith("file://"):
-        return LocalFiles(Path(text.removeprefix("file://")))
-    if "://" not in text:
-        return LocalFiles(Path(text))
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a run store (or one run in it) lives: an absolute local folder, or a URI with
+    its options (s3://BUCKET/PREFIX?endpoint_override=...).
+
+    Made once, by `parse`, where a path enters (a command-line flag, an environment
+    variable, a test); Ray workers, Ray tasks and subprocesses receive the absolute form
+    and read it back with `from_absolute`, which refuses a relative path. Ray Train V2
+    starts each worker in its own working directory, so a relative path resolved there
+    lands in Ray's session folder instead of where the user asked.
+    """
+
+    uri: str  # an absolute path ("/data/runs") or a URI ("s3://bucket/runs?region=eu-west-1")
+
+    @classmethod
+    def parse(cls, value: str | os.PathLike[str] | StoreLocation) -> StoreLocation:
+        """A path (relative ones against this process's working directory), file://PATH,
+        or an object store URI, which is kept as it is."""
+        if isinstance(value, StoreLocation):
+            return value
+        text = os.fspath(value)
+        if not text.strip():
+            raise ValueError(
+                "run store location is empty: give a folder, file://PATH or a URI such as "
+                "s3://BUCKET/PREFIX"
+            )
+        text = text.removeprefix("file://")
+        if "://" in text:
+            return cls(text)
+        return cls(os.path.abspath(os.path.expanduser(text)))
+
+    @classmethod
+    def from_absolute(cls, text: str) -> StoreLocation:
+        """The location a driver sent (`uri`): an absolute path or a URI, never relative."""
+        if "://" not in text and not os.path.isabs(text):
+            raise ValueError(
+                f"run store location {text!r} is relative; it must be resolved where it "
+                "entered (StoreLocation.parse), not in a Ray worker or subprocess"
+            )
+        return cls(text)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.uri
+
+    @property
+    def path(self) -> Path:
+        """The local folder (ValueError for an object store)."""
+        if not self.is_local:
+            raise ValueError(f"{self} is not a local folder")
+        return Path(self.uri)
+
+    def child(self, *parts: str) -> StoreLocation:
+        """A folder below this one (a URI keeps its query options)."""
+        if self.is_local:
+            return StoreLocation(str(Path(self.uri).joinpath(*parts)))
+        base, sep, query = self.uri.partition("?")
+        return StoreLocation("/".join([base.rstrip("/"), *parts]) + sep + query)
+
+    def __str__(self) -> str:
+        """For messages and records: a path, or the URI without credentials or options."""
+        return self.uri if self.is_local else _redact(self.uri)
+
+
+def open_store(root: str | os.PathLike[str] | StoreLocation) -> Files:
+    """The run store at `root` (see `StoreLocation.parse`): a local folder, or a URI
+    pyarrow.fs understands (s3://, gs://, abfs://, hdfs://; options such as
+    ?endpoint_override=HOST:PORT&scheme=http go in the query, as
+    pyarrow.fs.FileSystem.from_uri documents)."""
+    location = StoreLocation.parse(root)
+    if location.is_local:
+        return LocalFiles(location.path)
+    text = location.uri
     import pyarrow.fs  # a dependency of Ray Train
 
     try:
@@ -186,8 +251,12 @@ class LocalFiles(Files):
     def append_line(self, rel: str, line: str) -> None:
         path = self.base / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(line)  # one write of one whole line
+        with open(path, "ab") as f:
+            end = f.tell()
+            if end and _last_byte(path, end) != b"\n":
+                # A crash tore the last line (rare): drop it, never glue a record onto it.
+                f.truncate(path.read_bytes().rfind(b"\n") + 1)
+            f.write(line.encode())  # one write of one whole line
             f.flush()
             os.fsync(f.fileno())
 
@@ -203,6 +272,12 @@ class LocalFiles(Files):
 
     def download(self, rel: str, target: Path) -> Path:
         return self.base / rel
+
+
+def _last_byte(path: Path, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1)
 
 
 class ArrowFiles(Files):
@@ -275,14 +350,16 @@ class ArrowFiles(Files):
 class RunDir:
     """One run's folder in the run store (a local folder or a prefix of an object store)."""
 
-    def __init__(self, location: str | Path | Files) -> None:
+    def __init__(self, location: str | os.PathLike[str] | StoreLocation | Files) -> None:
         self.files = location if isinstance(location, Files) else open_store(location)
         parts = self.files.display.rstrip("/").split("/")
         self.name = parts[-1]
         self.experiment = parts[-2] if len(parts) > 1 else ""
 
     @classmethod
-    def create(cls, root: str | Path, experiment: str, run_id: str) -> RunDir:
+    def create(
+        cls, root: str | os.PathLike[str] | StoreLocation, experiment: str, run_id: str
+    ) -> RunDir:
         check_name("experiment", experiment)
         check_name("run id", run_id)
         run = cls(open_store(root).child(experiment, run_id))
@@ -292,9 +369,12 @@ class RunDir:
         return run
 
     @classmethod
-    def at(cls, root: str | Path, experiment: str, run_id: str) -> RunDir:
+    def at(
+        cls, root: str | os.PathLike[str] | StoreLocation, experiment: str, run_id: str
+    ) -> RunDir:
         """An existing (or future) run, without creating anything."""
-        return cls(open_store(root).child(check_name("experiment", experiment), run_id))
+        check_name("experiment", experiment)
+        return cls(open_store(root).child(experiment, check_name("run id", run_id)))
 
     def __str__(self) -> str:
         return self.files.display

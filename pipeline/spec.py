@@ -155,9 +155,12 @@ def plan_model(
                     )
                 )
         elif isinstance(block, PoolSpec):
-            stride = block.stride or block.size
+            stride = block.size if block.stride is None else block.stride  # 0 is not None
             if block.size < 1 or stride < 1:
-                raise ConfigError(f"{where}: pool size and stride must be >= 1")
+                raise ConfigError(
+                    f"{where}: pool size and stride must be >= 1, got size {block.size}, "
+                    f"stride {stride}"
+                )
             oh, ow = (h - block.size) // stride + 1, (w - block.size) // stride + 1
             if block.size > h or block.size > w:
                 raise ConfigError(
@@ -280,16 +283,28 @@ def _check_ranges(cfg: RunConfig) -> None:
             "> 0 or null for the default",
         ),
         (
-            cfg.optimizer.weight_decay >= 0,
+            cfg.optimizer.weight_decay is None or cfg.optimizer.weight_decay >= 0,
             "optimizer.weight_decay",
             cfg.optimizer.weight_decay,
-            ">= 0",
+            ">= 0 or null for the default",
         ),
         (
             cfg.optimizer.momentum is None or 0 <= cfg.optimizer.momentum < 1,
             "optimizer.momentum",
             cfg.optimizer.momentum,
-            "in [0, 1)",
+            "in [0, 1) or null for the default",
+        ),
+        (
+            cfg.optimizer.betas is None or all(0 <= b < 1 for b in cfg.optimizer.betas),
+            "optimizer.betas",
+            cfg.optimizer.betas,
+            "two numbers in [0, 1) or null for the default",
+        ),
+        (
+            cfg.optimizer.eps is None or cfg.optimizer.eps > 0,
+            "optimizer.eps",
+            cfg.optimizer.eps,
+            "> 0 or null for the default",
         ),
         (
             cfg.schedule.warmup_epochs >= 0,
@@ -352,6 +367,25 @@ def _check_ranges(cfg: RunConfig) -> None:
             "in [0, 180] degrees",
         ),
         (cfg.data.num_samples >= 10, "data.num_samples", cfg.data.num_samples, ">= 10"),
+        # explicit zeros: data sets fill in a default for null (`channels or 3`), not for 0
+        (
+            cfg.data.channels is None or cfg.data.channels >= 1,
+            "data.channels",
+            cfg.data.channels,
+            "1 or 3 (any >= 1 for synthetic data) or null",
+        ),
+        (
+            cfg.data.num_classes is None or cfg.data.num_classes >= 2,
+            "data.num_classes",
+            cfg.data.num_classes,
+            ">= 2 or null",
+        ),
+        (
+            cfg.data.image_size is None or min(cfg.data.image_size) >= 1,
+            "data.image_size",
+            cfg.data.image_size,
+            "[height, width], each >= 1, or null",
+        ),
     ]
     for ok, key, value, allowed in checks:
         if not ok:
@@ -362,7 +396,7 @@ def validate(cfg: RunConfig) -> list[LayerPlan]:
     """Check every name and number of a config; returns the model plan."""
     from pipeline.data import DATASETS, describe
     from pipeline.losses import LOSSES
-    from pipeline.optim import OPTIMIZERS
+    from pipeline.optim import OPTIMIZERS, check_optimizer
 
     _check_ranges(cfg)
     for registry, name, key in (
@@ -374,5 +408,6 @@ def validate(cfg: RunConfig) -> list[LayerPlan]:
             raise ConfigError(
                 f"{key}: unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}"
             )
+    check_optimizer(cfg.optimizer)  # what torch would refuse in every Ray worker
     info = describe(cfg.data)
     return plan_model(cfg.model, info.input_shape, info.num_classes)

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import secrets
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
 from pipeline.config import ConfigError, RunConfig, parse_config
-from pipeline.runstore import Files, RunDir, check_name, open_store
+from pipeline.runstore import Files, RunDir, StoreLocation, check_name, open_store
 from pipeline.spec import validate
 
 
@@ -92,28 +92,49 @@ def expand(
     return runs
 
 
-def concurrency(runs: list[SweepRun], resources: dict[str, float]) -> int:
-    """How many runs fit on the cluster at once (each needs its workers' CPUs and GPUs)."""
-    s = runs[0].cfg.scaling
-    fits = resources.get("CPU", 1.0) / (s.workers * s.cpus_per_worker)
+def needs(cfg: RunConfig) -> dict[str, float]:
+    """The CPUs and GPUs one run takes while it trains (all its workers)."""
+    s = cfg.scaling
+    need = {"CPU": s.workers * s.cpus_per_worker}
     if s.use_gpu:
-        fits = min(fits, resources.get("GPU", 0.0) / (s.workers * s.gpus_per_worker))
-    if fits < 1:
-        need = f"{s.workers * s.cpus_per_worker:g} CPU" + (
-            f" and {s.workers * s.gpus_per_worker:g} GPU" if s.use_gpu else ""
-        )
-        raise ValueError(f"one run needs {need} but the cluster has {resources}")
+        need["GPU"] = s.workers * s.gpus_per_worker
+    return need
+
+
+def _fits(need: dict[str, float], free: dict[str, float]) -> bool:
+    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
+
+
+def concurrency(runs: list[SweepRun], resources: dict[str, float]) -> int:
+    """The most runs that can train at once on the cluster. Every run must fit alone (a
+    grid may vary `scaling.*`, so each is checked); runs are then started while their
+    needs fit in what the running ones leave free (`run_sweep`)."""
+    for r in runs:
+        need = needs(r.cfg)
+        if not _fits(need, resources):
+            wanted = " and ".join(f"{v:g} {k}" for k, v in need.items())
+            raise ValueError(
+                f"run {r.run_id} needs {wanted} but the cluster has {resources}; lower "
+                "scaling.workers / scaling.cpus_per_worker or add nodes"
+            )
+    smallest = min((needs(r.cfg) for r in runs), key=lambda n: n["CPU"])
+    fits = min(resources.get(k, 0.0) / v for k, v in smallest.items() if v > 0)
     return max(1, math.floor(fits + 1e-9))
 
 
 def _launch(
     cfg_dict: dict[str, Any], runs: str, experiment: str, run_id: str, grid: dict[str, Any]
 ) -> dict[str, Any]:
-    """Runs inside a Ray task: one TorchTrainer run; returns its summary."""
+    """Runs inside a Ray task (in Ray's working directory, not the user's): one
+    TorchTrainer run; returns its summary."""
     from pipeline.ray_train import train_on_ray
 
     _, summary = train_on_ray(
-        parse_config(cfg_dict), runs=runs, experiment=experiment, name=run_id, grid=grid
+        parse_config(cfg_dict),
+        runs=StoreLocation.from_absolute(runs),
+        experiment=experiment,
+        name=run_id,
+        grid=grid,
     )
     return summary
 
@@ -175,16 +196,23 @@ def _poll(run: SweepRun, root: Files) -> None:
 def run_sweep(
     runs: list[SweepRun],
     *,
-    store: str | Path,
+    store: StoreLocation | str | os.PathLike[str],
     experiment: str,
     max_concurrent: int,
+    resources: dict[str, float] | None = None,
     view: SweepView | None = None,
     poll: float = 0.5,
 ) -> list[SweepRun]:
-    """Run every member (Ray must be initialised); returns them with their outcome."""
+    """Run every member (Ray must be initialised); returns them with their outcome. A run
+    starts when its CPUs and GPUs fit in what the running ones leave of `resources`
+    (default: the cluster's)."""
     import ray
 
+    if resources is None:
+        resources = {k: float(v) for k, v in ray.cluster_resources().items()}
+
     check_name("experiment", experiment)
+    store = StoreLocation.parse(store)  # in the driver, before Ray's tasks see it
     root = open_store(store).child(experiment)
     # Progress reads each running run's metrics.jsonl: every poll on a disk, every 2 s
     # on an object store, where each read is a request.
@@ -193,15 +221,20 @@ def run_sweep(
     launch = ray.remote(num_cpus=0, max_retries=0)(_launch)
     pending = list(runs)
     active: dict[Any, SweepRun] = {}
+    free = dict(resources)
     while pending or active:
-        while pending and len(active) < max_concurrent:
+        while pending and len(active) < max_concurrent and _fits(needs(pending[0].cfg), free):
             r = pending.pop(0)
             r.state = "running"
-            ref = launch.remote(r.cfg.to_dict(), str(store), experiment, r.run_id, r.grid)
+            for k, v in needs(r.cfg).items():
+                free[k] = free.get(k, 0.0) - v
+            ref = launch.remote(r.cfg.to_dict(), store.uri, experiment, r.run_id, r.grid)
             active[ref] = r
         done, _ = ray.wait(list(active), num_returns=1, timeout=poll)
         for ref in done:
             r = active.pop(ref)
+            for k, v in needs(r.cfg).items():
+                free[k] += v
             try:
                 r.summary = ray.get(ref)
                 r.state = "completed"
@@ -301,9 +334,25 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def best_run(runs: list[SweepRun]) -> SweepRun | None:
-    """The completed run with the highest test accuracy (lower test loss breaks ties)."""
+# What a sweep may choose its best run by: summary.json's figures of the kept model on
+# the validation split, and whether more is better. Never the test set.
+SELECTION_METRICS = {"val_accuracy": True, "val_loss": False}
+
+
+def best_run(runs: list[SweepRun], metric: str = "val_accuracy") -> SweepRun | None:
+    """The completed run with the best validation `metric` (the other validation figure
+    breaks ties); its test accuracy is reported, not used to choose it."""
+    if metric not in SELECTION_METRICS:
+        raise ValueError(
+            f"cannot select the best run by {metric!r}: use one of {sorted(SELECTION_METRICS)}"
+        )
     ok = [r for r in runs if r.state == "completed"]
-    return max(
-        ok, key=lambda r: (r.summary["test_accuracy"], -r.summary["test_loss"]), default=None
-    )
+
+    def key(r: SweepRun) -> tuple[float, float]:
+        acc = float(r.summary.get("val_accuracy", float("nan")))
+        loss = float(r.summary.get("val_loss", float("nan")))
+        if math.isnan(acc) or math.isnan(loss):
+            raise ValueError(f"run {r.run_id}: summary.json has no validation figures")
+        return (acc, -loss) if metric == "val_accuracy" else (-loss, acc)
+
+    return max(ok, key=key, default=None)

@@ -14,6 +14,7 @@ import io
 import logging
 import math
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,6 +53,9 @@ class TrainContext(Protocol):
     def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
         """Called by every worker once per epoch; `save(dir)` writes the checkpoint (rank 0)."""
 
+    def close(self) -> None:
+        """Remove what the context staged on the local disk (checkpoint copies)."""
+
 
 class LocalContext:
     """A single process on the CPU, or on the first GPU when the config asks for one."""
@@ -89,6 +93,11 @@ class LocalContext:
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="stride-ckpt-"))
         return self._tmp
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def latest_checkpoint(self) -> Path | None:
         d = self._checkpoint_dir()
@@ -458,10 +467,14 @@ class Trainer:
                 progress.close()
         if cfg.early_stopping.restore_best and self.best_state is not None:
             self.raw_model.load_state_dict(self.best_state)
+        # The kept model's validation figures: what a sweep selects by, never the test set.
+        val_loss, val_acc = self.evaluate(self.val_loader)
         test_loss, test_acc = self.evaluate(self.test_loader)
         return {
             "status": "completed",
             "reason": None,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
             "test_loss": test_loss,
             "test_accuracy": test_acc,
             "best_epoch": self.stopper.best_epoch,

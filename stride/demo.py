@@ -23,15 +23,18 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.runstore import StoreLocation
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    config: Path
-    runs: Path
+    config: Path  # absolute, like every path below: children and Ray start elsewhere
+    runs: StoreLocation
     repository: Path
     picture: Path
     seeds: int = 2
@@ -51,30 +54,33 @@ def free_port() -> int:
 
 def train_sweep(opts: DemoOptions, experiment: str) -> tuple[Any, list[Any]]:
     """The optimizer sweep on a local Ray instance; returns (best run, all runs)."""
-    import yaml
-
+    from pipeline.config import read_config_file
     from pipeline.ray_train import ensure_ray
     from pipeline.sweep import SweepView, best_run, concurrency, expand, parse_grid, run_sweep
 
-    resources = ensure_ray()
-    base = yaml.safe_load(opts.config.read_text())
     overrides = ["training.progress=false"]
     if opts.epochs:
         overrides.append(f"training.epochs={opts.epochs}")
-    runs = expand(
-        base, overrides, parse_grid([f"optimizer.name={','.join(OPTIMIZERS)}"]), opts.seeds
+    runs = expand(  # every config error surfaces here, before Ray starts
+        read_config_file(opts.config),
+        overrides,
+        parse_grid([f"optimizer.name={','.join(OPTIMIZERS)}"]),
+        opts.seeds,
     )
+    resources = ensure_ray()
     limit = concurrency(runs, resources)
     say(
         "1/6",
         f"sweep: {len(OPTIMIZERS)} optimizers x {opts.seeds} seeds = {len(runs)} runs on "
-        f"Ray ({resources.get('CPU', 0):g} CPUs, {limit} at a time) into {opts.runs}/{experiment}",
+        f"Ray ({resources.get('CPU', 0):g} CPUs, up to {limit} at a time) into "
+        f"{opts.runs.child(experiment)}",
     )
     run_sweep(
         runs,
         store=opts.runs,
         experiment=experiment,
         max_concurrent=limit,
+        resources=resources,
         view=SweepView(runs, stream=sys.stdout, every=20.0),
     )
     best = best_run(runs)
@@ -99,7 +105,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 class Services:
     """`stride serve` and `stride serve-analysis` as child processes on free ports."""
 
-    def __init__(self, repository: Path, runs: Path) -> None:
+    def __init__(self, repository: Path, runs: StoreLocation) -> None:
         self.infer_port, self.metrics_port, self.analysis_port = (
             free_port(),
             free_port(),
@@ -115,7 +121,7 @@ class Services:
         analysis = [
             "serve-analysis",
             "--runs",
-            str(runs),
+            runs.uri,
             "--port",
             str(self.analysis_port),
             *local,
@@ -287,13 +293,18 @@ def run_demo(opts: DemoOptions) -> int:
     """The whole pipeline; returns the exit status."""
     from pipeline.config import load_config
     from pipeline.export import export_run
+    from pipeline.runstore import RunDir
 
     start = time.perf_counter()
     experiment = "demo-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     cfg = load_config(opts.config)
     best, _ = train_sweep(opts, experiment)
-    say("2/6", f"best run {best.run_id}: test accuracy {best.summary['test_accuracy']:.4f}")
-    exported = export_run(opts.runs / experiment / best.run_id, opts.repository)
+    say(
+        "2/6",
+        f"best run by validation accuracy {best.run_id}: val accuracy "
+        f"{best.summary['val_accuracy']:.4f}, test accuracy {best.summary['test_accuracy']:.4f}",
+    )
+    exported = export_run(RunDir.at(opts.runs, experiment, best.run_id), opts.repository)
     model = exported.model_dir.name
     say(
         "2/6",
@@ -317,7 +328,7 @@ def run_demo(opts: DemoOptions) -> int:
         codes = services.stop()
     clean = all(code == 0 for code in codes.values())
     say("6/6", "servers stopped " + ("cleanly" if clean else f"with exit codes {codes}"))
-    print(f"runs:       {opts.runs / experiment}")
+    print(f"runs:       {opts.runs.child(experiment)}")
     print(f"model:      {exported.path}")
     print(f"picture:    {opts.picture}")
     print(f"demo done in {time.perf_counter() - start:.0f}s")

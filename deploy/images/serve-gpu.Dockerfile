@@ -2,12 +2,12 @@
 # GPU serving image: the serving image with ONNX Runtime's CUDA build (onnxruntime-gpu)
 # in place of the CPU `onnxruntime`. The base brings the CUDA runtime and cuDNN that
 # onnxruntime-gpu loads; its CUDA major must match the wheel's (CUDA 13, cuDNN 9 for
-# the PyPI builds of the release pinned below). The node needs the NVIDIA driver and
-# device plugin. Build from the repository root:
+# the PyPI builds of 1.31.1, the release deploy/locks/serve-gpu.txt pins; its version
+# is set in tools/lock_deps.py). The node needs the NVIDIA driver and device plugin.
+# Build from the repository root:
 #   docker build -f deploy/images/serve-gpu.Dockerfile -t stride-serve-gpu:0.1.0 .
 
 FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 AS build
-ARG ORT_GPU_VERSION=1.31.1
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -16,14 +16,17 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 WORKDIR /src
+# Both wheels provide the `onnxruntime` module, so only the GPU one may be installed: the
+# lock has onnxruntime-gpu in place of the `serve` extra's onnxruntime, and Stride goes in
+# without dependencies (`pip check` reads no extras, so it does not miss the CPU wheel).
+COPY deploy/locks/serve-gpu.txt deploy/locks/
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r deploy/locks/serve-gpu.txt
 COPY pyproject.toml README.md ./
 COPY stride/ stride/
 COPY pipeline/ pipeline/
 COPY services/ services/
-# Both wheels provide the `onnxruntime` module; keep only the GPU one.
-RUN /opt/venv/bin/pip install --no-cache-dir ".[serve,analysis]" \
-    && /opt/venv/bin/pip uninstall --yes onnxruntime \
-    && /opt/venv/bin/pip install --no-cache-dir "onnxruntime-gpu==${ORT_GPU_VERSION}"
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ".[serve,analysis]" \
+    && /opt/venv/bin/pip check
 
 FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 ENV DEBIAN_FRONTEND=noninteractive

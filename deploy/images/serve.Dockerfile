@@ -9,12 +9,18 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 WORKDIR /src
+# Every dependency from the hash-checked lock (tools/lock_deps.py writes it), in a layer
+# of its own that is reused until the lock changes; then Stride itself, built with the
+# locked setuptools and nothing more. A regular (not editable) install: the final stage
+# gets /opt/venv and nothing from /src.
+COPY deploy/locks/serve.txt deploy/locks/
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r deploy/locks/serve.txt
 COPY pyproject.toml README.md ./
 COPY stride/ stride/
 COPY pipeline/ pipeline/
 COPY services/ services/
-# A regular (not editable) install: the final stage gets /opt/venv and nothing from /src.
-RUN /opt/venv/bin/pip install --no-cache-dir ".[serve,analysis]"
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ".[serve,analysis]" \
+    && /opt/venv/bin/pip check
 
 FROM python:3.12.12-slim-trixie
 # A named account for the numeric id: some libraries ask for the user name (getpass).

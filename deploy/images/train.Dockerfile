@@ -20,11 +20,16 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 WORKDIR /src
+# The hash-checked lock first (its layer outlives code changes), then Stride without
+# dependencies, built with the locked setuptools.
+COPY deploy/locks/train.txt deploy/locks/
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r deploy/locks/train.txt
 COPY pyproject.toml README.md ./
 COPY stride/ stride/
 COPY pipeline/ pipeline/
 COPY services/ services/
-RUN /opt/venv/bin/pip install --no-cache-dir ".[train]"
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ".[train]" \
+    && /opt/venv/bin/pip check
 
 FROM nvidia/cuda:13.0.2-base-ubuntu24.04
 ENV DEBIAN_FRONTEND=noninteractive

@@ -235,8 +235,22 @@ class RunStore:
         return None if data is None else parse_summary(data)
 
     def read_metrics_from(self, experiment: str, run_id: str, offset: int) -> bytes:
-        """The bytes of metrics.jsonl from `offset` on (empty while it is absent)."""
-        return self.location.read_bytes(experiment, run_id, "metrics.jsonl", offset=offset) or b""
+        """The bytes of metrics.jsonl from `offset` on (empty while it is absent or shorter).
+
+        A resumed run rewrites the file shorter, so a follower may ask past its end. A
+        local file then reads as empty, but object stores refuse to seek there (pyarrow
+        raises OSError); the file is then read whole and cut, so every location answers
+        the same.
+        """
+        name = "metrics.jsonl"
+        try:
+            data = self.location.read_bytes(experiment, run_id, name, offset=offset)
+        except OSError:
+            if offset == 0:
+                raise
+            whole = self.location.read_bytes(experiment, run_id, name)  # raises if truly broken
+            data = None if whole is None else whole[offset:]
+        return data or b""
 
     def _read(self, experiment: str, run_id: str) -> Run:
         if not NAME_RE.fullmatch(run_id):

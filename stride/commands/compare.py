@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
+
+from stride.commands._paths import local_path, store_location
 
 NAME = "compare"
 HELP = "compare the runs of an experiment: statistics per group, ranking, gradient flow, plot"
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment name (a folder under --runs)")
     parser.add_argument(
         "--runs",
+        type=store_location,
         default=os.environ.get("STRIDE_RUNS", "runs"),
         help="run store: a folder or a URI such as file:///PATH (env STRIDE_RUNS, default runs)",
     )
@@ -75,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-samples", type=int, default=10_000, help="bootstrap resamples (default 10000)"
     )
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="also write the figure")
+    parser.add_argument("--plot", type=local_path, metavar="FILE.png", help="also write the figure")
     parser.add_argument("--width", type=int, default=1500, help="figure width in pixels")
     parser.add_argument("--height", type=int, default=900, help="figure height in pixels")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from services.analysis.report import format_comparison, to_jsonable
     from services.analysis.store import RunStore
 
-    store = RunStore(args.runs)
+    store = RunStore(args.runs.uri)
     selection = Selection(
         experiment=args.experiment,
         group_by=args.by,

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from stride.commands._paths import local_path, store_location
+
 NAME = "demo"
 HELP = (
     "sweep 5 optimizers x 2 seeds on the digits (Ray), export the best, serve it, "
@@ -24,23 +26,25 @@ def default_config() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="run config (default configs/digits.yaml)")
+    parser.add_argument(
+        "--config", type=local_path, help="run config (default configs/digits.yaml)"
+    )
     parser.add_argument(
         "--runs",
-        type=Path,
-        default=Path(os.environ.get("STRIDE_RUNS", "runs")),
-        help="run store root (default ./runs)",
+        type=store_location,
+        default=os.environ.get("STRIDE_RUNS", "runs"),
+        help="run store root: a folder or an object store URI (env STRIDE_RUNS, default ./runs)",
     )
     parser.add_argument(
         "--repository",
-        type=Path,
-        default=Path("repository"),
+        type=local_path,
+        default="repository",
         help="model repository to export into (default ./repository)",
     )
     parser.add_argument(
         "--picture",
-        type=Path,
-        default=Path("demo-comparison.png"),
+        type=local_path,
+        default="demo-comparison.png",
         help="where the comparison PNG goes (default ./demo-comparison.png)",
     )
     parser.add_argument("--seeds", type=int, default=2, help="seeds per optimizer (default 2)")

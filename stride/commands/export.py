@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import argparse
 
+from stride.commands._paths import local_path, store_location
+
 NAME = "export"
 HELP = "export a completed run to ONNX as a new version in a model repository"
 ORDER = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="runs/<experiment>/<run-id>")
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        type=store_location,
+        help="runs/<experiment>/<run-id> (or its URI on an object store)",
+    )
     parser.add_argument(
         "--repository",
         required=True,
+        type=local_path,
         metavar="REPO",
         help="model repository root (created if absent)",
     )

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from stride.commands._paths import local_path
 from stride.commands._server import env_default, tls_and_token
 
 NAME = "serve"
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
         "--repository",
-        type=Path,
+        type=local_path,
         default=env_default("repository", "repository"),
         help="model repository folder (env STRIDE_REPOSITORY, default ./repository)",
     )

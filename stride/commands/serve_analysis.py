@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stride.commands._paths import store_location
 from stride.commands._server import env_default, tls_and_token
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `stride serve-analysis` (each with an env default)."""
     parser.add_argument(
         "--runs",
+        type=store_location,
         default=env_default("runs", "runs"),
         help="run store: a folder or a URI such as file:///PATH (env STRIDE_RUNS, default runs)",
     )
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from services.analysis.server import AnalysisServer
     from services.analysis.store import RunStore
 
-    store = RunStore(str(args.runs))
+    store = RunStore(args.runs.uri)
     server = AnalysisServer(store, server_options(args)).start()
     server.install_signal_handlers()
     health = f", health on {server.health_port}" if server.health_port else ""

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from stride.commands._paths import local_path
 from stride.commands.train import add_config_arguments, overrides_of
 
 NAME = "sweep"
@@ -29,21 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="runs at once (default: as many as the cluster's resources allow)",
     )
     parser.add_argument(
+        "--select-by",
+        default="val_accuracy",
+        choices=["val_accuracy", "val_loss"],
+        help="validation figure that picks the best run (default val_accuracy); the test "
+        "set is only reported, never used to choose",
+    )
+    parser.add_argument(
         "--export-best",
         metavar="REPO",
-        help="export the run with the best test accuracy into this repository",
+        type=local_path,
+        help="export the best run (see --select-by) into this model repository",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import yaml
-
-    from pipeline.config import ConfigError
+    from pipeline.config import read_config_file
     from pipeline.ray_train import ensure_ray
-    from pipeline.runstore import open_store
     from pipeline.sweep import (
         SweepView,
         best_run,
@@ -55,18 +59,17 @@ def run(args: argparse.Namespace) -> int:
         summarise,
     )
 
-    try:
-        base = yaml.safe_load(Path(args.config).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {args.config}") from None
+    base = read_config_file(args.config)
     runs = expand(base, overrides_of(args), parse_grid(args.grid), args.seeds)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise ValueError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     resources = ensure_ray(args.address)
     limit = concurrency(runs, resources)
     if args.max_concurrent:
         limit = min(limit, args.max_concurrent)
     print(
-        f"[sweep] {len(runs)} runs into {open_store(args.runs).child(args.experiment).display}, "
-        f"{limit} at a time",
+        f"[sweep] {len(runs)} runs into {args.runs.child(args.experiment)}, "
+        f"up to {limit} at a time",
         file=sys.stderr,
     )
     run_sweep(
@@ -74,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
         store=args.runs,
         experiment=args.experiment,
         max_concurrent=limit,
+        resources=resources,
         view=SweepView(runs),
     )
     rows = summarise(runs)
-    best = best_run(runs)
+    best = best_run(runs, args.select_by)
     exported = None
     if args.export_best and best is not None:
         from pipeline.export import export_run
@@ -90,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "groups": rows,
                     "best": best.run_id if best else None,
+                    "selected_by": args.select_by,
                     "exported": str(exported.path) if exported else None,
                 },
                 indent=2,
@@ -98,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows))
         if best is not None:
-            print(f"best run: {best.run_id} (test accuracy {best.summary['test_accuracy']:.4f})")
+            print(
+                f"best run by {args.select_by}: {best.run_id} ({args.select_by} "
+                f"{best.summary[args.select_by]:.4f}, test accuracy "
+                f"{best.summary['test_accuracy']:.4f})"
+            )
         if exported is not None:
             print(f"exported: {exported.path} (version {exported.version})")
     failed = [r for r in runs if r.state == "failed"]

@@ -8,6 +8,8 @@ import sys
 import threading
 from typing import Any
 
+from stride.commands._paths import local_path, store_location
+
 NAME = "train"
 HELP = "train one model from a config file (Ray Train workers, CPU or GPU)"
 ORDER = 10
@@ -16,7 +18,10 @@ ORDER = 10
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by train and sweep: config, overrides, run store, Ray, scaling."""
     parser.add_argument(
-        "--config", required=True, help="run config (YAML), e.g. configs/digits.yaml"
+        "--config",
+        required=True,
+        type=local_path,
+        help="run config (YAML), e.g. configs/digits.yaml",
     )
     parser.add_argument(
         "--set",
@@ -28,6 +33,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--runs",
+        type=store_location,
         default=os.environ.get("STRIDE_RUNS", "runs"),
         help="run store root: a path, file://PATH or an object store URI such as "
         "s3://BUCKET/PREFIX (default ./runs, env STRIDE_RUNS)",
@@ -94,8 +100,8 @@ def train_with_progress(cfg: Any, args: argparse.Namespace, name: str | None) ->
     from pipeline.ray_train import ensure_ray, follow_run, train_on_ray
     from pipeline.run import resolve_run
 
+    run = resolve_run(args.runs, args.experiment, name, cfg, args.resume)  # before Ray starts
     ensure_ray(args.address)
-    run = resolve_run(args.runs, args.experiment, name, cfg, args.resume)
     result: dict[str, Any] = {}
     done = threading.Event()
 

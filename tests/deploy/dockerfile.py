@@ -1,13 +1,15 @@
 """A small Dockerfile reader for the image policy tests: stages and their instructions.
 
 It handles what deploy/images uses: comments, parser directives, line continuations,
-`FROM image[:tag|@digest] [AS name]`, and exec-form (JSON) ENTRYPOINT and CMD.
+`FROM image[:tag|@digest] [AS name]`, exec-form (JSON) ENTRYPOINT and CMD, and the
+arguments of the `pip install` commands in a RUN.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,3 +103,15 @@ def pip_extras(command: str) -> list[set[str]]:
         {extra.strip() for extra in match.split(",")}
         for match in re.findall(r"""["']?\.\[([A-Za-z0-9_,\s-]+)\]["']?""", command)
     ]
+
+
+def pip_installs(command: str) -> list[list[str]]:
+    """The arguments of every `pip install` in a RUN command (shell words, quotes removed)."""
+    found = []
+    for part in re.split(r"&&|;|\|\|", command):
+        words = shlex.split(part)
+        for i, word in enumerate(words[:-1]):
+            if Path(word).name in ("pip", "pip3") and words[i + 1] == "install":
+                found.append(words[i + 2 :])
+                break
+    return found

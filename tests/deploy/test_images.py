@@ -2,13 +2,16 @@
 
 hadolint lints the files; the tests below check what it does not: multi-stage
 builds from pinned bases, a numeric non-root user, nothing to build with in the
-final stage, the extras each image installs, and a build context that lets in
-what the Dockerfiles copy. That the entrypoints name real `stride` subcommands is
-checked with the manifests' commands in test_policy.py.
+final stage, the extras each image installs, that every dependency comes from the
+image's hash-checked lock (deploy/locks, whose freshness tests/test_dependencies.py
+checks), and a build context that lets in what the Dockerfiles copy. That the
+entrypoints name real `stride` subcommands is checked with the manifests' commands
+in test_policy.py.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 
 from tests.deploy import dockerfile
 from tests.deploy.conftest import DEPLOY, REPO_ROOT, run_tool, tool
+from tools import lock_deps
 
 IMAGES = DEPLOY / "images"
 EXTRAS = {  # what each image installs from pyproject
@@ -141,12 +145,42 @@ def test_serving_extras_bring_no_torch_or_ray() -> None:
     assert {"torch", "ray"} <= training
 
 
-def test_gpu_serving_image_swaps_in_onnxruntime_gpu() -> None:
-    runs = " ".join(r.value for r in _stages("serve-gpu.Dockerfile")[0].of("RUN"))
-    assert re.search(r"pip uninstall (--yes|-y) onnxruntime\b", runs), runs
-    assert re.search(r'pip install [^&]*"?onnxruntime-gpu==', runs), runs
+def _lock(image: str) -> str:
+    """The lock an image installs, relative to the repository (the build context)."""
+    return str(lock_deps.lock_path(image.removesuffix(".Dockerfile")).relative_to(REPO_ROOT))
+
+
+def test_every_image_has_a_lock_recipe() -> None:
+    recipes = {f"{name}.Dockerfile": set(spec.extras) for name, spec in lock_deps.IMAGES.items()}
+    assert recipes == EXTRAS, "tools/lock_deps.py must lock what each Dockerfile installs"
+
+
+def test_installs_only_from_its_lock(image: str) -> None:
+    """Two installs: the hash-checked lock, then Stride with no dependencies of its own."""
+    build = _stages(image)[0]
+    lock = _lock(image)
+    copied = [word for copy in build.of("COPY") for word in copy.value.split()[:-1]]
+    assert lock in copied, f"the build stage does not COPY {lock}"
+    installs = [args for run in build.of("RUN") for args in dockerfile.pip_installs(run.value)]
+    assert len(installs) == 2, f"expected the lock, then Stride: {installs}"
+    from_lock, stride = installs
+    assert "--require-hashes" in from_lock, from_lock
+    assert any(
+        flag in ("-r", "--requirement") and value == lock
+        for flag, value in itertools.pairwise(from_lock)
+    ), from_lock
+    assert dockerfile.pip_extras(" ".join(stride)), f"the second install is not Stride: {stride}"
+    # --no-deps: nothing unlocked; no build isolation: setuptools comes from the lock too.
+    assert {"--no-deps", "--no-build-isolation"} <= set(stride), stride
+
+
+def test_gpu_serving_image_has_only_onnxruntime_gpu() -> None:
+    """Both wheels install the `onnxruntime` module: the GPU image gets the GPU one alone."""
+    pins = lock_deps.pins((REPO_ROOT / _lock("serve-gpu.Dockerfile")).read_text())
+    assert "onnxruntime-gpu" in pins and "onnxruntime" not in pins, sorted(pins)
     for cpu_image in ("serve.Dockerfile", "train.Dockerfile"):
         assert "onnxruntime-gpu" not in (IMAGES / cpu_image).read_text()
+        assert "onnxruntime-gpu" not in lock_deps.pins((REPO_ROOT / _lock(cpu_image)).read_text())
 
 
 def test_entrypoint_is_stride_in_exec_form(image: str) -> None:

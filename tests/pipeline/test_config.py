@@ -4,6 +4,8 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from pipeline.config import (
     ActivationSpec,
@@ -15,6 +17,9 @@ from pipeline.config import (
     load_config,
     parse_config,
 )
+from pipeline.optim import OPTIMIZERS, build_optimizer
+from pipeline.spec import validate
+from pipeline.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,6 +138,10 @@ def test_registry_names_checked_on_load(tmp_path: Path) -> None:
         ("optimizer.lr=-1", "optimizer.lr: -1.0 is not allowed"),
         ("scaling.workers=0", "scaling.workers"),
         ("data.val_fraction=0.8", "data.val_fraction + test_fraction"),
+        # explicit zeros the data sets would replace by their defaults (`channels or 3`)
+        ("data.channels=0", "data.channels: 0 is not allowed"),
+        ("data.num_classes=0", "data.num_classes: 0 is not allowed; must be >= 2"),
+        ("data.image_size=[0, 8]", "data.image_size: (0, 8) is not allowed"),
     ],
 )
 def test_ranges_checked_on_load(override: str, message: str) -> None:
@@ -144,3 +153,95 @@ def test_hash_is_stable_and_sensitive() -> None:
     a, b = parse_config({}), parse_config({})
     assert a.hash() == b.hash()
     assert parse_config({}, ["seed=1"]).hash() != a.hash()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["optimizer.name=adam", "optimizer.momentum=0.9"],
+            "optimizer.momentum: 0.9 is not allowed; adam takes no momentum",
+        ),
+        (
+            ["optimizer.name=sgd", "optimizer.betas=[0.9, 0.99]"],
+            "optimizer.betas: (0.9, 0.99) is not allowed; sgd takes no betas",
+        ),
+        (["optimizer.name=adagrad", "optimizer.momentum=0.5"], "adagrad takes no momentum"),
+        (["optimizer.name=momentum", "optimizer.eps=1.0e-8"], "momentum takes no eps"),
+        (["optimizer.eps=-1.0e-8"], "optimizer.eps: -1e-08 is not allowed; must be > 0"),
+        (["optimizer.betas=[1.0, 0.999]"], "optimizer.betas: (1.0, 0.999) is not allowed"),
+        (["optimizer.betas=[0.9, -0.1]"], "must be two numbers in [0, 1)"),
+        (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay: -0.1 is not allowed"),
+        (["optimizer.name=rmsprop", "optimizer.momentum=-0.5"], "optimizer.momentum: -0.5"),
+        (
+            ["optimizer.name=nesterov", "optimizer.momentum=0"],
+            "optimizer.momentum: 0.0 is not allowed; nesterov needs momentum > 0",
+        ),
+        (["optimizer.name=sgd", "optimizer.momentum=0.9"], "use optimizer.name=momentum"),
+    ],
+)
+def test_optimizer_arguments_checked_on_load_and_validate(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    # they used to pass here and fail inside every Ray worker, when torch built the optimizer
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "configs" / "digits.yaml", overrides)
+    assert message in str(info.value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(parse_config({}, overrides))  # what `stride sweep` runs on every variant
+
+
+def test_optimizer_arguments_checked_when_a_sweep_expands() -> None:
+    base = yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"sweep variant \{'optimizer.name': 'sgd'\}.*betas"):
+        expand(base, ["optimizer.betas=[0.9, 0.99]"], [("optimizer.name", ["adam", "sgd"])], 1)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optimizer.lr=0.5",
+        "optimizer.weight_decay=0",
+        "optimizer.weight_decay=0.1",
+        "optimizer.momentum=0",
+        "optimizer.momentum=0.5",
+        "optimizer.betas=[0, 0]",
+        "optimizer.betas=[0.5, 0.9]",
+        "optimizer.eps=1.0e-6",
+    ],
+)
+def test_what_validate_accepts_torch_builds(name: str, override: str) -> None:
+    cfg = parse_config({}, [f"optimizer.name={name}", override])
+    try:
+        validate(cfg)
+    except ConfigError:
+        return
+    build_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg.optimizer)
+
+
+def test_relative_data_root_is_resolved_where_the_config_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config({"data": {"name": "folder", "root": "imgs"}})
+    assert cfg.data.root == str(Path.cwd() / "imgs")
+    assert parse_config({}, ["data.root=../data/./imgs"]).data.root == str(
+        Path.cwd().parent / "data" / "imgs"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a Ray worker re-parses the dict in its own directory
+    assert parse_config(cfg.to_dict()) == cfg
+
+
+def test_absolute_home_and_missing_data_roots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert parse_config({}, ["data.root=/srv/imgs"]).data.root == "/srv/imgs"
+    assert parse_config({}, ["data.root=~/imgs"]).data.root == str(tmp_path / "home" / "imgs")
+    assert parse_config({}).data.root is None
+    with pytest.raises(ConfigError, match=re.escape("data.root: '' is not allowed")):
+        parse_config({}, ["data.root=''"])

@@ -42,6 +42,37 @@ def test_optimizer_defaults_and_overrides() -> None:
         optimizer_kwargs(OptimizerSpec(name="lion"))
 
 
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_an_explicit_zero_weight_decay_reaches_the_optimizer(name: str) -> None:
+    # 0 is falsy: `spec.weight_decay or default` kept adamw's 0.01 for an explicit 0
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = build_optimizer([param], OptimizerSpec(name=name, weight_decay=0.0))
+    assert opt.param_groups[0]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("rmsprop", "momentum", 0.0),
+        ("adam", "eps", 1e-12),
+        ("adam", "betas", (0.0, 0.0)),
+        ("momentum", "momentum", 0.0),
+        ("adamw", "weight_decay", 0.0),
+        ("adamw", "lr", 1e-5),
+    ],
+)
+def test_explicit_values_are_kept_even_when_falsy(name: str, key: str, value: object) -> None:
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = build_optimizer([param], OptimizerSpec(name=name, **{key: value}))  # type: ignore[arg-type]
+    assert opt.param_groups[0][key] == value
+
+
+def test_unset_values_take_the_optimizers_default() -> None:
+    assert optimizer_kwargs(OptimizerSpec(name="adamw"))["weight_decay"] == 0.01
+    assert optimizer_kwargs(OptimizerSpec(name="adamw", weight_decay=0.0))["weight_decay"] == 0.0
+    assert "weight_decay" not in optimizer_kwargs(OptimizerSpec(name="adam"))  # torch's 0
+
+
 def test_schedules() -> None:
     step = ScheduleSpec(name="step", step_size=2, gamma=0.5)
     assert [lr_factor(step, e * 10, 10, 6) for e in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]

@@ -4,6 +4,7 @@ All on CPU with one local Ray instance shared across the tests (2 CPUs)."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from pathlib import Path
 
@@ -44,8 +45,11 @@ def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path
     base = tiny_config(**{"training.epochs": 3}).to_dict()
     runs = expand(base, [], parse_grid(["optimizer.name=sgd,adam"]), seeds=2)
     assert [(r.label, r.seed) for r in runs] == [("sgd", 0), ("sgd", 1), ("adam", 0), ("adam", 1)]
+    staged = set(Path(tempfile.gettempdir()).glob("stride-ckpt-*"))
     run_sweep(runs, store=tmp_path, experiment="sw", max_concurrent=concurrency(runs, ray_cluster))
     assert [r.state for r in runs] == ["completed"] * 4
+    # Each worker removed its checkpoint staging folder: a long sweep does not fill /tmp.
+    assert set(Path(tempfile.gettempdir()).glob("stride-ckpt-*")) <= staged
     for r in runs:
         stored = RunDir(tmp_path / "sw" / r.run_id)
         assert stored.read_summary() == r.summary
@@ -57,10 +61,11 @@ def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path
     assert rows["adam"]["completed"] == 2
     assert rows["adam"]["test_accuracy_mean"] == pytest.approx(sum(adam) / 2)
     assert rows["adam"]["test_accuracy_std"] == pytest.approx(abs(adam[0] - adam[1]) / 2**0.5)
-    best = best_run(runs)
-    assert best is not None and best.summary["test_accuracy"] == max(
-        r.summary["test_accuracy"] for r in runs
+    best = best_run(runs)  # by validation accuracy, never by the test set
+    assert best is not None and best.summary["val_accuracy"] == max(
+        r.summary["val_accuracy"] for r in runs
     )
+    assert all(0 < r.summary["val_accuracy"] <= 1 and r.summary["val_loss"] > 0 for r in runs)
 
 
 def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path) -> None:

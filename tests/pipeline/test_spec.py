@@ -130,6 +130,10 @@ def test_plan_shapes_and_params_match_the_built_model() -> None:
         ),
         ({"activation": {"name": "elu", "alpha": 0}}, "elu alpha must be > 0"),
         ({"head": {"dropout": 2}}, "model.head.dropout: dropout must be in [0, 1)"),
+        (  # an explicit 0 used to fall back to the pool size (`stride or size`)
+            {"blocks": [{"type": "pool", "size": 2, "stride": 0}]},
+            "model.blocks.0: pool size and stride must be >= 1, got size 2, stride 0",
+        ),
     ],
 )
 def test_invalid_specs_are_rejected_with_layer_value_and_allowed(model: dict, message: str) -> None:

@@ -131,3 +131,42 @@ def test_every_subcommand_has_help() -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, p in sub.choices.items():  # type: ignore[union-attr]
         assert p.format_help(), name
+
+
+@pytest.mark.parametrize("command", ["sweep", "demo", "train"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("model: [unclosed\n", "not valid YAML"),
+        ("seed: 0\noptimizer: {name: adam, momentum: 0.9}\n", "optimizer.momentum"),
+    ],
+)
+def test_sweep_and_demo_config_errors_are_one_line_before_ray(
+    command: str,
+    content: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text(content)
+    started = ray.is_initialized()
+    assert main([command, "--config", "bad.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"stride {command}: error: "), err
+    assert message in err[0]
+    assert ray.is_initialized() == started  # refused before Ray was started
+    assert list(tmp_path.iterdir()) == [tmp_path / "bad.yaml"]  # and left nothing
+
+
+def test_a_refused_resume_from_the_command_line_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = str(ROOT / "configs" / "digits.yaml")
+    assert main(["train", "--config", config, "--name", "nope", "--resume", "--quiet"]) == 2
+    assert "no run at" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

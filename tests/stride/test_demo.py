@@ -14,18 +14,20 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 @pytest.mark.ray
 def test_demo_runs_the_whole_pipeline_twice(
-    ray_cluster: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ray_cluster: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # As a user runs it: from a fresh folder, with the default (relative) paths.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STRIDE_RUNS", raising=False)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "digits.yaml").write_bytes(
+        (ROOT / "configs" / "digits.yaml").read_bytes()
+    )
     args = [
         "demo",
-        "--config",
-        str(ROOT / "configs" / "digits.yaml"),
-        "--runs",
-        str(tmp_path / "runs"),
-        "--repository",
-        str(tmp_path / "repo"),
-        "--picture",
-        str(tmp_path / "cmp.png"),
         "--seeds",
         "1",
         "--epochs",
@@ -46,10 +48,11 @@ def test_demo_runs_the_whole_pipeline_twice(
     assert out.count("test image ") == 4
     for name in ("sgd", "momentum", "adagrad", "rmsprop", "adam"):
         assert f" {name} " in out  # a row of the comparison table
-    assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "demo-comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     experiments = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(experiments) == 1 and len(list((tmp_path / "runs" / experiments[0]).iterdir())) == 5
     # A second demo works on what the first left: a new experiment, a new model version.
+    assert (tmp_path / "repository" / "digits-cnn" / "1" / "model.onnx").is_file()
     assert main(args) == 0
     assert "version 2" in capsys.readouterr().out
     assert len(list((tmp_path / "runs").iterdir())) == 2

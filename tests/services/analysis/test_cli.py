@@ -109,7 +109,7 @@ def test_serve_options_from_flags_and_environment(
     serve_analysis.add_arguments(parser)
     args = parser.parse_args([])
     options = serve_analysis.server_options(args)
-    assert (args.runs, options.port, options.health_port) == ("s3://bucket/runs", 9100, 9101)
+    assert (args.runs.uri, options.port, options.health_port) == ("s3://bucket/runs", 9100, 9101)
     assert (options.auth_token, options.grace_period, options.tls) == ("abc", 2.5, None)
     pem = {name: tmp_path / name for name in ("c.pem", "k.pem", "ca.pem")}
     for path in pem.values():
