@@ -70,10 +70,11 @@ fuzz: $(STAMP) ## Every atheris harness for FUZZ_SECONDS each (300); corpora in 
 test: $(STAMP) $(TRITON_STAMP) ## Run the test suite (creates .venv first when absent)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy on the packages
-	$(VENV)/bin/ruff check stride pipeline services tests tools bench fuzz
-	$(VENV)/bin/ruff format --check stride pipeline services tests tools bench fuzz
-	$(VENV)/bin/mypy stride pipeline services bench fuzz tools
+lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.toml)
+	$(VENV)/bin/ruff check stride pipeline services runstore tests tools bench fuzz
+	$(VENV)/bin/ruff format --check stride pipeline services runstore tests tools bench fuzz
+	$(VENV)/bin/mypy stride pipeline services runstore bench fuzz tools
+	$(VENV)/bin/lint-imports --no-logo
 
 demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classify, compare (~4 min)
 	$(VENV)/bin/stride demo
@@ -85,4 +86,4 @@ lock: $(STAMP) ## Re-resolve the image locks in deploy/locks (after changing pyp
 	$(PY) tools/lock_deps.py
 
 clean: ## Remove caches (keeps .venv, runs/ and repository/)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache build *.egg-info

@@ -54,12 +54,12 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -
 
 
 def start_stride_serve(
-    repo: Path, port: int, *, poll_interval: float = 0, threads: int = 0
+    repo: Path, port: int, *, poll_interval: float = 0, threads: int = 0, metrics_port: int = -1
 ) -> subprocess.Popen[bytes]:
     """`stride serve` on 127.0.0.1:port over `repo` (not waited for; see `wait_ready`)."""
     args = [
         sys.executable, "-m", "stride.cli", "serve", "--repository", str(repo),
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
         "--log-format", "text", "--threads", str(threads),
     ]  # fmt: skip
     if poll_interval:

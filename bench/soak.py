@@ -1,7 +1,9 @@
-"""Soak: perf_analyzer at concurrency 64 against `stride serve` while the model is replaced.
+"""Soak: perf_analyzer at concurrency 64 against `stride serve` while the model is replaced,
+then the same load while a hostile client attacks (bench/soak_adversarial.py).
 
-    python bench/soak.py --minutes 10          # `make soak` (SOAK_MINUTES)
-    python bench/soak.py --minutes 0.75 --window 15
+    python bench/soak.py --minutes 10          # `make soak` (SOAK_MINUTES): both phases
+    python bench/soak.py --minutes 0.75 --window 15 --phase swap
+    python bench/soak.py --minutes 1 --window 15 --phase adversarial
 
 perf_analyzer keeps the load on for the whole time and reports a measurement window
 of `--window` seconds (one a minute by default) after another; each window is
@@ -285,12 +287,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--window", type=float, default=60.0, help="seconds per window")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--phase",
+        choices=["both", "swap", "adversarial"],
+        default="both",
+        help="the model swap, the hostile client, or one after the other (each --minutes)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    result = soak(args.minutes, args.window, args.concurrency)
-    failed = check(result)
+    result: dict[str, Any] = {}
+    failed: list[str] = []
+    if args.phase in ("both", "swap"):
+        result = soak(args.minutes, args.window, args.concurrency)
+        failed += check(result)
+        print(report(result))
+    if args.phase in ("both", "adversarial"):
+        from bench import soak_adversarial
+
+        hostile = soak_adversarial.adversarial(args.minutes, args.window, args.concurrency)
+        hostile_failed = soak_adversarial.check(hostile)
+        hostile["failed_criteria"] = hostile_failed
+        failed += [f"adversarial: {f}" for f in hostile_failed]
+        result["adversarial"] = hostile
+        print(soak_adversarial.report(hostile))
     result["failed_criteria"] = failed
-    print(report(result))
     print("PASS" if not failed else "FAIL:\n  " + "\n  ".join(failed))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -54,11 +54,11 @@ def _reference(quick: bool, gpu: bool, extra: list[str], samples: int | None = N
 
 def _warm_ips(run_dir: Path) -> float:
     """Median images/s over the epochs after the first (which pays for warm-up)."""
-    from pipeline.runstore import RunDir
+    from runstore import RunDir
 
     records = RunDir(run_dir).read_metrics()
     warm = records[1:] or records
-    return float(statistics.median(r["images_per_second"] for r in warm))
+    return float(statistics.median(r.images_per_second or 0.0 for r in warm))
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -83,10 +83,10 @@ def throughput(
     for _ in range(repeats):
         wall, (run, summary) = _timed(lambda: train_local(plain_cfg, runs=store, experiment="tp"))
         ips["plain"].append(_warm_ips(run.path))
-        fixed["plain"].append(wall - summary["wall_seconds"])
+        fixed["plain"].append(wall - summary.wall_seconds)
         wall, (run, summary) = _timed(lambda: train_on_ray(one_cfg, runs=store, experiment="tp"))
         ips["ray1"].append(_warm_ips(run.path))
-        fixed["ray1"].append(wall - summary["wall_seconds"])
+        fixed["ray1"].append(wall - summary.wall_seconds)
         if two_workers and (not gpu or _gpus() >= 2):
             _, (run, _s) = _timed(lambda: train_on_ray(two_cfg, runs=store, experiment="tp"))
             ips["ray2"].append(_warm_ips(run.path))
@@ -162,7 +162,9 @@ def sweep_costs(quick: bool, store: Path) -> dict[str, Any]:
         )
     )
     out["sweep_2_runs_1_epoch_wall_s"] = wall
-    out["sweep_2_runs_loop_s_mean"] = statistics.fmean(r.summary["wall_seconds"] for r in tiny)
+    out["sweep_2_runs_loop_s_mean"] = statistics.fmean(
+        r.summary.wall_seconds or 0.0 for r in tiny if r.summary
+    )
     if not quick:
         full = expand(
             base, ["training.progress=false"], parse_grid([f"optimizer.name={OPTIMIZERS}"]), seeds=2
@@ -177,7 +179,7 @@ def sweep_costs(quick: bool, store: Path) -> dict[str, Any]:
         )
         out["sweep_5_optimizers_x_2_seeds_digits_wall_s"] = wall
         out["sweep_5x2_completed"] = sum(r.state == "completed" for r in full)
-        out["sweep_5x2_loop_s_sum"] = sum(r.summary["wall_seconds"] for r in full if r.summary)
+        out["sweep_5x2_loop_s_sum"] = sum(r.summary.wall_seconds or 0.0 for r in full if r.summary)
     return out
 
 

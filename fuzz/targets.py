@@ -12,7 +12,6 @@ name that stays inside its folder).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -23,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from fuzz.workspace import CONTEXT, workspace
+from runstore import BadName
 from services.common.errors import FailedPrecondition, InvalidInput, ServiceError
+from services.common.status import status_for
 from services.generated.inference import grpc_service_pb2 as pb
 from services.generated.stride.analysis.v1 import analysis_pb2 as apb
 
@@ -48,10 +49,14 @@ REQUEST_PARAMETERS = ("timeout", "priority", "sequence_id", "sequence_start", "s
 
 
 def _answer_all(calls: list[Callable[[], object]]) -> None:
-    """Make each call; a domain error is an answer, anything else propagates."""
+    """Make each call; a domain error (one the status table maps) is an answer, anything
+    else propagates."""
     for call in calls:
-        with contextlib.suppress(ServiceError):
+        try:
             call()
+        except Exception as exc:
+            if not status_for(exc)[2]:
+                raise
 
 
 # ---------------------------------------------------------------- inference requests
@@ -160,7 +165,7 @@ def check_image(data: bytes, channels: int = 1, height: int = 8, width: int = 8)
 def _stays_inside(name: str, check: Callable[[str], object], root: Path) -> None:
     try:
         check(name)
-    except ServiceError:
+    except (ServiceError, BadName):
         return
     target = os.path.normpath(os.path.join(root, name))
     assert os.path.dirname(target) == os.path.normpath(root), f"{name!r} leaves {root}"
@@ -168,7 +173,7 @@ def _stays_inside(name: str, check: Callable[[str], object], root: Path) -> None
 
 def check_names(name: str, version: str) -> None:
     """Model names and versions through every RPC that takes them; run-store names likewise."""
-    from services.analysis.store import check_name
+    from runstore import check_read_name as check_name
     from services.inference.config import check_model_name
 
     ws = workspace()

@@ -122,8 +122,8 @@ def _repository(repo: Path) -> tuple[Any, Any]:
 @functools.cache
 def workspace() -> Workspace:
     """The process's workspace (made on first use)."""
+    from runstore import RunStore
     from services.analysis.servicer import AnalysisServicer
-    from services.analysis.store import RunStore
 
     # fuzz/run.py points STRIDE_FUZZ_TMP at a folder it removes: libFuzzer ends the process
     # without running Python's exit handlers, so the workspace cannot clean up after itself.

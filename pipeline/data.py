@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.config import AugmentSpec, ConfigError, DataSpec
 from pipeline.registry import Registry
+from pipeline.schema import AugmentSpec, ConfigError, DataSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 

@@ -25,7 +25,8 @@ from torch import nn
 
 from pipeline.config import parse_config
 from pipeline.model import build_model
-from pipeline.runstore import RunDir, StoreLocation, atomic_write_text, check_name
+from runstore import RunDir, StoreLocation, check_name
+from runstore.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # max abs difference of probabilities, ONNX Runtime vs PyTorch
@@ -75,15 +76,15 @@ def export_run(
     if not run.exists():
         raise ExportError(f"{run} is not a run directory (no config.json)")
     summary = run.read_summary()
-    if summary is None or summary.get("status") != "completed":
-        status = "running or interrupted" if summary is None else summary.get("status")
+    if summary is None or summary.status != "completed":
+        status = "running or interrupted" if summary is None else summary.status
         raise ExportError(f"run {run.name} is {status}; only a completed run can be exported")
     weights = run.read_checkpoint_file("model.pt")
     if weights is None:
         raise ExportError(f"{run}/checkpoints/model.pt is missing: the run saved no final model")
     record = run.read_config()
-    cfg = parse_config(record["config"])
-    data = record.get("data") or {}
+    cfg = parse_config(dict(record.config))
+    data = record.data
     try:
         c, h, w = (int(v) for v in data["input_shape"])
         input_shape = (c, h, w)
@@ -94,10 +95,10 @@ def export_run(
     model = build_model(cfg.model, input_shape=input_shape, num_classes=len(labels))
     model.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
     provenance = {
-        "run_id": str(record.get("run_id", run.name)),
-        "experiment": str(record.get("experiment", run.experiment)),
-        "config_hash": str(record.get("config_hash", cfg.hash())),
-        "code_version": str(record.get("code_version", "")),
+        "run_id": record.run_id or run.name,
+        "experiment": record.experiment or run.experiment,
+        "config_hash": record.config_hash or cfg.hash(),
+        "code_version": record.code_version,
     }
     return export_model(
         model,
@@ -163,8 +164,9 @@ def export_model(
         )
         diff = check_parity(wrapper, onnx_path, input_shape)
         if not (model_dir / "config.pbtxt").exists():  # keep a config the user tuned
-            atomic_write_text(model_dir / "config.pbtxt", config_text)
-        atomic_write_text(model_dir / "labels.txt", "".join(f"{label}\n" for label in labels))
+            atomic_write_bytes(model_dir / "config.pbtxt", config_text.encode())
+        labels_text = "".join(f"{label}\n" for label in labels)
+        atomic_write_bytes(model_dir / "labels.txt", labels_text.encode())
         version = _publish(tmp, model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

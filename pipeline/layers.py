@@ -1,54 +1,91 @@
 """Layers the model builder composes: activations (each its textbook formula),
-Maxout, convolution with every padding mode, pooling.
+Maxout, convolution with every padding mode, pooling, and the padding arithmetic.
 
-Activations are registered by name; a constructor takes the ActivationSpec and
-the width it acts on, so that a new activation needs one entry here and is then
-covered by the parametrised forward, gradient and export tests.
+Activations are module classes registered by name; each builds itself from the
+ActivationSpec (`from_spec`), so that a new activation needs one class and one
+entry here and is then covered by the parametrised forward, gradient and export
+tests, and named in the layer table.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import ActivationSpec
 from pipeline.registry import Registry
-from pipeline.spec import padding_amounts
-
-ActivationFactory = Callable[[ActivationSpec], nn.Module]
-ACTIVATIONS: Registry[ActivationFactory] = Registry("activation")
+from pipeline.schema import ActivationSpec, ConfigError
 
 
-class Sigmoid(nn.Module):
+def padding_amounts(padding: str | int, kernel: int) -> tuple[int, int]:
+    """(before, after) zero padding on each spatial side for a padding mode."""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        # k - 1 in total keeps the size at stride 1 (odd and even kernels) and gives
+        # ceil(n / s) at stride s; an even kernel puts the extra pixel after.
+        return (kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2
+    if padding == "full":
+        return kernel - 1, kernel - 1
+    if isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
+        return padding, padding
+    raise ConfigError(
+        f"padding {padding!r} is not allowed; allowed: valid, same, full, or an integer >= 0"
+    )
+
+
+def conv_output_size(n: int, kernel: int, stride: int, padding: str | int) -> int:
+    """o = floor((n + p_before + p_after - kernel) / stride) + 1.
+
+    The builder takes real shapes from a forward pass; this is only for refusing a
+    convolution before building it, with the size it would give in the message.
+    """
+    before, after = padding_amounts(padding, kernel)
+    return (n + before + after - kernel) // stride + 1
+
+
+class Activation(nn.Module):
+    """An activation module, built from its ActivationSpec (most take nothing from it)."""
+
+    @classmethod
+    def from_spec(cls, spec: ActivationSpec) -> Activation:
+        return cls()
+
+
+ACTIVATIONS: Registry[type[Activation]] = Registry("activation")
+
+
+class Sigmoid(Activation):
     """1 / (1 + exp(-x))."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(x)
 
 
-class Tanh(nn.Module):
+class Tanh(Activation):
     """(exp(x) - exp(-x)) / (exp(x) + exp(-x))."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x)
 
 
-class ReLU(nn.Module):
+class ReLU(Activation):
     """max(0, x)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
 
 
-class LeakyReLU(nn.Module):
+class LeakyReLU(Activation):
     """max(a * x, x) with 0 <= a < 1 (a = 0.1 by default)."""
 
     def __init__(self, negative_slope: float) -> None:
         super().__init__()
         self.negative_slope = negative_slope
+
+    @classmethod
+    def from_spec(cls, spec: ActivationSpec) -> LeakyReLU:
+        return cls(spec.negative_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(x, self.negative_slope)
@@ -57,12 +94,16 @@ class LeakyReLU(nn.Module):
         return f"a={self.negative_slope}"
 
 
-class ELU(nn.Module):
+class ELU(Activation):
     """x for x > 0, alpha * (exp(x) - 1) otherwise."""
 
     def __init__(self, alpha: float) -> None:
         super().__init__()
         self.alpha = alpha
+
+    @classmethod
+    def from_spec(cls, spec: ActivationSpec) -> ELU:
+        return cls(spec.alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(x, self.alpha)
@@ -71,7 +112,7 @@ class ELU(nn.Module):
         return f"alpha={self.alpha}"
 
 
-class Maxout(nn.Module):
+class Maxout(Activation):
     """Max over k affine pieces: output i is max_j z[i*k + j] of the preceding layer.
 
     The preceding convolution or dense layer computes the k pieces w_j.x + b_j of
@@ -83,6 +124,10 @@ class Maxout(nn.Module):
         super().__init__()
         self.pieces = pieces
 
+    @classmethod
+    def from_spec(cls, spec: ActivationSpec) -> Maxout:
+        return cls(spec.pieces)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, width = x.shape[0], x.shape[1]
         # (N, W, *S) -> (N, W/k, k, *S) -> max over the k pieces -> (N, W/k, *S)
@@ -93,25 +138,38 @@ class Maxout(nn.Module):
         return f"pieces={self.pieces}"
 
 
-ACTIVATIONS.add(
-    "sigmoid", lambda s: Sigmoid(), "logistic 1/(1+e^-x); saturates, gradients vanish in deep nets"
-)
-ACTIVATIONS.add("tanh", lambda s: Tanh(), "hyperbolic tangent; zero-centred, saturates")
-ACTIVATIONS.add("relu", lambda s: ReLU(), "max(0, x)")
-ACTIVATIONS.add(
-    "leaky_relu", lambda s: LeakyReLU(s.negative_slope), "max(a*x, x), a = negative_slope (0.1)"
-)
-ACTIVATIONS.add("elu", lambda s: ELU(s.alpha), "x if x > 0 else alpha*(e^x - 1), alpha (1.0)")
-ACTIVATIONS.add(
-    "maxout",
-    lambda s: Maxout(s.pieces),
-    "max over k affine pieces (pieces, 2); divides the width by k",
-)
+ACTIVATIONS.add("sigmoid", Sigmoid, "logistic 1/(1+e^-x); saturates, gradients vanish in deep nets")
+ACTIVATIONS.add("tanh", Tanh, "hyperbolic tangent; zero-centred, saturates")
+ACTIVATIONS.add("relu", ReLU, "max(0, x)")
+ACTIVATIONS.add("leaky_relu", LeakyReLU, "max(a*x, x), a = negative_slope (0.1)")
+ACTIVATIONS.add("elu", ELU, "x if x > 0 else alpha*(e^x - 1), alpha (1.0)")
+ACTIVATIONS.add("maxout", Maxout, "max over k affine pieces (pieces, 2); divides the width by k")
 
 
-def build_activation(spec: ActivationSpec) -> nn.Module:
+def check_activation(where: str, spec: ActivationSpec) -> None:
+    """The activation's name and its parameters, whether or not a layer uses it."""
+    if spec.name not in ACTIVATIONS:
+        raise ConfigError(
+            f"{where}: unknown activation {spec.name!r}; valid: {', '.join(ACTIVATIONS.names())}"
+        )
+    if spec.name == "maxout" and spec.pieces < 2:
+        raise ConfigError(f"{where}: maxout pieces must be >= 2, got {spec.pieces}")
+    if spec.name == "leaky_relu" and not 0 <= spec.negative_slope < 1:
+        raise ConfigError(
+            f"{where}: leaky_relu negative_slope must be in [0, 1), got {spec.negative_slope}"
+        )
+    if spec.name == "elu" and spec.alpha <= 0:
+        raise ConfigError(f"{where}: elu alpha must be > 0, got {spec.alpha}")
+
+
+def build_activation(spec: ActivationSpec) -> Activation:
     """The activation module a spec names."""
-    return ACTIVATIONS.get(spec.name)(spec)
+    return ACTIVATIONS.get(spec.name).from_spec(spec)
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """The registered name of an activation module (the layer table shows it), else None."""
+    return next((e.name for e in ACTIVATIONS if type(module) is e.value), None)
 
 
 class Conv2d(nn.Conv2d):
@@ -125,6 +183,7 @@ class Conv2d(nn.Conv2d):
         super().__init__(
             in_channels, out_channels, kernel, stride, padding=before if before == after else 0
         )
+        self.padding_rule = padding  # as configured, for the layer table
         # F.pad order: left, right, top, bottom; only for the asymmetric case
         self.extra_pad = None if before == after else (before, after, before, after)
 
@@ -151,6 +210,7 @@ class GlobalPool(nn.Module):
 
 
 def build_pool(kind: str, size: int, stride: int) -> nn.Module:
+    """Max or mean pooling over size x size windows."""
     if kind == "max":
         return nn.MaxPool2d(size, stride)
     return nn.AvgPool2d(size, stride)

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from pipeline.config import ConfigError, OptimizerSpec, ScheduleSpec
 from pipeline.registry import Registry
+from pipeline.schema import ConfigError, OptimizerSpec, ScheduleSpec
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,11 @@ import torch
 from torch import nn
 
 from pipeline.config import RunConfig, parse_config
+from pipeline.optim import optimizer_kwargs
 from pipeline.run import config_record, data_record, failed_summary, resolve_run
-from pipeline.runstore import ArrowFiles, RunDir, StoreLocation
 from pipeline.train import CHECKPOINT, Trainer
+from runstore import EpochRecord, Follower, RunDir, StoreLocation, SummaryRecord
+from runstore.files import ArrowFiles
 
 log = logging.getLogger(__name__)
 RAY_CHECKPOINTS = "checkpoints"  # RunConfig.name under the run directory
@@ -120,10 +122,10 @@ class RayContext:
         path = Path(checkpoint.to_directory(str(target)))
         return path if checkpoint_epoch(path) is not None else None
 
-    def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
+    def report(self, record: EpochRecord, save: Callable[[Path], None]) -> None:
         import ray.train
 
-        scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        scalars = {k: v for k, v in vars(record).items() if isinstance(v, int | float)}
         with tempfile.TemporaryDirectory(dir=self._tmp) as directory:
             checkpoint = None
             if self.rank == 0:
@@ -164,6 +166,7 @@ def _fit_on_worker(
                     "lr": trainer.optimizer.param_groups[0]["initial_lr"],
                     "lr_scaling": "none: the configured lr applies to the effective batch",
                     "device": str(ctx.device),
+                    "optimizer": optimizer_kwargs(cfg.optimizer),  # what it was built with
                     "ray": True,
                 },
             )
@@ -181,9 +184,10 @@ def ray_checkpoints(run: RunDir) -> list[str]:
     found = [
         f"{RAY_CHECKPOINTS}/{name}"
         for name in files.list_dirs(RAY_CHECKPOINTS)
-        if name.startswith("checkpoint_") and files.exists(f"{RAY_CHECKPOINTS}/{name}/{CHECKPOINT}")
+        if name.startswith("checkpoint_")
+        and files.is_file(f"{RAY_CHECKPOINTS}/{name}/{CHECKPOINT}")
     ]
-    if files.exists(f"{RAY_CHECKPOINTS}/{CHECKPOINT}"):  # a run begun with --local
+    if files.is_file(f"{RAY_CHECKPOINTS}/{CHECKPOINT}"):  # a run begun with --local
         found.insert(0, RAY_CHECKPOINTS)
     return found
 
@@ -205,7 +209,7 @@ def train_on_ray(
     name: str | None = None,
     resume: bool = False,
     grid: dict[str, Any] | None = None,
-) -> tuple[RunDir, dict[str, Any]]:
+) -> tuple[RunDir, SummaryRecord]:
     """One run through TorchTrainer; Ray must be initialised (see `ensure_ray`). A path
     `runs` is resolved here, in the driver's working directory, before Ray sees it."""
     import ray.train
@@ -246,7 +250,7 @@ def train_on_ray(
     except Exception as exc:
         reason = _failure_reason(exc)
         summary = run.read_summary()
-        if summary is None or summary.get("status") != "completed":
+        if summary is None or summary.status != "completed":
             run.write_summary(failed_summary(reason))
         raise RuntimeError(f"run {run.name} failed: {reason}") from exc
     summary = run.read_summary()
@@ -275,17 +279,17 @@ def _failure_reason(exc: BaseException) -> str:
 
 
 def follow_run(
-    run: RunDir, on_epoch: Callable[[dict[str, Any]], None], done: Any, interval: float = 0.5
+    run: RunDir, on_epoch: Callable[[EpochRecord], None], done: Any, interval: float = 0.5
 ) -> None:
-    """Call `on_epoch` for each new line of a run's metrics.jsonl until `done` is set."""
-    seen = 0
+    """Call `on_epoch` for each new epoch of a run (once each, also across a resume)
+    until `done` is set."""
+    follower = Follower(run)
     while True:
         finished = done.wait(interval)
-        records = run.read_metrics()
-        if len(records) < seen:  # a resumed run rewound its metrics
-            seen = len(records)
-        for record in records[seen:]:
-            on_epoch(record)
-        seen = len(records)
+        for event in follower.poll():
+            if event.epoch is not None:
+                on_epoch(event.epoch)
         if finished:
             return
+        if follower.ended:  # a summary of an earlier attempt (--resume deletes it): go on
+            follower = Follower(run, after_epoch=follower.sent)

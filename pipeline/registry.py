@@ -53,10 +53,6 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}"
             ) from None
 
-    def entry(self, name: str) -> Entry[T]:
-        self.get(name)
-        return self._entries[name]
-
     def names(self) -> list[str]:
         return list(self._entries)
 

@@ -3,21 +3,28 @@ the Trainer, summary.json. Ray's workers call the same pieces (pipeline.ray_trai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import RunConfig
-from pipeline.runstore import (
+from pipeline.optim import optimizer_kwargs
+from pipeline.train import LocalContext, Trainer
+from runstore import (
+    ConfigRecord,
+    EpochRecord,
     RunDir,
     StoreLocation,
-    code_version,
-    library_versions,
+    SummaryRecord,
     new_run_id,
     utc_now,
 )
-from pipeline.train import LocalContext, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +36,20 @@ def config_record(
     grid: dict[str, Any] | None = None,
     effective: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ConfigRecord:
     """The content of config.json (docs/formats.md)."""
-    return {
-        "schema": 1,
-        "experiment": run.experiment,
-        "run_id": run.name,
-        "created_at": utc_now(),
-        "config": cfg.to_dict(),
-        "config_hash": cfg.hash(),
-        "grid": grid or {},
-        "code_version": code_version(),
-        "versions": library_versions(),
-        "effective": effective or {},
-        "data": data or {},
-    }
+    return ConfigRecord(
+        experiment=run.experiment,
+        run_id=run.name,
+        created_at=utc_now(),
+        config=cfg.to_dict(),
+        config_hash=cfg.hash(),
+        grid=grid or {},
+        code_version=code_version(),
+        versions=library_versions(),
+        effective=effective or {},
+        data=data or {},
+    )
 
 
 def data_record(trainer: Trainer) -> dict[str, Any]:
@@ -59,14 +65,37 @@ def data_record(trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def failed_summary(reason: str) -> dict[str, Any]:
-    return {
-        "status": "failed",
-        "reason": reason,
-        "test_loss": None,
-        "test_accuracy": None,
-        "finished_at": utc_now(),
-    }
+def failed_summary(reason: str) -> SummaryRecord:
+    return SummaryRecord(status="failed", reason=reason, finished_at=utc_now())
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in ("stride", "torch", "torchvision", "ray", "numpy", "onnx", "onnxruntime"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def code_version() -> str:
+    """Stride's installed version plus the git revision of the source tree, when there is
+    one (from the package metadata: the library does not import the command line)."""
+    try:
+        version = metadata.version("stride")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"{version}+g{rev}" if rev else version
 
 
 def resolve_run(
@@ -82,7 +111,8 @@ def resolve_run(
         )
     if resume and not run.exists():
         raise ValueError(f"--resume: no run at {run} to continue")
-    if resume and (run.read_summary() or {}).get("status") == "completed":
+    summary = run.read_summary() if resume else None
+    if summary is not None and summary.status == "completed":
         raise ValueError(f"--resume: run {run} has already completed")
     return RunDir.create(runs, experiment, run_id)
 
@@ -94,8 +124,8 @@ def train_local(
     experiment: str,
     name: str | None = None,
     resume: bool = False,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[RunDir, dict[str, Any]]:
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> tuple[RunDir, SummaryRecord]:
     """Train one run in this process (no Ray) and write its run directory."""
     run = resolve_run(StoreLocation.parse(runs), experiment, name, cfg, resume)
     ctx = LocalContext(cfg.scaling.use_gpu, run, resume=resume)
@@ -112,6 +142,7 @@ def train_local(
                         "batch_size": cfg.training.batch_size,
                         "lr": trainer.optimizer.param_groups[0]["initial_lr"],
                         "device": str(ctx.device),
+                        "optimizer": optimizer_kwargs(cfg.optimizer),  # what it was built with
                     },
                 )
             )

@@ -18,14 +18,16 @@ import secrets
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import yaml
 
 from pipeline.config import ConfigError, RunConfig, parse_config
-from pipeline.runstore import Files, RunDir, StoreLocation, check_name, open_store
 from pipeline.spec import validate
+from pipeline.tables import format_table as text_table
+from runstore import Follower, RunDir, StoreLocation, SummaryRecord, check_name, open_files
+from runstore.files import Files
 
 
 @dataclass
@@ -40,8 +42,9 @@ class SweepRun:
     state: str = "pending"  # pending, running, completed, failed
     epoch: int = 0
     val_accuracy: float | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: SummaryRecord | None = None
     error: str = ""
+    follower: Follower | None = None  # reads its epochs while it runs
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[Any]]]:
@@ -124,7 +127,7 @@ def concurrency(runs: list[SweepRun], resources: dict[str, float]) -> int:
 
 def _launch(
     cfg_dict: dict[str, Any], runs: str, experiment: str, run_id: str, grid: dict[str, Any]
-) -> dict[str, Any]:
+) -> SummaryRecord:
     """Runs inside a Ray task (in Ray's working directory, not the user's): one
     TorchTrainer run; returns its summary."""
     from pipeline.ray_train import train_on_ray
@@ -155,8 +158,8 @@ class SweepView:
     def line(self, r: SweepRun) -> str:
         epochs = r.cfg.training.epochs
         acc = f"val acc {r.val_accuracy:.4f}" if r.val_accuracy is not None else ""
-        if r.state == "completed":
-            acc = f"test acc {r.summary.get('test_accuracy', 0):.4f}"
+        if r.state == "completed" and r.summary is not None:
+            acc = f"val acc {r.summary.val_accuracy or 0:.4f}"
         tail = f"  {r.error}" if r.error else ""
         return f"{r.run_id:<40} {r.state:<9} epoch {r.epoch:>3}/{epochs:<3} {acc}{tail}"
 
@@ -187,10 +190,13 @@ class SweepView:
 
 
 def _poll(run: SweepRun, root: Files) -> None:
-    records = RunDir(root.child(run.run_id)).read_metrics()
-    if records:
-        run.epoch = int(records[-1].get("epoch", 0))
-        run.val_accuracy = records[-1].get("val_accuracy")
+    """Bring a member's epoch and validation accuracy up to date from its metrics.jsonl."""
+    if run.follower is None:
+        run.follower = Follower(RunDir(root.child(run.run_id)))
+    for event in run.follower.poll():
+        if event.epoch is not None:
+            run.epoch = event.epoch.epoch
+            run.val_accuracy = event.epoch.val_accuracy
 
 
 def run_sweep(
@@ -213,7 +219,7 @@ def run_sweep(
 
     check_name("experiment", experiment)
     store = StoreLocation.parse(store)  # in the driver, before Ray's tasks see it
-    root = open_store(store).child(experiment)
+    root = open_files(store).child(experiment)
     # Progress reads each running run's metrics.jsonl: every poll on a disk, every 2 s
     # on an object store, where each read is a request.
     every = poll if root.local_path() is not None else max(poll, 2.0)
@@ -269,8 +275,8 @@ def summarise(runs: list[SweepRun]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for label in dict.fromkeys(r.label for r in runs):
         group = [r for r in runs if r.label == label]
-        ok = [r for r in group if r.state == "completed"]
-        accs = [float(r.summary["test_accuracy"]) for r in ok]
+        ok = [r.summary for r in group if r.state == "completed" and r.summary is not None]
+        accs = [s.test_accuracy for s in ok if s.test_accuracy is not None]
         rows.append(
             {
                 "label": label,
@@ -285,8 +291,8 @@ def summarise(runs: list[SweepRun]) -> list[dict[str, Any]]:
                 else None,
                 "test_accuracy_min": min(accs, default=None),
                 "test_accuracy_max": max(accs, default=None),
-                "epochs_mean": _mean([float(r.summary["epochs_run"]) for r in ok]),
-                "wall_seconds_mean": _mean([float(r.summary["wall_seconds"]) for r in ok]),
+                "epochs_mean": _mean([float(s.epochs_run or 0) for s in ok]),
+                "wall_seconds_mean": _mean([float(s.wall_seconds or 0) for s in ok]),
             }
         )
     # best mean first; groups with no completed run last
@@ -305,12 +311,12 @@ def _cell(row: dict[str, Any], key: str, fmt: str = ".4f") -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The summary rows as an aligned text table."""
     header = ("grid value", "runs", "test acc mean", "std", "min", "max", "epochs", "wall s")
-    lines = [header]
+    cells = []
     for row in rows:
         runs = f"{row['completed']}/{row['runs']}" + (
             f" ({row['failed']} failed)" if row["failed"] else ""
         )
-        lines.append(
+        cells.append(
             (
                 row["label"],
                 runs,
@@ -322,16 +328,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 _cell(row, "wall_seconds_mean", ".1f"),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    ]
-    out.insert(1, "-" * len(out[0]))
-    return "\n".join(out)
+    return text_table(header, cells, ("left", *["right"] * (len(header) - 1)))
 
 
 # What a sweep may choose its best run by: summary.json's figures of the kept model on
@@ -346,12 +343,12 @@ def best_run(runs: list[SweepRun], metric: str = "val_accuracy") -> SweepRun | N
         raise ValueError(
             f"cannot select the best run by {metric!r}: use one of {sorted(SELECTION_METRICS)}"
         )
-    ok = [r for r in runs if r.state == "completed"]
+    ok = [r for r in runs if r.state == "completed" and r.summary is not None]
 
     def key(r: SweepRun) -> tuple[float, float]:
-        acc = float(r.summary.get("val_accuracy", float("nan")))
-        loss = float(r.summary.get("val_loss", float("nan")))
-        if math.isnan(acc) or math.isnan(loss):
+        assert r.summary is not None
+        acc, loss = r.summary.val_accuracy, r.summary.val_loss
+        if acc is None or loss is None:
             raise ValueError(f"run {r.run_id}: summary.json has no validation figures")
         return (acc, -loss) if metric == "val_accuracy" else (-loss, acc)
 

@@ -32,7 +32,7 @@ from pipeline.data import ImageDataset, Splits, build_augment, load_splits, make
 from pipeline.losses import LOSSES
 from pipeline.model import build_model, parameterised_layers
 from pipeline.optim import build_optimizer, build_schedule
-from pipeline.runstore import CHECKPOINTS, RunDir, utc_now
+from runstore import CHECKPOINTS, EpochRecord, RunDir, SummaryRecord, utc_now
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -50,7 +50,7 @@ class TrainContext(Protocol):
     def prepare_eval_loader(self, loader: torch.utils.data.DataLoader) -> Any: ...
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor: ...
     def latest_checkpoint(self) -> Path | None: ...
-    def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
+    def report(self, record: EpochRecord, save: Callable[[Path], None]) -> None:
         """Called by every worker once per epoch; `save(dir)` writes the checkpoint (rank 0)."""
 
     def close(self) -> None:
@@ -110,7 +110,7 @@ class LocalContext:
             (d / CHECKPOINT).write_bytes(data)
         return d if (d / CHECKPOINT).exists() else None
 
-    def report(self, metrics: dict[str, Any], save: Callable[[Path], None]) -> None:
+    def report(self, record: EpochRecord, save: Callable[[Path], None]) -> None:
         d = self._checkpoint_dir()
         if d is None or self._run is None:
             return
@@ -254,7 +254,7 @@ class Trainer:
         ctx: TrainContext,
         run: RunDir | None,
         splits: Splits | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
     ) -> None:
         self.cfg, self.ctx, self.run, self.on_epoch = cfg, ctx, run, on_epoch
         seed_everything(cfg.seed)
@@ -443,7 +443,7 @@ class Trainer:
 
     # ------------------------------------------------------------ the run
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self) -> SummaryRecord:
         """Train until the epochs run out or early stopping; return the summary."""
         cfg = self.cfg
         checkpoint = self.ctx.latest_checkpoint()
@@ -470,26 +470,26 @@ class Trainer:
         # The kept model's validation figures: what a sweep selects by, never the test set.
         val_loss, val_acc = self.evaluate(self.val_loader)
         test_loss, test_acc = self.evaluate(self.test_loader)
-        return {
-            "status": "completed",
-            "reason": None,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "test_loss": test_loss,
-            "test_accuracy": test_acc,
-            "best_epoch": self.stopper.best_epoch,
-            "best_metric": cfg.early_stopping.metric,
-            "best_value": self.stopper.best_value,
-            "epochs_run": epoch,
-            "stopped_early": stopped_early,
-            "wall_seconds": round(time.perf_counter() - wall_start, 3),
-            "train_seconds": round(self.elapsed, 3),
-            "device": _device_name(self.device),
-            "precision": self.precision.name,
-            "workers": self.ctx.world_size,
-            "resumed_from_epoch": resumed_from,  # the last restart's checkpoint, if any
-            "finished_at": utc_now(),
-        }
+        return SummaryRecord(
+            status="completed",
+            reason=None,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            test_loss=test_loss,
+            test_accuracy=test_acc,
+            best_epoch=self.stopper.best_epoch,
+            best_metric=cfg.early_stopping.metric,
+            best_value=self.stopper.best_value,
+            epochs_run=epoch,
+            stopped_early=stopped_early,
+            wall_seconds=round(time.perf_counter() - wall_start, 3),
+            train_seconds=round(self.elapsed, 3),
+            device=_device_name(self.device),
+            precision=self.precision.name,
+            workers=self.ctx.world_size,
+            resumed_from_epoch=resumed_from,  # the last restart's checkpoint, if any
+            finished_at=utc_now(),
+        )
 
     def _one_epoch(self, epoch: int, progress: Any) -> bool:
         if progress is not None:
@@ -515,21 +515,20 @@ class Trainer:
         if self.stopper.update(epoch, value):
             self.best_state = copy.deepcopy(self.raw_model.state_dict())
         count = max(train[2].item(), 1.0)
-        record = {
-            "epoch": epoch,
-            "train_loss": train[0].item() / count,
-            "train_accuracy": train[1].item() / count,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norms": [
-                {"layer": name, "norm": float(v)}
-                for (name, _), v in zip(self.layers, grad.tolist(), strict=True)
-            ],
-            "epoch_seconds": round(epoch_seconds, 4),
-            "elapsed_seconds": round(self.elapsed, 4),
-            "images_per_second": round(count / max(train_seconds, 1e-9), 1),
-        }
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train[0].item() / count,
+            train_accuracy=train[1].item() / count,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            lr=self.optimizer.param_groups[0]["lr"],
+            grad_norms=tuple(
+                (name, float(v)) for (name, _), v in zip(self.layers, grad.tolist(), strict=True)
+            ),
+            epoch_seconds=round(epoch_seconds, 4),
+            elapsed_seconds=round(self.elapsed, 4),
+            images_per_second=round(count / max(train_seconds, 1e-9), 1),
+        )
         if self.run is not None and self.ctx.rank == 0:
             self.run.append_metrics(record)  # before the checkpoint: a resume redoes this epoch
         self.ctx.report(record, lambda directory: self.save_checkpoint(epoch, directory))

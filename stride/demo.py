@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.runstore import StoreLocation
+    from runstore import StoreLocation
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
@@ -255,6 +255,8 @@ def _stat(stat: Any, digits: int = 4) -> str:
 
 def format_comparison(result: Any) -> str:
     """CompareRunsResponse as a table: one row per optimizer, best first."""
+    from pipeline.tables import format_table
+
     header = (
         "rank",
         "optimizer",
@@ -265,35 +267,30 @@ def format_comparison(result: Any) -> str:
         "seconds to 95%",
         "final val acc",
     )
-    rows = [header]
-    for i, g in enumerate(result.groups, 1):
-        rows.append(
-            (
-                str(i),
-                g.name,
-                str(len(g.runs)),
-                _stat(g.test_accuracy),
-                _stat(g.epochs_to_target, 1),
-                f"{g.reached_target}/{len(g.runs)}",
-                _stat(g.seconds_to_target, 1),
-                _stat(g.final_val_accuracy),
-            )
+    rows = [
+        (
+            str(i),
+            g.name,
+            str(len(g.runs)),
+            _stat(g.test_accuracy),
+            _stat(g.epochs_to_target, 1),
+            f"{g.reached_target}/{len(g.runs)}",
+            _stat(g.seconds_to_target, 1),
+            _stat(g.final_val_accuracy),
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    lines.append(
-        f"(mean ± sample std over seeds; ranked by {result.rank_by}; a run that never "
-        "reaches the target counts its whole budget)"
+        for i, g in enumerate(result.groups, 1)
+    ]
+    return (
+        f"{format_table(header, rows)}\n(mean ± sample std over seeds; ranked by "
+        f"{result.rank_by}; a run that never reaches the target counts its whole budget)"
     )
-    return "\n".join(lines)
 
 
 def run_demo(opts: DemoOptions) -> int:
     """The whole pipeline; returns the exit status."""
     from pipeline.config import load_config
     from pipeline.export import export_run
-    from pipeline.runstore import RunDir
+    from runstore import RunDir
 
     start = time.perf_counter()
     experiment = "demo-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -302,7 +299,7 @@ def run_demo(opts: DemoOptions) -> int:
     say(
         "2/6",
         f"best run by validation accuracy {best.run_id}: val accuracy "
-        f"{best.summary['val_accuracy']:.4f}, test accuracy {best.summary['test_accuracy']:.4f}",
+        f"{best.summary.val_accuracy:.4f}, test accuracy {best.summary.test_accuracy:.4f}",
     )
     exported = export_run(RunDir.at(opts.runs, experiment, best.run_id), opts.repository)
     model = exported.model_dir.name

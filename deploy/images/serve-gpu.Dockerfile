@@ -25,6 +25,7 @@ COPY pyproject.toml README.md ./
 COPY stride/ stride/
 COPY pipeline/ pipeline/
 COPY services/ services/
+COPY runstore/ runstore/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ".[serve,analysis]" \
     && /opt/venv/bin/pip check
 

@@ -14,22 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runstore import Run, RunStore, Skipped, check_read_name
 from services.analysis import stats
 from services.analysis.errors import InvalidRequest, NoRuns
-from services.analysis.store import Run, RunStore, Skipped, check_name, select_runs
-
-DEFAULT_GROUP_BY = "optimizer.name"
-DEFAULT_TARGET = 0.95
-# metric -> lower is better. Time metrics count a run that missed the target as its budget.
-RANK_METRICS: Mapping[str, bool] = {
-    "epochs_to_target": True,
-    "seconds_to_target": True,
-    "final_val_accuracy": False,
-    "best_val_accuracy": False,
-    "test_accuracy": False,
-    "auc_val_loss": True,
-}
-DEFAULT_RANK_BY = "epochs_to_target"
+from services.analysis.options import (
+    DEFAULT_GROUP_BY,
+    DEFAULT_RANK_BY,
+    DEFAULT_TARGET,
+    RANK_METRICS,
+)
+from services.analysis.store import select_runs
 
 
 @dataclass(frozen=True)
@@ -55,7 +49,7 @@ class Groups:
 
 def select(store: RunStore, selection: Selection) -> Groups:
     """Read an experiment and split its runs into groups; NoRuns when none is left."""
-    check_name("experiment", selection.experiment)
+    check_read_name("experiment", selection.experiment)
     scan = store.scan(selection.experiment)
     skipped = list(scan.malformed)
     runs = select_runs(scan.runs, where=selection.where)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from typing import Any
 
+from runstore import EpochRecord, Run, Skipped, SummaryRecord, format_value
 from services.analysis import compare as cmp
 from services.analysis.errors import InvalidRequest
 from services.analysis.stats import Stat, WinProbability
-from services.analysis.store import Epoch, Run, Skipped, Summary, format_value
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb
 
 
@@ -50,7 +51,7 @@ def skipped(value: Skipped) -> pb.SkippedRun:
     return pb.SkippedRun(experiment=value.experiment, run_id=value.run_id, reason=value.reason)
 
 
-def epoch(value: Epoch) -> pb.EpochMetrics:
+def epoch(value: EpochRecord) -> pb.EpochMetrics:
     """An EpochMetrics message."""
     out = pb.EpochMetrics(
         epoch=value.epoch,
@@ -70,7 +71,7 @@ def epoch(value: Epoch) -> pb.EpochMetrics:
     return out
 
 
-def summary(value: Summary) -> pb.RunSummary:
+def summary(value: SummaryRecord) -> pb.RunSummary:
     """A RunSummary message."""
     out = pb.RunSummary(
         status=value.status,
@@ -118,7 +119,7 @@ def get_run(run: Run) -> pb.GetRunResponse:
     """The whole run: config.json as JSON text, every epoch, the summary."""
     out = pb.GetRunResponse(
         run=run_info(run),
-        config_json=json.dumps(run.meta, sort_keys=True),
+        config_json=json.dumps(asdict(run.record) if run.record else {}, sort_keys=True),
         history=[epoch(e) for e in run.epochs],
     )
     if run.summary is not None:

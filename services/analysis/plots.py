@@ -20,9 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from runstore import Run
 from services.analysis.compare import GroupFlow, Groups
 from services.analysis.errors import InvalidRequest
-from services.analysis.store import Run
 
 DEFAULT_WIDTH = 1500
 DEFAULT_HEIGHT = 900

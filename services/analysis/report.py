@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from tabulate import SEPARATING_LINE, DataRow, Line, TableFormat, tabulate
+
 from services.analysis.compare import Comparison, GroupFlow
 from services.analysis.stats import Stat
 
@@ -41,12 +43,25 @@ def _stat(stat: Stat, digits: int, ci: bool = True) -> str:
     return text
 
 
+# A header, a rule of dashes under each column, rows: the tables of `stride models`,
+# `stride sweep` and `stride train` look the same (pipeline.tables; services do not
+# import the pipeline). The header goes in as a row: as tabulate's `headers` it would
+# widen each column by two.
+_TEXT_TABLE = TableFormat(
+    lineabove=None,
+    linebelowheader=Line("", "-", "  ", ""),  # also what SEPARATING_LINE draws
+    linebetweenrows=None,
+    linebelow=None,
+    headerrow=DataRow("", "  ", ""),
+    datarow=DataRow("", "  ", ""),
+    padding=0,
+    with_header_hide=None,
+)
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return [line.rstrip() for line in lines]
+    table = [list(header), [SEPARATING_LINE], *rows]
+    return tabulate(table, tablefmt=_TEXT_TABLE, disable_numparse=True).split("\n")
 
 
 def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from runstore import RunStore
 from services.analysis.servicer import SERVICE_NAME, AnalysisServicer
-from services.analysis.store import RunStore
 from services.common import ManagedServer, ServerOptions, Service
 from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc
 

@@ -13,15 +13,34 @@ from typing import Any
 
 import grpc
 
+from runstore import (
+    STATUSES,
+    BadName,
+    ExperimentNotFound,
+    MalformedRun,
+    RunNotFound,
+    RunStore,
+    check_read_name,
+)
 from services.analysis import compare as cmp
 from services.analysis import convert, plots
 from services.analysis.errors import InvalidRequest
-from services.analysis.store import STATUSES, RunStore, check_name, select_runs
-from services.analysis.watch import DEFAULT_POLL_SECONDS, follow
+from services.analysis.store import select_runs
+from services.analysis.watch import watch
+from services.common.status import STATUS_FOR_ERROR, register_error
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb
 from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "stride.analysis.v1.AnalysisService"
+# The run store's errors are plain ValueError / LookupError families; their codes here.
+for _error, _code in (
+    (BadName, grpc.StatusCode.INVALID_ARGUMENT),
+    (MalformedRun, grpc.StatusCode.FAILED_PRECONDITION),
+    (ExperimentNotFound, grpc.StatusCode.NOT_FOUND),
+    (RunNotFound, grpc.StatusCode.NOT_FOUND),
+):
+    if _error not in STATUS_FOR_ERROR:
+        register_error(_error, _code)
 # A WatchRun without a deadline still ends: a client that forgot one must not pin a
 # server thread for ever.
 MAX_WATCH_SECONDS = 3600.0
@@ -34,12 +53,18 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
         self.store = store
         self.max_watch_seconds = max_watch_seconds
         self._closed = threading.Event()
+        self._wakes: set[threading.Event] = set()  # one per WatchRun in flight
+        self._watch_lock = threading.Lock()
         # matplotlib's font and text caches are shared state: one figure at a time.
         self._render_lock = threading.Lock()
 
     def close(self) -> None:
-        """End the WatchRun streams in flight (called on shutdown)."""
+        """End the WatchRun streams in flight at once (called on shutdown): each one's
+        wait between polls is woken, not left to run out."""
         self._closed.set()
+        with self._watch_lock:
+            for wake in self._wakes:
+                wake.set()
 
     def ListExperiments(
         self, request: pb.ListExperimentsRequest, context: grpc.ServicerContext
@@ -116,40 +141,39 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
     def WatchRun(
         self, request: pb.WatchRunRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchRunResponse]:
-        experiment = check_name("experiment", _required(request.experiment, "experiment"))
-        run_id = check_name("run id", _required(request.run_id, "run_id"))
-        if request.after_epoch < 0 or request.poll_seconds < 0:
-            raise InvalidRequest("after_epoch and poll_seconds must not be negative")
+        experiment = check_read_name("experiment", _required(request.experiment, "experiment"))
+        run_id = check_read_name("run id", _required(request.run_id, "run_id"))
         remaining = context.time_remaining()
         budget = self.max_watch_seconds if remaining is None else min(remaining, 1e9)
         wake = threading.Event()
         context.add_callback(wake.set)  # cancelled or timed out: stop waiting at once
-
-        def wait(seconds: float) -> None:
-            wake.wait(seconds)
-
-        def active() -> bool:
-            return context.is_active() and not self._closed.is_set() and not wake.is_set()
-
-        events = follow(
-            self.store,
-            experiment,
-            run_id,
-            after_epoch=request.after_epoch,
-            poll_seconds=request.poll_seconds or DEFAULT_POLL_SECONDS,
-            wait=wait,
-            active=active,
-            deadline=time.monotonic() + min(budget, self.max_watch_seconds),
-        )
-        for event in events:
-            out = pb.WatchRunResponse()
-            if event.epoch is not None:
-                out.epoch.CopyFrom(convert.epoch(event.epoch))
-            if event.summary is not None:
-                out.summary.CopyFrom(convert.summary(event.summary))
-            if event.warning is not None:
-                out.warnings.append(event.warning)
-            yield out
+        with self._watch_lock:
+            self._wakes.add(wake)
+        if self._closed.is_set():
+            wake.set()
+        try:
+            events = watch(
+                self.store,
+                experiment,
+                run_id,
+                after_epoch=request.after_epoch,
+                poll_seconds=request.poll_seconds,
+                wait=wake.wait,
+                active=lambda: context.is_active() and not wake.is_set(),
+                deadline=time.monotonic() + min(budget, self.max_watch_seconds),
+            )
+            for event in events:
+                out = pb.WatchRunResponse()
+                if event.epoch is not None:
+                    out.epoch.CopyFrom(convert.epoch(event.epoch))
+                if event.summary is not None:
+                    out.summary.CopyFrom(convert.summary(event.summary))
+                if event.warning is not None:
+                    out.warnings.append(event.warning)
+                yield out
+        finally:
+            with self._watch_lock:
+                self._wakes.discard(wake)
 
 
 def _required(value: Any, name: str) -> str:

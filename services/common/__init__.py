@@ -32,16 +32,45 @@ Torch-free and Ray-free. How a service uses it::
   `TlsFiles(cert, key, ca)` for TLS / mutual TLS, bearer token, extra health port).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from services.common import errors
 from services.common.logs import configure_json_logging, request_id_var
-from services.common.server import (
-    DEFAULT_MAX_MESSAGE_MB,
-    ManagedServer,
-    ServerOptions,
-    Service,
-    TlsFiles,
-)
-from services.common.status import STATUS_FOR_ERROR, register_error, status_for
+
+if TYPE_CHECKING:
+    from services.common.server import (
+        DEFAULT_MAX_MESSAGE_MB,
+        ManagedServer,
+        ServerOptions,
+        Service,
+        TlsFiles,
+    )
+    from services.common.status import STATUS_FOR_ERROR, register_error, status_for
+
+# The names that need grpc, by the module that defines them. They are imported on
+# first use, so that domain code raising `services.common.errors` (the analysis
+# statistics, `stride compare`, `stride --help`) does not import grpc.
+_NEED_GRPC = {
+    "DEFAULT_MAX_MESSAGE_MB": "server",
+    "ManagedServer": "server",
+    "ServerOptions": "server",
+    "Service": "server",
+    "TlsFiles": "server",
+    "STATUS_FOR_ERROR": "status",
+    "register_error": "status",
+    "status_for": "status",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _NEED_GRPC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"services.common.{module}"), name)
+
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_MB",

@@ -8,6 +8,12 @@ logs), message size limits, a cap on concurrent calls, TLS or mutual TLS, and an
 optional second plaintext port that serves health only (for Kubernetes probes
 when the main port uses TLS).
 
+Threads: calls run on one of three pools. Health Check and each service's probe
+methods run on `PROBE_THREADS` threads of their own, so a server whose handler
+threads are all busy (slow models, a flood) still answers its probes; streaming
+calls run on a `StreamGuard`'s pool (at most `max_streams`, idle ones ended);
+everything else runs on `handler_threads` threads.
+
 Shutdown order: health reports NOT_SERVING for every name, the server stops
 taking new calls and gives the calls in flight `grace_period` seconds, then the
 `on_stop` callbacks release what the services hold (models, files).
@@ -15,20 +21,23 @@ taking new calls and gives the calls in flight `grace_period` seconds, then the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.interceptors import ServiceInterceptor
+from services.common.interceptors import HEALTH_CHECK, HEALTH_METHODS, ServiceInterceptor
+from services.common.streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS, StreamGuard
 
 log = logging.getLogger("stride.services.server")
 
@@ -38,6 +47,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 # A batch of 64 3x224x224 float32 images is 38.5 MB; leave room for protobuf framing.
 DEFAULT_MAX_MESSAGE_MB = 64
+# Probes take microseconds; a few threads answer a kubelet, a load balancer and a person.
+PROBE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,15 @@ class Service:
 
     name: str  # e.g. "inference.GRPCInferenceService"
     register: Callable[[grpc.Server], None]  # e.g. lambda s: add_XServicer_to_server(impl, s)
+    # Cheap unary methods that answer "alive?" or "ready?" (e.g. "ServerReady"): they run on
+    # the probe threads with health Check, so they answer when the handler threads are busy.
+    probes: tuple[str, ...] = ()
+    # Request parsers by method name, to refuse a message from its bytes before protobuf
+    # builds it (see services.common.interceptors); e.g. {"ModelInfer": parse_request}.
+    parsers: Mapping[str, Callable[[bytes], Any]] = field(default_factory=dict)
+
+    def probe_methods(self) -> list[str]:
+        return [f"/{self.name}/{method}" for method in self.probes]
 
 
 @dataclass(frozen=True)
@@ -73,18 +93,29 @@ class ServerOptions:
     host: str = "0.0.0.0"
     port: int = 8001
     health_port: int | None = None  # extra plaintext port with grpc.health.v1 only
-    threads: int = 64  # handler threads: one per call in flight (calls block while batched)
-    max_concurrent_requests: int | None = None  # more answer RESOURCE_EXHAUSTED
+    # gRPC handler threads for unary calls: one per call in flight (calls block while batched).
+    handler_threads: int = 64
+    # Unary calls being served at once (probes aside); more answer RESOURCE_EXHAUSTED. Below
+    # handler_threads, so that a thread is free to say so.
+    max_concurrent_requests: int | None = None
+    max_streams: int = DEFAULT_MAX_STREAMS  # streaming calls open at once; more are refused
+    stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds without a message either way
     max_message_mb: float = DEFAULT_MAX_MESSAGE_MB  # per message, both directions
     grace_period: float = 10.0  # seconds for calls in flight after SIGTERM
     tls: TlsFiles | None = None
-    auth_token: str | None = None  # bearer token for everything but health
+    auth_token: str | None = None  # bearer token for everything but `open_methods`
     reflection: bool = True
-    open_services: tuple[str, ...] = field(default=(HEALTH_SERVICE,))
+    open_methods: tuple[str, ...] = HEALTH_METHODS  # exact "/package.Service/Method" names
 
     def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.handler_threads < 1:
+            raise ValueError(f"handler threads must be at least 1, got {self.handler_threads}")
+        if self.max_streams < 1:
+            raise ValueError(f"max streams must be at least 1, got {self.max_streams}")
+        if self.stream_idle_timeout <= 0:
+            raise ValueError(
+                f"stream idle timeout must be positive, got {self.stream_idle_timeout} s"
+            )
         if self.max_concurrent_requests is not None and self.max_concurrent_requests < 1:
             raise ValueError(
                 f"max concurrent requests must be at least 1, got {self.max_concurrent_requests}"
@@ -114,6 +145,13 @@ class ManagedServer:
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopping = False
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=options.handler_threads, thread_name_prefix="grpc"
+        )
+        self._probe_pool = futures.ThreadPoolExecutor(
+            max_workers=PROBE_THREADS, thread_name_prefix="grpc-probe"
+        )
+        self.streams = StreamGuard(options.max_streams, options.stream_idle_timeout)
         self._server = self._build_main()
         self._health_server = self._build_health() if options.health_port is not None else None
         self.port = 0
@@ -127,15 +165,27 @@ class ManagedServer:
             ("grpc.so_reuseport", 0),  # a busy port must fail, not be shared silently
         ]
 
+    def _interceptor(self, auth_token: str | None) -> ServiceInterceptor:
+        probes = [HEALTH_CHECK, *(m for s in self.services for m in s.probe_methods())]
+        parsers = {f"/{s.name}/{m}": parse for s in self.services for m, parse in s.parsers.items()}
+        return ServiceInterceptor(
+            auth_token=auth_token,
+            open_methods=self.options.open_methods,
+            probe_methods=probes,
+            probe_pool=self._probe_pool,
+            streams=self.streams,
+            max_concurrent=self.options.max_concurrent_requests,
+            parsers=parsers,
+        )
+
     def _build_main(self) -> grpc.Server:
+        # No maximum_concurrent_rpcs: gRPC would count probes and idle streams against it
+        # and refuse health checks; the interceptor caps unary calls on their own.
         opts = self.options
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=opts.threads, thread_name_prefix="grpc"),
-            interceptors=[
-                ServiceInterceptor(auth_token=opts.auth_token, open_services=opts.open_services)
-            ],
+            self._pool,
+            interceptors=[self._interceptor(opts.auth_token)],
             options=self._grpc_options(),
-            maximum_concurrent_rpcs=opts.max_concurrent_requests,
         )
         for service in self.services:
             service.register(server)
@@ -146,8 +196,11 @@ class ManagedServer:
         return server
 
     def _build_health(self) -> grpc.Server:
+        # Same probe threads and stream limits as the main port: Watch streams opened here
+        # count against max_streams too, so they cannot take the Check threads.
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"),
+            self._probe_pool,
+            interceptors=[self._interceptor(None)],
             options=self._grpc_options(),
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -167,12 +220,21 @@ class ManagedServer:
         return bound
 
     def start(self) -> ManagedServer:
-        """Bind the ports, start serving and report every service SERVING."""
-        self.port = self._bind(self._server, self.options.port, self.options.tls)
-        if self._health_server is not None and self.options.health_port is not None:
-            self.health_port = self._bind(self._health_server, self.options.health_port, None)
-            self._health_server.start()
-        self._server.start()
+        """Bind the ports, start serving and report every service SERVING.
+
+        If a port cannot be bound, whatever started is stopped again before the OSError
+        leaves, so a failed start holds no port and no thread.
+        """
+        with contextlib.ExitStack() as undo:
+            undo.callback(self._release_threads)
+            undo.callback(_discard, self._server)
+            self.port = self._bind(self._server, self.options.port, self.options.tls)
+            if self._health_server is not None and self.options.health_port is not None:
+                undo.callback(_discard, self._health_server)
+                self.health_port = self._bind(self._health_server, self.options.health_port, None)
+                self._health_server.start()
+            self._server.start()
+            undo.pop_all()
         for name in ["", *(s.name for s in self.services)]:
             self.health.set(name, SERVING)
         log.info(
@@ -217,6 +279,7 @@ class ManagedServer:
             self._server.stop(grace).wait()
             if self._health_server is not None:
                 self._health_server.stop(0).wait()
+            self._release_threads()
             for release in self._on_stop:
                 try:
                     release()
@@ -226,6 +289,41 @@ class ManagedServer:
         finally:
             self._stopped.set()
 
+    def _release_threads(self) -> None:
+        self.streams.close()
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until `stop` has finished (True) or the timeout passes (False)."""
         return self._stopped.wait(timeout)
+
+
+def _discard(server: grpc.Server) -> None:
+    """Stop a server whose start failed. gRPC keeps a port that was bound but never served
+    until the server has started and stopped, so start it for that moment."""
+    with contextlib.suppress(ValueError):  # started already
+        server.start()
+    server.stop(None).wait()
+
+
+# glibc serves an allocation this large or larger straight from the kernel (mmap) and gives
+# it back on free. Its default starts at 128 kB but rises to the largest block freed so far,
+# after which multi-MB request buffers come from the heap and its arenas (one per thread)
+# keep their high-water marks: 2 million empty BYTES elements sent a few times grew the
+# inference server from 89 to 164 MiB; with the threshold fixed it stayed near 105 MiB.
+LARGE_ALLOCATION_BYTES = 256 * 1024
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
+
+
+def return_large_allocations_to_the_os(threshold: int = LARGE_ALLOCATION_BYTES) -> bool:
+    """Fix glibc's mmap threshold for this process (call once, at start); False where the C
+    library is not glibc (the setting is then left as it is)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False

@@ -2,7 +2,7 @@
 
 The proto stays the source of truth (the ModelConfig RPC returns it as read);
 `ModelSettings` is the checked, typed view the server runs on: tensors, batching,
-queue policy, version policy, instances. Every problem raises `ConfigError`
+queue policy, version policy, instances. Every problem raises `ModelConfigError`
 naming the file, the field and what is allowed.
 """
 
@@ -41,7 +41,7 @@ DATATYPE_NAMES = {
 }
 
 
-class ConfigError(ValueError):
+class ModelConfigError(ValueError):
     """A model's config.pbtxt (or its files) is invalid; the model does not load."""
 
 
@@ -102,26 +102,28 @@ def read_config(path: Path) -> mc.ModelConfig:
     try:
         config = text_format.Parse(path.read_text(), mc.ModelConfig())
     except text_format.ParseError as exc:
-        raise ConfigError(f"{path}: not a valid ModelConfig in protobuf text: {exc}") from exc
+        raise ModelConfigError(f"{path}: not a valid ModelConfig in protobuf text: {exc}") from exc
     except ValueError as exc:  # protobuf's own check, e.g. an enum given a number past int32
-        raise ConfigError(f"{path}: not a valid ModelConfig: {exc}") from exc
+        raise ModelConfigError(f"{path}: not a valid ModelConfig: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        raise ModelConfigError(f"{path}: cannot read: {exc}") from exc
     folder = path.parent.name
     if not config.name:
         config.name = folder
     elif config.name != folder:
-        raise ConfigError(f"{path}: name {config.name!r} differs from its folder {folder!r}")
+        raise ModelConfigError(f"{path}: name {config.name!r} differs from its folder {folder!r}")
     return config
 
 
 def _tensor(t: mc.ModelInput | mc.ModelOutput, where: str) -> TensorSpec:
     if t.data_type not in DATATYPE_NAMES:
-        raise ConfigError(f"{where} {t.name!r}: data_type must be set (e.g. TYPE_FP32)")
+        raise ModelConfigError(f"{where} {t.name!r}: data_type must be set (e.g. TYPE_FP32)")
     if not t.name:
-        raise ConfigError(f"{where}: every tensor needs a name")
+        raise ModelConfigError(f"{where}: every tensor needs a name")
     if any(d == 0 or d < -1 for d in t.dims):
-        raise ConfigError(f"{where} {t.name!r}: dims must be positive or -1, got {list(t.dims)}")
+        raise ModelConfigError(
+            f"{where} {t.name!r}: dims must be positive or -1, got {list(t.dims)}"
+        )
     label = t.label_filename if isinstance(t, mc.ModelOutput) else ""
     return TensorSpec(t.name, DATATYPE_NAMES[t.data_type], tuple(int(d) for d in t.dims), label)
 
@@ -130,51 +132,53 @@ def _device(config: mc.ModelConfig, path: Path) -> tuple[int, bool | None]:
     count, kinds = 0, set()
     for group in config.instance_group or [mc.ModelInstanceGroup(count=1)]:
         if group.count < 0:
-            raise ConfigError(f"{path}: instance_group count must be >= 1, got {group.count}")
+            raise ModelConfigError(f"{path}: instance_group count must be >= 1, got {group.count}")
         count += group.count or 1
         kinds.add(group.kind)
     if len(kinds) > 1:
-        raise ConfigError(f"{path}: mixing instance_group kinds is not supported")
+        raise ModelConfigError(f"{path}: mixing instance_group kinds is not supported")
     kind = kinds.pop()
     if kind == mc.ModelInstanceGroup.KIND_MODEL:
-        raise ConfigError(f"{path}: KIND_MODEL is not supported; use KIND_CPU, KIND_GPU or AUTO")
+        raise ModelConfigError(
+            f"{path}: KIND_MODEL is not supported; use KIND_CPU, KIND_GPU or AUTO"
+        )
     use_gpu = {mc.ModelInstanceGroup.KIND_GPU: True, mc.ModelInstanceGroup.KIND_CPU: False}
     return count, use_gpu.get(kind)
 
 
 def settings_from(config: mc.ModelConfig, path: Path) -> ModelSettings:
-    """Check a parsed ModelConfig and derive the settings (raises ConfigError)."""
+    """Check a parsed ModelConfig and derive the settings (raises ModelConfigError)."""
     check = f"{path}:"
     if config.platform not in PLATFORMS or config.backend not in BACKENDS:
-        raise ConfigError(
+        raise ModelConfigError(
             f"{check} platform {config.platform!r} / backend {config.backend!r} is not served; "
             f"expected platform {PLATFORMS[0]!r}"
         )
     if config.max_batch_size < 0:
-        raise ConfigError(f"{check} max_batch_size must be >= 0, got {config.max_batch_size}")
+        raise ModelConfigError(f"{check} max_batch_size must be >= 0, got {config.max_batch_size}")
     if not config.input or not config.output:
-        raise ConfigError(f"{check} needs at least one input and one output")
+        raise ModelConfigError(f"{check} needs at least one input and one output")
     inputs = tuple(_tensor(t, f"{check} input") for t in config.input)
     outputs = tuple(_tensor(t, f"{check} output") for t in config.output)
     names = [t.name for t in (*inputs, *outputs)]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{check} tensor names must be unique, got {names}")
+        raise ModelConfigError(f"{check} tensor names must be unique, got {names}")
     batching = config.WhichOneof("scheduling_choice") == "dynamic_batching"
     db = config.dynamic_batching
     if batching and config.max_batch_size == 0:
-        raise ConfigError(f"{check} dynamic_batching needs max_batch_size > 0")
+        raise ModelConfigError(f"{check} dynamic_batching needs max_batch_size > 0")
     preferred = tuple(sorted(set(db.preferred_batch_size)))
     bad = [p for p in preferred if not 1 <= p <= config.max_batch_size]
     if bad:
-        raise ConfigError(
+        raise ModelConfigError(
             f"{check} preferred_batch_size {bad} outside 1..max_batch_size "
             f"({config.max_batch_size})"
         )
     if batching and (db.priority_levels or db.priority_queue_policy):
-        raise ConfigError(f"{check} priority levels are not supported")
+        raise ModelConfigError(f"{check} priority levels are not supported")
     policy = db.default_queue_policy
     if policy.timeout_action == mc.ModelQueuePolicy.DELAY:
-        raise ConfigError(f"{check} timeout_action DELAY is not supported; use REJECT")
+        raise ModelConfigError(f"{check} timeout_action DELAY is not supported; use REJECT")
     count, use_gpu = _device(config, path)
     level = config.optimization.graph.level
     return ModelSettings(
@@ -213,7 +217,7 @@ def read_labels(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read labels: {exc}") from exc
+        raise ModelConfigError(f"{path}: cannot read labels: {exc}") from exc
     while lines and not lines[-1].strip():
         lines.pop()
     return [line.strip() for line in lines]

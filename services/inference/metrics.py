@@ -4,15 +4,25 @@ Rendered at scrape time from the models' statistics (nothing is updated per
 request), in the Prometheus text format. Counters carry Triton's names exactly
 (`nv_inference_request_success`, not `..._total`), so dashboards built for
 Triton work unchanged.
+
+The port is plain HTTP without authentication unless the server is told to put
+it behind the gRPC port's TLS (`stride serve --metrics-tls on`); the Kubernetes
+manifests rely on a NetworkPolicy that lets only the monitoring namespace reach it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import ssl
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+from services.common.server import TlsFiles
 from services.inference.model import ModelVersion
 from services.inference.stats import Snapshot
 
@@ -101,10 +111,130 @@ def render(models: list[ModelVersion]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class MetricsServer:
-    """Serves GET /metrics on its own port until `stop()`."""
+DEFAULT_MAX_CONNECTIONS = 8
+DEFAULT_TIMEOUT = 5.0
 
-    def __init__(self, host: str, port: int, models: Callable[[], list[ModelVersion]]) -> None:
+
+class _HTTPServer(ThreadingHTTPServer):
+    """A thread per connection, but at most `max_connections` of them, each ended after
+    `timeout` seconds however slowly its client trickles bytes.
+
+    The standard server kept a thread for every half-sent request for ever (300 such
+    connections: 300 threads, and 5,700 lines of tracebacks when they closed).
+    """
+
+    daemon_threads = True
+    # Connections the kernel queues until they are accepted (and refused if need be): the
+    # default of 5 made clients wait out SYN retries while the Python side was busy.
+    request_queue_size = 64
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        max_connections: int,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.max_connections = max_connections
+        self.connection_timeout = timeout
+        self.refused = 0
+        self._ssl = ssl_context
+        self._open: dict[socket.socket, float] = {}  # connection -> when it must be closed
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        if self._ssl is not None:  # the handshake happens in the connection's own thread
+            sock = self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            full = len(self._open) >= self.max_connections
+            if not full:
+                self._open[request] = time.monotonic() + self.connection_timeout
+        if full:
+            self.refused += 1
+            self.shutdown_request(request)  # closed at once: no thread, no reply
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            request.settimeout(self.connection_timeout)
+            if self._ssl is not None:
+                request.do_handshake()
+            super().process_request_thread(request, client_address)
+        except OSError:  # a failed handshake or a timeout: nothing to answer
+            log.debug("metrics connection from %s failed", client_address, exc_info=True)
+            self.shutdown_request(request)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+
+    def service_actions(self) -> None:
+        # Called by serve_forever between polls: the socket timeout bounds each read, this
+        # bounds the whole connection.
+        now = time.monotonic()
+        with self._open_lock:
+            late = [sock for sock, until in self._open.items() if until < now]
+        for sock in late:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that vanished mid-request is routine here, not a traceback on stderr.
+        log.debug("metrics connection from %s failed", client_address, exc_info=True)
+
+    @property
+    def open_connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
+
+
+def server_ssl_context(tls: TlsFiles) -> ssl.SSLContext:
+    """The main port's TLS for the metrics port (with a CA: clients need certificates)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    if tls.ca is not None:
+        context.load_verify_locations(str(tls.ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class MetricsServer:
+    """Serves GET /metrics on its own port until `stop()`.
+
+    `max_connections` connections at once (more are closed unanswered), each for at
+    most `timeout` seconds; with `tls`, over the same TLS (and client certificates) as
+    the gRPC port.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        models: Callable[[], list[ModelVersion]],
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"metrics connections must be at least 1, got {max_connections}")
+        if timeout <= 0:
+            raise ValueError(f"metrics timeout must be positive, got {timeout} s")
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
@@ -120,20 +250,37 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("metrics: " + format, *args)
 
+        context = server_ssl_context(tls) if tls is not None else None
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = _HTTPServer(
+                (host, port),
+                Handler,
+                max_connections=max_connections,
+                timeout=timeout,
+                ssl_context=context,
+            )
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
-        self._server.daemon_threads = True
         self.port = self._server.server_address[1]
+        self.tls = tls is not None
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.1,), name="metrics", daemon=True
         )
+
+    @property
+    def refused(self) -> int:
+        """Connections closed unanswered because `max_connections` were open."""
+        return self._server.refused
+
+    @property
+    def open_connections(self) -> int:
+        return self._server.open_connections
 
     def start(self) -> MetricsServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()

@@ -4,12 +4,17 @@
 datatypes, shapes, batch size, finite values), decodes images sent as bytes,
 queues the rows, and builds the outputs, including Triton's `classification`
 strings. It knows nothing of gRPC: problems are `services.common.errors`.
+
+What a request may cost is settled before any work: the outputs it names (each
+once), the size of the answer (against `RequestLimits.max_response_bytes`), and
+for images the pixels each one claims and a decode slot.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from pathlib import Path
@@ -17,31 +22,38 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, ResourceExhausted
 from services.generated.inference import model_config_pb2 as mc
 from services.inference import runtime
 from services.inference.batcher import BatcherSettings, DynamicBatcher
-from services.inference.config import ConfigError, ModelSettings, TensorSpec, read_labels
-from services.inference.preprocess import Preprocess
+from services.inference.config import ModelConfigError, ModelSettings, TensorSpec, read_labels
+from services.inference.preprocess import DecodeSlots, Preprocess
 from services.inference.stats import ModelStats
 from services.inference.tensors import (
     BYTES,
+    NUMPY_DTYPES,
     InferRequest,
     InferResult,
     InputTensor,
     OutputTensor,
+    RequestLimits,
 )
 
 log = logging.getLogger("stride.inference.model")
 
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 FLOATS = ("FP16", "FP32", "FP64", "BF16")
+# A classification string is "<score>:<index>:<label>" after a 4-byte length; "%f" of the
+# largest float32 has 47 characters.
+SCORE_CHARS = 48
+# Protobuf framing of the answer and of each output (name, datatype, shape), generously.
+ANSWER_OVERHEAD, OUTPUT_OVERHEAD = 1024, 256
 
 
 def _file_in(folder: Path, name: str, what: str) -> Path:
     # A plain file name: no separators, no "..", so nothing outside the model's folder.
     if not FILE_NAME.fullmatch(name):
-        raise ConfigError(f"{what} {name!r} must be a plain file name in {folder}")
+        raise ModelConfigError(f"{what} {name!r} must be a plain file name in {folder}")
     return folder / name
 
 
@@ -55,15 +67,19 @@ class ModelVersion:
         config: mc.ModelConfig,
         settings: ModelSettings,
         options: runtime.RuntimeOptions,
+        limits: RequestLimits | None = None,
+        decodes: DecodeSlots | None = None,
     ) -> None:
         self.name = settings.name
+        self.limits = limits or RequestLimits()
+        self._decodes = decodes or DecodeSlots(self.limits.max_decodes)
         self.version = version
         self.config = config
         self.settings = settings
         folder = model_dir / str(version)
         path = _file_in(folder, config.default_model_filename or "model.onnx", "model file")
         if not path.is_file():
-            raise ConfigError(f"{path}: model file missing")
+            raise ModelConfigError(f"{path}: model file missing")
         self.path = path
         self.sessions = [
             runtime.create_session(path, settings, options) for _ in range(settings.instance_count)
@@ -71,6 +87,7 @@ class ModelVersion:
         self.metadata = runtime.metadata(self.sessions[0])
         self.preprocess = self._read_preprocess()
         self.labels = {o.name: self._read_labels(model_dir, o) for o in settings.outputs}
+        self._sizes = self._answer_sizes()
         for session in self.sessions:
             runtime.warm_up(session, settings)
         self._output_names = [o.name for o in settings.outputs]
@@ -97,7 +114,7 @@ class ModelVersion:
         try:
             return Preprocess.from_metadata(text)
         except ValueError as exc:
-            raise ConfigError(f"{self.path}: {exc}") from exc
+            raise ModelConfigError(f"{self.path}: {exc}") from exc
 
     def _read_labels(self, model_dir: Path, spec: TensorSpec) -> list[str]:
         if spec.label_filename:
@@ -126,11 +143,13 @@ class ModelVersion:
         self.batcher.expect()
         submitted = False
         try:
-            feeds, rows = self._feeds(request)
             outputs_wanted = self._requested(request)
+            self._check_answer(outputs_wanted, self._declared_rows(request))
+            feeds, rows = self._feeds(request, deadline)
             deadline = self._deadline(request, deadline)
             submitted = True
             outputs, queue_ns = self.batcher.submit(feeds, rows, deadline, expected=True)
+            self._check_answer(outputs_wanted, rows, outputs)  # outputs of variable size
             result = InferResult(self.name, str(self.version), request.id)
             for name, k in outputs_wanted:
                 result.outputs.append(self._output(name, outputs[name], k))
@@ -152,7 +171,9 @@ class ModelVersion:
             deadline = mine if deadline is None else min(deadline, mine)
         return deadline
 
-    def _feeds(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
+    def _feeds(
+        self, request: InferRequest, deadline: float | None = None
+    ) -> tuple[dict[str, np.ndarray], int]:
         given = {t.name: t for t in request.inputs}
         if len(given) != len(request.inputs):
             raise InvalidInput("each input may appear only once in a request")
@@ -166,7 +187,7 @@ class ModelVersion:
         feeds: dict[str, np.ndarray] = {}
         batch_sizes = set()
         for name, tensor in given.items():
-            array = self._input_array(self._inputs[name], tensor)
+            array = self._input_array(self._inputs[name], tensor, deadline)
             feeds[name] = array
             batch_sizes.add(array.shape[0] if self.settings.max_batch_size else 1)
         if len(batch_sizes) > 1:
@@ -176,10 +197,12 @@ class ModelVersion:
     def _expected_shape(self, spec: TensorSpec) -> list[int]:
         return [-1, *spec.dims] if self.settings.max_batch_size else list(spec.dims)
 
-    def _input_array(self, spec: TensorSpec, tensor: InputTensor) -> np.ndarray:
+    def _input_array(
+        self, spec: TensorSpec, tensor: InputTensor, deadline: float | None = None
+    ) -> np.ndarray:
         what = f"input {spec.name!r} of model {self.name}"
         if tensor.datatype == BYTES and spec.datatype != BYTES:
-            return self._images(spec, tensor, what)
+            return self._images(spec, tensor, what, deadline)
         if tensor.datatype != spec.datatype:
             hint = " or BYTES (encoded PNG/JPEG images)" if self._takes_images(spec) else ""
             raise InvalidInput(
@@ -215,7 +238,9 @@ class ModelVersion:
         pre = self.preprocess
         return pre is not None and spec.datatype == "FP32" and spec.dims == pre.shape
 
-    def _images(self, spec: TensorSpec, tensor: InputTensor, what: str) -> np.ndarray:
+    def _images(
+        self, spec: TensorSpec, tensor: InputTensor, what: str, deadline: float | None
+    ) -> np.ndarray:
         if not self._takes_images(spec) or self.preprocess is None:
             raise InvalidInput(
                 f"{what}: datatype BYTES given, expected {spec.datatype} (this model has no "
@@ -230,14 +255,25 @@ class ModelVersion:
         if shape[0] > limit:
             raise InvalidInput(f"{what}: {shape[0]} images exceed the maximum batch size {limit}")
         assert isinstance(tensor.data, list)
-        batch = self.preprocess.images_to_batch(tensor.data)
+        batch = self.preprocess.images_to_batch(
+            tensor.data,
+            max_scale=self.limits.max_image_scale,
+            slots=self._decodes,
+            deadline=deadline,
+        )
         return batch if self.settings.max_batch_size else batch[0]
 
     def _requested(self, request: InferRequest) -> list[tuple[str, int]]:
         if request.outputs is None:
             return [(name, 0) for name in self._output_names]
         wanted = []
+        seen: set[str] = set()
         for out in request.outputs:
+            if out.name in seen:
+                raise InvalidInput(
+                    f"output {out.name!r} is requested more than once; name each output once"
+                )
+            seen.add(out.name)
             if out.name not in self._outputs:
                 raise InvalidInput(
                     f"unknown output {out.name!r}: model {self.name} has outputs "
@@ -249,6 +285,59 @@ class ModelVersion:
                 )
             wanted.append((out.name, out.classification))
         return wanted
+
+    def _declared_rows(self, request: InferRequest) -> int:
+        """Rows the answer will have, from the shapes alone (a bad batch fails in `_feeds`)."""
+        limit = self.settings.max_batch_size
+        if not limit:
+            return 1
+        rows = max((t.shape[0] for t in request.inputs if t.shape), default=1)
+        return max(1, min(rows, limit))
+
+    def _answer_sizes(self) -> dict[str, tuple[int | None, int, int]]:
+        """Per output: elements per row (None if a dim is -1), bytes per element, and the
+        longest classification string, worked out once at load."""
+        sizes = {}
+        for spec in self.settings.outputs:
+            row = None if -1 in spec.dims else math.prod(spec.dims)
+            dtype = NUMPY_DTYPES.get(spec.datatype)
+            labels = max((len(label.encode()) for label in self.labels[spec.name]), default=0)
+            text = 4 + SCORE_CHARS + 1 + len(str(row or 0)) + 1 + labels
+            sizes[spec.name] = (row, dtype.itemsize if dtype is not None else 8, text)
+        return sizes
+
+    def _check_answer(
+        self,
+        wanted: list[tuple[str, int]],
+        rows: int,
+        arrays: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Refuse an answer larger than the message limit before it is built.
+
+        Before the run, outputs of fixed dims are sized from the config; after it (with
+        `arrays`), outputs with a variable dimension are sized from what the model gave.
+        """
+        limit = self.limits.max_response_bytes
+        if limit is None:
+            return
+        total, variable = ANSWER_OVERHEAD, False
+        for name, k in wanted:
+            per_row, itemsize, text = self._sizes[name]
+            if per_row is None:
+                variable = True
+                if arrays is None:
+                    continue  # known once the model has run
+                row = arrays[name][0] if self.settings.max_batch_size else arrays[name]
+                per_row, text = row.size, text + len(str(row.size))
+            size = rows * min(k, per_row) * text if k else rows * per_row * itemsize
+            total += OUTPUT_OVERHEAD + size
+        if arrays is not None and not variable:
+            return  # checked before the run already
+        if total > limit:
+            raise ResourceExhausted(
+                f"the answer would take about {total} bytes, more than the {limit} a message "
+                "may carry (--max-message-mb); ask for fewer rows or outputs"
+            )
 
     def _output(self, name: str, array: np.ndarray, k: int) -> OutputTensor:
         spec = self._outputs[name]

@@ -4,20 +4,60 @@ The recipe comes from the model's ONNX metadata `stride.preprocess` (see
 docs/formats.md): decode, convert to C channels (L or RGB), resize to H x W
 (bilinear), divide by `scale`, then `(x - mean) / std` per channel. The server
 hard-codes none of it, so a client sends the image file and nothing else.
+
+Decoding is the costly part: a 186 KB PNG can claim 7999x7999 pixels, which took
+0.74 s and 180 MB to decode for a model whose input is 8x8. So an image may be at
+most `max_scale` times the model's input in each direction (in pixels all told,
+read from the header before any decoding), and `DecodeSlots` bounds how many
+images decode at once across the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, ResourceExhausted
 
-# A decompression bomb guard: 64 megapixels is far above any classifier's input.
+# A decompression bomb guard whatever the scale: 64 megapixels is far above any
+# classifier's input.
 MAX_PIXELS = 64_000_000
+# How long a request without a deadline waits for a decode slot before it is refused.
+DECODE_WAIT_S = 10.0
+
+
+class DecodeSlots:
+    """At most `count` images decode at once (0: one per core); the rest wait their turn.
+
+    Decoding is CPU-bound, so more decodes than cores finish no sooner, and each holds
+    its decoded pixels meanwhile: the slots bound the memory all decodes take together.
+    """
+
+    def __init__(self, count: int = 0) -> None:
+        self.count = count or os.cpu_count() or 1
+        self._slots = threading.BoundedSemaphore(self.count)
+
+    @contextlib.contextmanager
+    def slot(self, deadline: float | None = None) -> Iterator[None]:
+        """Hold a slot; ResourceExhausted if none frees up by `deadline` (perf_counter s)."""
+        wait = DECODE_WAIT_S if deadline is None else max(0.0, deadline - time.perf_counter())
+        if not self._slots.acquire(timeout=wait):
+            raise ResourceExhausted(
+                f"{self.count} images are being decoded already (--max-decodes) and none "
+                f"finished within {wait:.1f} s; try again later"
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
 
 
 @dataclass(frozen=True)
@@ -61,16 +101,30 @@ class Preprocess:
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
 
-    def image_to_array(self, data: bytes, index: int = 0) -> np.ndarray:
+    def max_pixels(self, max_scale: float) -> int:
+        """Most pixels an image may have: `max_scale` times the input's height and width."""
+        scaled = int(max_scale * self.height) * int(max_scale * self.width)
+        return max(1, min(MAX_PIXELS, scaled))
+
+    def image_to_array(
+        self, data: bytes, index: int = 0, *, max_scale: float | None = None
+    ) -> np.ndarray:
         """Decode one encoded image into a float32 array of shape (C, H, W)."""
         from PIL import Image, UnidentifiedImageError
 
+        limit = MAX_PIXELS if max_scale is None else self.max_pixels(max_scale)
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > MAX_PIXELS:
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                if image.width * image.height > limit:
+                    why = f"at most {limit} pixels"
+                    if max_scale is not None:
+                        why += (
+                            f" ({max_scale:g} times the model's {self.width}x{self.height} "
+                            "input each way; --max-image-scale)"
+                        )
                     raise InvalidInput(
-                        f"image {index} has {image.width}x{image.height} pixels; at most "
-                        f"{MAX_PIXELS} are accepted"
+                        f"image {index} is {image.width}x{image.height} pixels; images may "
+                        f"have {why}: resize it before sending"
                     )
                 if image.format not in ("PNG", "JPEG"):
                     raise InvalidInput(
@@ -98,6 +152,20 @@ class Preprocess:
         std = np.asarray(self.std, dtype=np.float32)[:, None, None]
         return ((chw - mean) / std).astype(np.float32, copy=False)
 
-    def images_to_batch(self, images: list[bytes]) -> np.ndarray:
-        """Decode a list of encoded images into a float32 batch (N, C, H, W)."""
-        return np.stack([self.image_to_array(data, i) for i, data in enumerate(images)])
+    def images_to_batch(
+        self,
+        images: list[bytes],
+        *,
+        max_scale: float | None = None,
+        slots: DecodeSlots | None = None,
+        deadline: float | None = None,
+    ) -> np.ndarray:
+        """Decode a list of encoded images into a float32 batch (N, C, H, W).
+
+        Each image takes a decode slot of `slots` for its own decoding only.
+        """
+        arrays = []
+        for i, data in enumerate(images):
+            with slots.slot(deadline) if slots is not None else contextlib.nullcontext():
+                arrays.append(self.image_to_array(data, i, max_scale=max_scale))
+        return np.stack(arrays)

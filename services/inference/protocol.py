@@ -15,6 +15,7 @@ from services.common.errors import InvalidInput
 from services.generated.inference import grpc_service_pb2 as pb
 from services.inference.tensors import (
     BYTES,
+    DEFAULT_MAX_BYTES_ELEMENTS,
     NUMPY_DTYPES,
     InferRequest,
     InferResult,
@@ -68,7 +69,21 @@ def _int_parameter(param: pb.InferParameter, what: str) -> int:
     return value
 
 
-def _decode_typed(tensor: Any, shape: tuple[int, ...], what: str) -> np.ndarray | list[bytes]:
+def _check_bytes_count(shape: tuple[int, ...], what: str, limit: int) -> int:
+    # Before a single element is split out: millions of empty elements cost a few bytes each
+    # on the wire but tens of bytes each as Python objects.
+    count = element_count(shape)
+    if count > limit:
+        raise InvalidInput(
+            f"{what}: shape {list(shape)} declares {count} BYTES elements; at most {limit} "
+            "are accepted in one input (--max-bytes-elements)"
+        )
+    return count
+
+
+def _decode_typed(
+    tensor: Any, shape: tuple[int, ...], what: str, max_bytes: int
+) -> np.ndarray | list[bytes]:
     field = CONTENTS_FIELD.get(tensor.datatype)
     if field is None:
         raise InvalidInput(
@@ -76,7 +91,10 @@ def _decode_typed(tensor: Any, shape: tuple[int, ...], what: str) -> np.ndarray 
             f"{', '.join(CONTENTS_FIELD)} (FP16 and BF16 need raw_input_contents)"
         )
     values = getattr(tensor.contents, field)
-    count = element_count(shape)
+    if tensor.datatype == BYTES:
+        count = _check_bytes_count(shape, what, max_bytes)
+    else:
+        count = element_count(shape)
     if len(values) != count:
         raise InvalidInput(
             f"{what}: {field} holds {len(values)} elements but shape {list(shape)} needs {count}"
@@ -86,7 +104,7 @@ def _decode_typed(tensor: Any, shape: tuple[int, ...], what: str) -> np.ndarray 
     return np.asarray(values, dtype=NUMPY_DTYPES[tensor.datatype]).reshape(shape)
 
 
-def _decode_input(request: pb.ModelInferRequest, index: int) -> InputTensor:
+def _decode_input(request: pb.ModelInferRequest, index: int, max_bytes: int) -> InputTensor:
     tensor = request.inputs[index]
     what = f"input {tensor.name!r}"
     shape = tuple(int(d) for d in tensor.shape)
@@ -99,21 +117,27 @@ def _decode_input(request: pb.ModelInferRequest, index: int) -> InputTensor:
             raise InvalidInput(f"{what}: give raw_input_contents or typed contents, not both")
         raw = request.raw_input_contents[index]
         if tensor.datatype == BYTES:
-            data = decode_bytes_elements(raw, what)
-            if len(data) != element_count(shape):
+            count = _check_bytes_count(shape, what, max_bytes)
+            data = decode_bytes_elements(raw, what, count)
+            if len(data) != count:
                 raise InvalidInput(
-                    f"{what}: {len(data)} BYTES elements but shape {list(shape)} needs "
-                    f"{element_count(shape)}"
+                    f"{what}: {len(data)} BYTES elements but shape {list(shape)} needs {count}"
                 )
         else:
             data = array_from_raw(raw, tensor.datatype, shape, what)
     else:
-        data = _decode_typed(tensor, shape, what)
+        data = _decode_typed(tensor, shape, what, max_bytes)
     return InputTensor(tensor.name, tensor.datatype, shape, data)
 
 
-def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
-    """Decode a ModelInferRequest (raises InvalidInput with what was expected)."""
+def request_from_proto(
+    request: pb.ModelInferRequest, max_bytes_elements: int = DEFAULT_MAX_BYTES_ELEMENTS
+) -> InferRequest:
+    """Decode a ModelInferRequest (raises InvalidInput with what was expected).
+
+    Outputs are read before inputs, and each may be named once: a request naming the
+    same output 400,000 times used to build an answer 400,000 times as large.
+    """
     if not request.inputs:
         raise InvalidInput("request has no inputs")
     if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
@@ -137,7 +161,13 @@ def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
     outputs = None
     if request.outputs:
         outputs = []
+        seen: set[str] = set()
         for out in request.outputs:
+            if out.name in seen:
+                raise InvalidInput(
+                    f"output {out.name!r} is requested more than once; name each output once"
+                )
+            seen.add(out.name)
             k = 0
             for key, param in out.parameters.items():
                 if key not in OUTPUT_PARAMETERS:
@@ -150,7 +180,7 @@ def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
     return InferRequest(
         model=request.model_name,
         version=request.model_version,
-        inputs=[_decode_input(request, i) for i in range(len(request.inputs))],
+        inputs=[_decode_input(request, i, max_bytes_elements) for i in range(len(request.inputs))],
         outputs=outputs,
         id=request.id,
         timeout_us=timeout_us,

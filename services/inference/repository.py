@@ -22,7 +22,7 @@ from services.generated.inference import model_config_pb2 as mc
 from services.inference.config import (
     NAME_PATTERN,
     VERSION_PATTERN,
-    ConfigError,
+    ModelConfigError,
     check_model_name,
     parse_version,
     read_config,
@@ -30,12 +30,13 @@ from services.inference.config import (
     version_policy_select,
 )
 from services.inference.model import ModelVersion
+from services.inference.preprocess import DecodeSlots
 from services.inference.runtime import RuntimeOptions
-from services.inference.tensors import InferRequest, InferResult
+from services.inference.tensors import InferRequest, InferResult, RequestLimits
 
 log = logging.getLogger("stride.inference.repository")
 
-READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
 
 
 @dataclass
@@ -80,12 +81,15 @@ class ModelRepository:
         root: Path,
         options: RuntimeOptions | None = None,
         *,
+        limits: RequestLimits | None = None,
         on_health: Callable[[str, bool], None] | None = None,
     ) -> None:
         if not root.is_dir():
             raise NotADirectoryError(f"model repository {root} is not a folder")
         self.root = root
         self.options = options or RuntimeOptions()
+        self.limits = limits or RequestLimits()
+        self._decodes = DecodeSlots(self.limits.max_decodes)  # shared by every model
         self._models: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()  # guards _models
         self._sync_lock = threading.Lock()  # one load/unload at a time
@@ -126,7 +130,7 @@ class ModelRepository:
             try:
                 config = read_config(folder / "config.pbtxt")
                 settings_from(config, folder / "config.pbtxt")
-            except ConfigError as exc:
+            except ModelConfigError as exc:
                 log.error("model %s: %s", name, exc)
                 entry.stamp, entry.reason = stamp, str(exc)
                 if not entry.versions:
@@ -161,8 +165,10 @@ class ModelRepository:
         started = time.perf_counter()
         try:
             settings = settings_from(entry.config, folder / "config.pbtxt")
-            model = ModelVersion(folder, version, entry.config, settings, self.options)
-        except (ConfigError, OSError) as exc:
+            model = ModelVersion(
+                folder, version, entry.config, settings, self.options, self.limits, self._decodes
+            )
+        except (ModelConfigError, OSError) as exc:
             log.error("model %s version %d failed to load: %s", entry.name, version, exc)
             with self._lock:
                 if old is not None and old.model is not None:
@@ -300,10 +306,12 @@ class ModelRepository:
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
         """Every model in the folder and its versions' states (RepositoryIndex)."""
+        # The folder is listed outside the lock: every request takes it to find its model.
+        on_disk = set(self._model_names())
         with self._lock:
             entries = dict(self._models)
             out = []
-            for name in sorted(set(entries) | set(self._model_names())):
+            for name in sorted(set(entries) | on_disk):
                 entry = entries.get(name)
                 if entry is None or not entry.versions:
                     reason = entry.reason if entry else ""

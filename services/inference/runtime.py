@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from services.inference.config import ConfigError, ModelSettings
+from services.inference.config import ModelConfigError, ModelSettings
 
 log = logging.getLogger("stride.inference.runtime")
 
@@ -52,10 +52,10 @@ class RuntimeOptions:
 
 
 def choose_providers(use_gpu: bool | None, available: list[str]) -> list[str]:
-    """Providers for a session; raises ConfigError when CUDA is required but absent."""
+    """Providers for a session; raises ModelConfigError when CUDA is required but absent."""
     if use_gpu is True:
         if CUDA not in available:
-            raise ConfigError(
+            raise ModelConfigError(
                 "instance_group asks for KIND_GPU but ONNX Runtime here has no "
                 f"CUDAExecutionProvider (available: {', '.join(available)}); install "
                 "onnxruntime-gpu with CUDA, or set kind: KIND_CPU"
@@ -67,7 +67,7 @@ def choose_providers(use_gpu: bool | None, available: list[str]) -> list[str]:
 
 
 def create_session(path: Path, settings: ModelSettings, options: RuntimeOptions) -> Any:
-    """Open `path` with ONNX Runtime and check it against the config (raises ConfigError)."""
+    """Open `path` with ONNX Runtime and check it against the config (raises ModelConfigError)."""
     import onnxruntime as ort
 
     providers = choose_providers(settings.use_gpu, ort.get_available_providers())
@@ -84,9 +84,9 @@ def create_session(path: Path, settings: ModelSettings, options: RuntimeOptions)
     try:
         session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
     except Exception as exc:  # ORT raises its own exception types for corrupt or invalid files
-        raise ConfigError(f"{path}: ONNX Runtime cannot load the model: {exc}") from exc
+        raise ModelConfigError(f"{path}: ONNX Runtime cannot load the model: {exc}") from exc
     if settings.use_gpu and session.get_providers()[0] != CUDA:
-        raise ConfigError(
+        raise ModelConfigError(
             f"{path}: KIND_GPU was asked for but ONNX Runtime placed the session on "
             f"{session.get_providers()[0]} (CUDA libraries missing or no device); refusing to "
             "fall back to the CPU silently"
@@ -102,11 +102,11 @@ def check_signature(session: Any, settings: ModelSettings, path: Path) -> None:
     for spec in (*settings.inputs, *settings.outputs):
         node = graph.get(spec.name)
         if node is None:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"{path}: config names tensor {spec.name!r} but the graph has {', '.join(graph)}"
             )
         if ONNX_TYPES.get(spec.datatype) != node.type:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"{path}: tensor {spec.name!r} is {node.type} in the graph but "
                 f"{spec.datatype} in the config"
             )
@@ -114,7 +114,7 @@ def check_signature(session: Any, settings: ModelSettings, path: Path) -> None:
         if len(dims) != len(spec.dims) or any(
             isinstance(g, int) and c != -1 and g != c for g, c in zip(dims, spec.dims, strict=True)
         ):
-            raise ConfigError(
+            raise ModelConfigError(
                 f"{path}: tensor {spec.name!r} has dims {dims} in the graph (after the batch "
                 f"dimension) but {list(spec.dims)} in the config"
             )
@@ -122,7 +122,7 @@ def check_signature(session: Any, settings: ModelSettings, path: Path) -> None:
             isinstance(g, int) and c == -1 for g, c in zip(dims, spec.dims, strict=True)
         ):
             # -1 would let requests of any size through, and ONNX Runtime would fail them.
-            raise ConfigError(
+            raise ModelConfigError(
                 f"{path}: input {spec.name!r} has fixed dims {dims} in the graph but "
                 f"{list(spec.dims)} in the config: write the graph's size instead of -1"
             )
@@ -159,7 +159,9 @@ def warm_up(session: Any, settings: ModelSettings) -> None:
         try:
             session.run(None, feeds)
         except Exception as exc:  # ORT's own types: the model cannot run what the config says
-            raise ConfigError(f"warm-up batch of {size} failed in ONNX Runtime: {exc}") from exc
+            raise ModelConfigError(
+                f"warm-up batch of {size} failed in ONNX Runtime: {exc}"
+            ) from exc
 
 
 def _numpy_type(datatype: str) -> str:

@@ -107,15 +107,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         remaining = context.time_remaining()  # huge when the client set no deadline
         deadline = None if remaining is None or remaining > 1e6 else time.perf_counter() + remaining
-        result = self.repository.infer(protocol.request_from_proto(request), deadline)
+        decoded = protocol.request_from_proto(request, self.repository.limits.max_bytes_elements)
+        result = self.repository.infer(decoded, deadline)
         return protocol.response_to_proto(result)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: Any
     ) -> Iterator[pb.ModelStreamInferResponse]:
+        max_bytes = self.repository.limits.max_bytes_elements
         for request in request_iterator:
             try:
-                result = self.repository.infer(protocol.request_from_proto(request))
+                result = self.repository.infer(protocol.request_from_proto(request, max_bytes))
                 yield pb.ModelStreamInferResponse(infer_response=protocol.response_to_proto(result))
             except ServiceError as exc:
                 yield pb.ModelStreamInferResponse(error_message=str(exc))
@@ -196,6 +198,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidInput(f"unknown unload parameters {unknown}; supported: unload_dependents")
         self.repository.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+
+# Cheap answers to "alive?" and "ready?": they run on the server's probe threads (see
+# services.common.server), so they answer while every handler thread is busy.
+PROBES = ("ServerLive", "ServerReady", "ModelReady")
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.Server) -> None:

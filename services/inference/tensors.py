@@ -28,8 +28,42 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
-DATATYPE_OF = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
 BYTES = "BYTES"
+
+DEFAULT_MAX_BYTES_ELEMENTS = 1024
+DEFAULT_MAX_IMAGE_SCALE = 16.0
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on what one request may make the server hold or compute, checked before work.
+
+    Each comes from a `stride serve` flag (docs/serving.md lists them with their defaults).
+    """
+
+    # Largest answer in bytes (None: the server's message limit, --max-message-mb); an
+    # answer that would be larger is refused before the model runs.
+    max_response_bytes: int | None = None
+    # BYTES elements (encoded images) in one input; counted before any is split out, so a
+    # request of millions of empty elements costs nothing.
+    max_bytes_elements: int = DEFAULT_MAX_BYTES_ELEMENTS
+    # An image may be at most this many times the model's input height and width (in
+    # pixels all told): decoding costs time and memory in proportion to the pixels.
+    max_image_scale: float = DEFAULT_MAX_IMAGE_SCALE
+    # Images being decoded at once, across all requests (0: one per core).
+    max_decodes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_response_bytes is not None and self.max_response_bytes < 1:
+            raise ValueError(f"max response bytes must be positive, got {self.max_response_bytes}")
+        if self.max_bytes_elements < 1:
+            raise ValueError(
+                f"max BYTES elements must be at least 1, got {self.max_bytes_elements}"
+            )
+        if self.max_image_scale < 1:
+            raise ValueError(f"max image scale must be at least 1, got {self.max_image_scale}")
+        if self.max_decodes < 0:
+            raise ValueError(f"max decodes must be >= 0, got {self.max_decodes}")
 
 
 @dataclass
@@ -102,12 +136,21 @@ def check_shape(shape: tuple[int, ...], what: str) -> None:
         )
 
 
-def decode_bytes_elements(raw: bytes, what: str) -> list[bytes]:
-    """Split BYTES raw contents: each element is a 4-byte little-endian length, then the bytes."""
+def decode_bytes_elements(raw: bytes, what: str, expected: int | None = None) -> list[bytes]:
+    """Split BYTES raw contents: each element is a 4-byte little-endian length, then the bytes.
+
+    The server passes `expected`, the element count the request's shape declares (bounded
+    before this is called): finding more stops the split there, so the list never grows
+    past what the request announced. Clients reading an answer pass nothing.
+    """
     items: list[bytes] = []
     view = memoryview(raw)
     offset = 0
     while offset < len(view):
+        if len(items) == expected:
+            raise InvalidInput(
+                f"{what}: BYTES contents hold more than the {expected} elements its shape declares"
+            )
         if offset + 4 > len(view):
             raise InvalidInput(f"{what}: BYTES contents end inside a 4-byte length prefix")
         (size,) = struct.unpack_from("<I", view, offset)

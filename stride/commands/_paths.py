@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from pipeline.runstore import StoreLocation
+from runstore import StoreLocation
 
 
 def local_path(text: str) -> Path:

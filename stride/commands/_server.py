@@ -1,4 +1,5 @@
-"""What `stride serve` and `stride serve-analysis` share: env defaults, TLS and token.
+"""What `stride serve` and `stride serve-analysis` share: env defaults, TLS and token,
+the limits on streaming calls.
 
 The leading underscore keeps this module out of the subcommand list (stride.cli).
 """
@@ -41,3 +42,27 @@ def tls_and_token(args: argparse.Namespace) -> tuple[Any, str | None]:
         if not token:
             raise ValueError(f"auth token file {args.auth_token_file} is empty")
     return tls, token
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser, idle_default: str = "300") -> None:
+    """--max-streams and --stream-idle-timeout (services.common.streams has the reasons)."""
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=env_default("max-streams", "32"),
+        help="streaming calls open at once (ModelStreamInfer, WatchRun, health Watch, "
+        "reflection); more are refused with RESOURCE_EXHAUSTED (env STRIDE_MAX_STREAMS, "
+        "default 32)",
+    )
+    parser.add_argument(
+        "--stream-idle-timeout",
+        type=float,
+        default=env_default("stream-idle-timeout", idle_default),
+        help="seconds a stream may pass no message either way before it is ended with "
+        f"DEADLINE_EXCEEDED (env STRIDE_STREAM_IDLE_TIMEOUT, default {idle_default})",
+    )
+
+
+def stream_options(args: argparse.Namespace) -> dict[str, Any]:
+    """ServerOptions keywords from `add_stream_arguments`' options."""
+    return {"max_streams": args.max_streams, "stream_idle_timeout": args.stream_idle_timeout}

@@ -11,22 +11,14 @@ import json
 import os
 import sys
 
+from services.analysis.options import DEFAULT_GROUP_BY, DEFAULT_RANK_BY
+from services.analysis.options import RANK_METRICS as _RANK_METRICS
 from stride.commands._paths import local_path, store_location
 
 NAME = "compare"
 HELP = "compare the runs of an experiment: statistics per group, ranking, gradient flow, plot"
 ORDER = 60
-# Kept here, not imported, so that `stride --help` does not import the service (and grpc).
-DEFAULT_GROUP_BY = "optimizer.name"
-DEFAULT_RANK_BY = "epochs_to_target"
-RANK_METRICS = (
-    "epochs_to_target",
-    "seconds_to_target",
-    "final_val_accuracy",
-    "best_val_accuracy",
-    "test_accuracy",
-    "auc_val_loss",
-)
+RANK_METRICS = tuple(_RANK_METRICS)  # the choices of --rank-by, in the service's order
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,11 +91,11 @@ def parse_groups(items: list[str]) -> dict[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Compare, print, and write the plot when asked."""
+    from runstore import RunStore
     from services.analysis.compare import Selection, compare, gradient_flow, select
     from services.analysis.report import format_comparison, to_jsonable
-    from services.analysis.store import RunStore
 
-    store = RunStore(args.runs.uri)
+    store = RunStore(args.runs)
     selection = Selection(
         experiment=args.experiment,
         group_by=args.by,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tabulate import tabulate
+
 NAME = "models"
 HELP = "list activations, optimizers, losses and data sets (or --summary CONFIG: layer table)"
 ORDER = 5
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.data import DATASETS, describe
     from pipeline.layers import ACTIVATIONS
     from pipeline.losses import LOSSES
-    from pipeline.optim import list_optimizers, optimizer_kwargs
+    from pipeline.optim import list_optimizers
     from pipeline.spec import format_plan, validate
 
     if args.summary:
@@ -41,10 +43,7 @@ def run(args: argparse.Namespace) -> int:
         ("activations", [(e.name, e.description) for e in ACTIVATIONS]),
         (
             "optimizers",
-            [
-                (o.name, f"{o.description} ({_defaults(o.name, optimizer_kwargs)})")
-                for o in list_optimizers()
-            ],
+            [(o.name, f"{o.description} ({_defaults(o.name)})") for o in list_optimizers()],
         ),
         ("losses", [(e.name, e.description) for e in LOSSES]),
         ("data sets", [(e.name, e.description) for e in DATASETS]),
@@ -68,16 +67,22 @@ def run(args: argparse.Namespace) -> int:
             ],
         ),
     ]
-    width = max(len(n) for _, rows in sections for n, _ in rows)
+    # One table for all sections, so that the descriptions line up across them.
+    table = tabulate(
+        [row for _, rows in sections for row in rows], tablefmt="plain", disable_numparse=True
+    )
+    lines = iter(table.split("\n"))
     for title, rows in sections:
         print(f"{title}:")
-        for name, text in rows:
-            print(f"  {name:<{width}}  {text}")
+        for _ in rows:
+            print(f"  {next(lines)}")
     return 0
 
 
-def _defaults(name: str, kwargs_of: object) -> str:
+def _defaults(name: str) -> str:
+    """The arguments an optimizer gets when the config sets none (no weight decay of 0)."""
     from pipeline.config import OptimizerSpec
+    from pipeline.optim import optimizer_kwargs
 
-    kwargs = kwargs_of(OptimizerSpec(name=name))  # type: ignore[operator]
+    kwargs = optimizer_kwargs(OptimizerSpec(name=name))
     return ", ".join(f"{k}={v}" for k, v in kwargs.items() if not (k == "weight_decay" and v == 0))

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from stride.commands._paths import local_path
-from stride.commands._server import env_default, tls_and_token
+from stride.commands._server import (
+    add_stream_arguments,
+    env_default,
+    stream_options,
+    tls_and_token,
+)
 
 NAME = "serve"
 HELP = "serve a model repository over the KServe v2 / Triton gRPC protocol"
@@ -118,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=env_default("threads", "0"),
         help="ONNX Runtime intra-op threads per model instance, 0 for one per core "
-        "(env STRIDE_THREADS)",
+        "(env STRIDE_THREADS); the gRPC side is --handler-threads",
     )
     add(
         "--spin",
@@ -133,7 +138,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--handler-threads",
         type=int,
         default=env_default("handler-threads", "128"),
-        help="gRPC handler threads, i.e. requests served at once (env STRIDE_HANDLER_THREADS)",
+        help="gRPC handler threads, i.e. requests served at once; probes and streams have "
+        "threads of their own (env STRIDE_HANDLER_THREADS)",
+    )
+    add_stream_arguments(parser)
+    add(
+        "--max-bytes-elements",
+        type=int,
+        default=env_default("max-bytes-elements", "1024"),
+        help="BYTES elements (encoded images) in one input, refused by the declared count "
+        "before any is read (env STRIDE_MAX_BYTES_ELEMENTS, default 1024)",
+    )
+    add(
+        "--max-image-scale",
+        type=float,
+        default=env_default("max-image-scale", "16"),
+        help="an image may be at most this many times the model's input height and width, "
+        "in pixels all told, read from its header before decoding "
+        "(env STRIDE_MAX_IMAGE_SCALE, default 16)",
+    )
+    add(
+        "--max-decodes",
+        type=int,
+        default=env_default("max-decodes", "0"),
+        help="images being decoded at once across all requests; 0 for one per core "
+        "(env STRIDE_MAX_DECODES)",
+    )
+    add(
+        "--metrics-max-connections",
+        type=int,
+        default=env_default("metrics-max-connections", "8"),
+        help="connections the metrics port serves at once; more are closed unanswered "
+        "(env STRIDE_METRICS_MAX_CONNECTIONS, default 8)",
+    )
+    add(
+        "--metrics-timeout",
+        type=float,
+        default=env_default("metrics-timeout", "5"),
+        help="seconds a metrics connection may take in all (env STRIDE_METRICS_TIMEOUT, default 5)",
+    )
+    add(
+        "--metrics-tls",
+        type=_on_off,
+        metavar="{on,off}",
+        default=env_default("metrics-tls", "off"),
+        help="serve /metrics over the gRPC port's TLS, with client certificates when "
+        "--tls-ca is given (env STRIDE_METRICS_TLS, default off: plain HTTP, for a port only "
+        "the monitoring namespace may reach)",
     )
     add(
         "--log-format",
@@ -152,8 +203,9 @@ def server_options(args: argparse.Namespace) -> Any:
         host=args.host,
         port=args.port,
         health_port=args.health_port,
-        threads=args.handler_threads,
+        handler_threads=args.handler_threads,
         max_concurrent_requests=args.max_concurrent_requests,
+        **stream_options(args),
         max_message_mb=args.max_message_mb,
         grace_period=args.grace_period,
         tls=tls,
@@ -166,29 +218,45 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from services.common import configure_json_logging
+    from services.common.server import return_large_allocations_to_the_os
     from services.inference.runtime import RuntimeOptions
-    from services.inference.server import InferenceServer
+    from services.inference.server import InferenceServer, MetricsOptions
+    from services.inference.tensors import RequestLimits
     from stride import __version__
 
     if args.log_format == "json":
         configure_json_logging(logging.getLogger().level or "INFO")
+    return_large_allocations_to_the_os()  # requests of many MB must not ratchet the heap up
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.poll_interval < 0:
         raise ValueError(f"--poll-interval must be >= 0, got {args.poll_interval}")
+    metrics = MetricsOptions(
+        port=args.metrics_port,
+        max_connections=args.metrics_max_connections,
+        timeout=args.metrics_timeout,
+        tls=args.metrics_tls == "on",
+    )
+    limits = RequestLimits(
+        max_bytes_elements=args.max_bytes_elements,
+        max_image_scale=args.max_image_scale,
+        max_decodes=args.max_decodes,
+    )
     server = InferenceServer(
         Path(args.repository),
         server_options(args),
-        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics=None if args.metrics_port < 0 else metrics,
         poll_interval=args.poll_interval or None,
         runtime=RuntimeOptions(intra_op_threads=args.threads, spinning=args.spin == "on"),
+        limits=limits,
         version=__version__,
     )
     server.start()
     server.install_signal_handlers()
     print(
         f"stride serve: listening on {args.host}:{server.port}"
-        + (f", metrics on :{server.metrics.port}/metrics" if server.metrics else ""),
+        + (f", metrics on :{server.metrics.port}/metrics" if server.metrics else "")
+        + (" (TLS)" if server.metrics and server.metrics.tls else ""),
         flush=True,
     )
     server.wait()

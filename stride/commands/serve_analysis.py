@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stride.commands._paths import store_location
-from stride.commands._server import env_default, tls_and_token
+from stride.commands._server import (
+    add_stream_arguments,
+    env_default,
+    stream_options,
+    tls_and_token,
+)
 
 if TYPE_CHECKING:
     from services.common import ServerOptions
@@ -31,6 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=store_location,
         default=env_default("runs", "runs"),
         help="run store: a folder or a URI such as file:///PATH (env STRIDE_RUNS, default runs)",
+    )
+    # A WatchRun of a run with slow epochs sends nothing for minutes, legitimately: its
+    # idle bound is the watch's own (one hour); the count of streams is what protects.
+    add_stream_arguments(parser, idle_default="3600")
+    parser.add_argument(
+        "--max-run-file-mb",
+        type=float,
+        default=env_default("max-run-file-mb", "64"),
+        help="a run file larger than this is listed as malformed, not read (env "
+        "STRIDE_MAX_RUN_FILE_MB, default 64; a real run's metrics are a few MB)",
     )
     parser.add_argument(
         "--host", default=env_default("host", "0.0.0.0"), help="address to listen on"
@@ -85,15 +100,18 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         grace_period=args.grace_period,
         tls=tls,
         auth_token=token,
+        **stream_options(args),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT, then drain and exit 0."""
+    from runstore import RunStore
     from services.analysis.server import AnalysisServer
-    from services.analysis.store import RunStore
 
-    store = RunStore(args.runs.uri)
+    if not args.max_run_file_mb > 0:
+        raise ValueError(f"--max-run-file-mb must be > 0, got {args.max_run_file_mb}")
+    store = RunStore(args.runs, max_file_bytes=int(args.max_run_file_mb * 2**20))
     server = AnalysisServer(store, server_options(args)).start()
     server.install_signal_handlers()
     health = f", health on {server.health_port}" if server.health_port else ""

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     exported = None
     if args.export_best and best is not None:
         from pipeline.export import export_run
-        from pipeline.runstore import RunDir
+        from runstore import RunDir
 
         exported = export_run(RunDir.at(args.runs, args.experiment, best.run_id), args.export_best)
     if args.json:
@@ -102,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(format_table(rows))
-        if best is not None:
+        if best is not None and best.summary is not None:
             print(
                 f"best run by {args.select_by}: {best.run_id} ({args.select_by} "
-                f"{best.summary[args.select_by]:.4f}, test accuracy "
-                f"{best.summary['test_accuracy']:.4f})"
+                f"{getattr(best.summary, args.select_by):.4f}, test accuracy "
+                f"{best.summary.test_accuracy:.4f})"
             )
         if exported is not None:
             print(f"exported: {exported.path} (version {exported.version})")

@@ -6,7 +6,10 @@ import argparse
 import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runstore import EpochRecord
 
 from stride.commands._paths import local_path, store_location
 
@@ -83,19 +86,19 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
     return items
 
 
-def print_epoch(record: dict[str, Any]) -> None:
+def print_epoch(record: EpochRecord) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(
-        f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} "
-        f"acc {record['train_accuracy']:.4f}  val loss {record['val_loss']:.4f} "
-        f"acc {record['val_accuracy']:.4f}  lr {record['lr']:.2e}  "
-        f"{record['epoch_seconds']:.2f}s {record['images_per_second']:,.0f} img/s",
+        f"epoch {record.epoch:>3}  train loss {record.train_loss:.4f} "
+        f"acc {record.train_accuracy:.4f}  val loss {record.val_loss:.4f} "
+        f"acc {record.val_accuracy:.4f}  lr {record.lr:.2e}  "
+        f"{record.epoch_seconds:.2f}s {record.images_per_second:,.0f} img/s",
         file=sys.stderr,
     )
 
 
-def train_with_progress(cfg: Any, args: argparse.Namespace, name: str | None) -> tuple[Any, dict]:
+def train_with_progress(cfg: Any, args: argparse.Namespace, name: str | None) -> tuple[Any, Any]:
     """Run on Ray in a thread while this thread prints the epochs from the run store."""
     from pipeline.ray_train import ensure_ray, follow_run, train_on_ray
     from pipeline.run import resolve_run
@@ -155,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir, summary = train_with_progress(cfg, args, args.name)
     print(f"run: {run_dir}")
     print(
-        f"test accuracy: {summary['test_accuracy']:.4f}  test loss: {summary['test_loss']:.4f}  "
-        f"best epoch: {summary['best_epoch']}  epochs: {summary['epochs_run']}  "
-        f"wall: {summary['wall_seconds']:.1f}s"
+        f"test accuracy: {summary.test_accuracy:.4f}  test loss: {summary.test_loss:.4f}  "
+        f"best epoch: {summary.best_epoch}  epochs: {summary.epochs_run}  "
+        f"wall: {summary.wall_seconds:.1f}s"
     )
     return 0

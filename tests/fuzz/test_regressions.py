@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, apply_override, load_config, parse_config
-from services.analysis.errors import InvalidRequest, MalformedRunError
-from services.analysis.store import RunStore, parse_metrics, parse_summary
+from runstore import BadName, RunStore, parse_metrics, parse_summary
+from runstore import MalformedRun as MalformedRunError
 from services.common.errors import InvalidInput
 from services.generated.inference import grpc_service_pb2 as pb
 from services.inference import protocol
@@ -94,9 +94,9 @@ def test_run_id_longer_than_the_file_system_allows_is_invalid(tmp_path: Path) ->
     # system's limit is 255 bytes: os.stat raised ENAMETOOLONG (INTERNAL).
     (tmp_path / "fz").mkdir()
     store = RunStore(str(tmp_path))
-    with pytest.raises(InvalidRequest, match="bytes"):
+    with pytest.raises(BadName, match="bytes"):
         store.run("fz", "r" + "é" * 200)
-    with pytest.raises(InvalidRequest, match="bytes"):
+    with pytest.raises(BadName, match="bytes"):
         store.scan("ff" + "Â" * 200)
 
 
@@ -214,7 +214,7 @@ def test_config_dim_minus_one_over_a_fixed_graph_dim_fails_that_model_alone(
 def test_warm_up_that_onnx_runtime_refuses_is_a_config_error() -> None:
     import numpy as np
 
-    from services.inference.config import ConfigError, ModelSettings, TensorSpec
+    from services.inference.config import ModelConfigError, ModelSettings, TensorSpec
     from services.inference.runtime import warm_up
 
     class Session:
@@ -223,7 +223,7 @@ def test_warm_up_that_onnx_runtime_refuses_is_a_config_error() -> None:
 
     spec = TensorSpec("input", "FP32", (1, 8, 8))
     settings = ModelSettings("m", 4, (spec,), (), False, (), 0, 0, 0, False, 1, False, 0)
-    with pytest.raises(ConfigError, match="warm-up"):
+    with pytest.raises(ModelConfigError, match="warm-up"):
         warm_up(Session(), settings)
 
 

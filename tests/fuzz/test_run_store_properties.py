@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fuzz import targets
 from fuzz.workspace import GOOD_CONFIG, GOOD_EPOCHS, GOOD_SUMMARY, Workspace
-from services.analysis.store import parse_metrics
+from runstore import parse_metrics
 from tests.fuzz.strategies import FUZZ, damaged, dumps, json_values
 
 pytestmark = pytest.mark.timeout(300)

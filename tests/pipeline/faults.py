@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from pipeline.ray_train import train_on_ray
-from pipeline.runstore import RunDir
+from runstore import RunDir
 
 
 def worker_pids() -> list[int]:

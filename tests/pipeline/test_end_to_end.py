@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_default_config_reaches_97_percent_and_exports(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "digits.yaml", ["training.progress=false"])
     run, summary = train_local(cfg, runs=tmp_path / "runs", experiment="e2e", name="digits")
-    assert summary["status"] == "completed"
-    assert summary["test_accuracy"] >= 0.97, summary
+    assert summary.status == "completed"
+    assert summary.test_accuracy >= 0.97, summary
     result = export_run(run.path, tmp_path / "repo")
     # Score the exported model on the same test split, preprocessing from its metadata.
     meta = read_metadata(result.path)["stride.preprocess"]
@@ -34,4 +34,4 @@ def test_default_config_reaches_97_percent_and_exports(tmp_path: Path) -> None:
     (probs,) = session.run(["probabilities"], {"input": x})
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     accuracy = float((probs.argmax(1) == splits.test.labels.numpy()).mean())
-    assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(summary.test_accuracy, abs=1e-9)

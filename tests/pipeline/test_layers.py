@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.config import ActivationSpec, parse_config
-from pipeline.layers import ACTIVATIONS, Maxout, build_activation, build_pool
+from pipeline.layers import ACTIVATIONS, Maxout, activation_name, build_activation, build_pool
 from pipeline.model import build_model
 
 # The formula each registered activation must equal, written out element by element.
@@ -30,6 +30,12 @@ def test_activation_equals_its_formula(name: str, spec_args: dict) -> None:
     got = build_activation(spec)(x)
     want = torch.tensor([FORMULAS[name](float(v), spec) for v in x], dtype=torch.float64)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+def test_activation_is_named_by_its_registry_entry(name: str) -> None:
+    """The layer table names an activation by the module alone (nothing else records it)."""
+    assert activation_name(build_activation(ActivationSpec(name=name))) == name
 
 
 def test_leaky_relu_default_slope_is_one_tenth() -> None:

@@ -17,8 +17,10 @@ import pytest
 from pipeline.export import export_run
 from pipeline.ray_train import ray_checkpoints, train_on_ray
 from pipeline.run import train_local
-from pipeline.runstore import ArrowFiles, RunDir, open_store
 from pipeline.sweep import expand, parse_grid, run_sweep
+from runstore import ConfigRecord, EpochRecord, RunDir
+from runstore.files import ArrowFiles
+from runstore.files import open_files as open_store
 from tests.pipeline.conftest import tiny_config
 from tests.pipeline.faults import kill_workers_when, train_in_thread
 
@@ -51,23 +53,24 @@ def test_run_files_on_s3(s3_root: str) -> None:
         False,
         None,
     )
-    run.write_config({"run_id": "r1"})
-    assert run.exists() and run.read_config() == {"run_id": "r1"}
+    record = ConfigRecord(experiment="files", run_id="r1", created_at="now", config={"seed": 1})
+    run.write_config(record)
+    assert run.exists() and run.read_config() == record
     for epoch in (1, 2, 3):
-        run.append_metrics({"epoch": epoch})
-    assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
+        run.append_metrics(EpochRecord(epoch))
+    assert [r.epoch for r in run.read_metrics()] == [1, 2, 3]
     run.keep_metrics_through(1)  # what a resume does before redoing epochs
-    run.append_metrics({"epoch": 2})
-    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    run.append_metrics(EpochRecord(2))
+    assert [r.epoch for r in run.read_metrics()] == [1, 2]
     # A torn last line (a writer killed mid-upload on a store that allows it) is skipped
     # by readers and dropped by the next append.
     run.files.write_bytes("metrics.jsonl", b'{"epoch":1}\n{"epoch":2}\n{"epo')
-    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
-    run.append_metrics({"epoch": 3})
-    assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
+    assert [r.epoch for r in run.read_metrics()] == [1, 2]
+    run.append_metrics(EpochRecord(3))
+    assert [r.epoch for r in run.read_metrics()] == [1, 2, 3]
     run.files.write_bytes("summary.json", b"[1, 2]")
     with pytest.raises(
-        ValueError, match=r"s3://stride-runs/runs/files/r1/summary.json: expected a JSON object"
+        ValueError, match=r"s3://stride-runs/runs/files/r1: summary.json is not a JSON object"
     ):
         run.read_summary()
     run.delete_summary()
@@ -79,8 +82,8 @@ def test_run_files_on_s3(s3_root: str) -> None:
 def test_local_training_and_export_from_s3(s3_root: str, tmp_path: Path) -> None:
     cfg = tiny_config(**{"training.epochs": 2})
     run, summary = train_local(cfg, runs=s3_root, experiment="plain", name="r")
-    assert summary["status"] == "completed" and summary["test_accuracy"] > 0.5
-    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    assert summary.status == "completed" and summary.test_accuracy > 0.5
+    assert [r.epoch for r in run.read_metrics()] == [1, 2]
     assert run.read_checkpoint_file("last.pt") and run.read_checkpoint_file("model.pt")
     result = export_run(RunDir.at(s3_root, "plain", "r"), tmp_path / "repo", name="digits")
     assert result.path.name == "model.onnx" and result.path.is_file()
@@ -89,7 +92,7 @@ def test_local_training_and_export_from_s3(s3_root: str, tmp_path: Path) -> None
 
 
 def test_analysis_reads_what_training_wrote_to_s3(s3_root: str) -> None:
-    from services.analysis.store import RunStore
+    from runstore import RunStore
 
     cfg = tiny_config(**{"training.epochs": 2})
     _, summary = train_local(cfg, runs=s3_root, experiment="read", name="r")
@@ -97,7 +100,7 @@ def test_analysis_reads_what_training_wrote_to_s3(s3_root: str) -> None:
     assert "read" in store.experiments() and "secret" not in store.root
     run = store.run("read", "r")
     assert [e.epoch for e in run.epochs] == [1, 2]
-    assert run.summary is not None and run.summary.test_accuracy == summary["test_accuracy"]
+    assert run.summary is not None and run.summary.test_accuracy == summary.test_accuracy
 
 
 @pytest.mark.ray
@@ -112,12 +115,12 @@ def test_ray_run_on_s3_is_killed_then_resumed(ray_cluster: dict, s3_root: str) -
     stop.set()
     assert killed and "error" in out  # no failures allowed: the run fails
     failed = run.read_summary()
-    assert failed is not None and failed["status"] == "failed" and failed["reason"]
+    assert failed is not None and failed.status == "failed" and failed.reason
     assert ray_checkpoints(run), "Ray persisted no checkpoint to S3"
     resumed, summary = train_on_ray(cfg, runs=s3_root, experiment="ft", name="died", resume=True)
-    assert summary["status"] == "completed" and summary["resumed_from_epoch"] >= 1
-    assert [r["epoch"] for r in resumed.read_metrics()] == [1, 2, 3, 4, 5]
-    assert summary["test_accuracy"] > 0.8
+    assert summary.status == "completed" and summary.resumed_from_epoch >= 1
+    assert [r.epoch for r in resumed.read_metrics()] == [1, 2, 3, 4, 5]
+    assert summary.test_accuracy > 0.8
     assert resumed.read_checkpoint_file("model.pt")
 
 
@@ -131,4 +134,4 @@ def test_sweep_on_s3(ray_cluster: dict, s3_root: str) -> None:
     for r in runs:
         stored = RunDir.at(s3_root, "sw", r.run_id)
         assert stored.read_summary() == r.summary and r.epoch == 2
-        assert stored.read_config()["grid"] == {"optimizer.name": r.label}
+        assert stored.read_config().grid == {"optimizer.name": r.label}

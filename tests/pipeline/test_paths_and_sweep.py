@@ -11,9 +11,10 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.run import train_local
-from pipeline.runstore import RunDir, StoreLocation, open_store
 from pipeline.sweep import SweepRun, best_run, concurrency, expand, parse_grid
 from pipeline.train import LocalContext
+from runstore import ConfigRecord, EpochRecord, RunDir, StoreLocation, SummaryRecord
+from runstore.files import open_files as open_store
 from tests.pipeline.conftest import tiny_config
 
 # ------------------------------------------------------------------ locations
@@ -27,7 +28,9 @@ def test_a_relative_store_is_resolved_against_the_working_directory(
     assert StoreLocation.parse("./a/../runs").uri == str(tmp_path / "runs")
     assert StoreLocation.parse(Path("runs")).path == tmp_path / "runs"
     assert StoreLocation.parse(f"file://{tmp_path}/x").uri == str(tmp_path / "x")
-    assert StoreLocation.parse("file://runs").uri == str(tmp_path / "runs")
+    assert StoreLocation.parse("file://localhost/x").uri == "/x"
+    with pytest.raises(ValueError, match="use file:///PATH"):
+        StoreLocation.parse("file://runs")  # a host, not a relative path
     # What a worker receives is already absolute, so its own directory no longer matters.
     where = StoreLocation.parse("runs")
     monkeypatch.chdir("/")
@@ -66,7 +69,7 @@ def test_a_refused_resume_creates_nothing(tmp_path: Path) -> None:
 
 def test_a_refused_new_run_with_a_taken_name_leaves_the_old_run_alone(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path, "e", "taken")
-    run.write_config({"schema": 1})
+    run.write_config(ConfigRecord(experiment="e", run_id="taken", created_at="", config={}))
     with pytest.raises(ValueError, match="already exists"):
         train_local(tiny_config(), runs=tmp_path, experiment="e", name="taken")
     assert sorted(p.name for p in run.path.iterdir()) == ["checkpoints", "config.json"]
@@ -85,10 +88,9 @@ def test_local_context_removes_its_staging_folder() -> None:
 # ------------------------------------------------------------------ the sweep
 
 
-def _member(label: str, **summary: float) -> SweepRun:
-    cfg = tiny_config()
-    done = {"status": "completed", "test_loss": 0.1, **summary}
-    return SweepRun(label, {}, 0, cfg, f"{label}-s0-0000", state="completed", summary=done)
+def _member(label: str, **figures: float) -> SweepRun:
+    done = SummaryRecord(status="completed", test_loss=0.1, **figures)  # type: ignore[arg-type]
+    return SweepRun(label, {}, 0, tiny_config(), f"{label}-s0-0000", "completed", summary=done)
 
 
 def test_the_best_run_is_chosen_on_validation_never_on_test() -> None:
@@ -127,12 +129,13 @@ def test_sweep_config_errors_name_the_variant() -> None:
 
 def test_an_append_after_a_torn_line_drops_it(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path, "e", "r")
-    run.append_metrics({"epoch": 1})
+    run.append_metrics(EpochRecord(1))
     with open(run.path / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "val_')  # the process died mid-write
-    run.append_metrics({"epoch": 2})
-    assert (run.path / "metrics.jsonl").read_text() == '{"epoch":1}\n{"epoch":2}\n'
+    run.append_metrics(EpochRecord(2))
+    text = (run.path / "metrics.jsonl").read_text()
+    assert text == EpochRecord(1).to_line() + EpochRecord(2).to_line()
     torn_only = RunDir.create(tmp_path, "e", "s")
     (torn_only.path / "metrics.jsonl").write_text('{"epo')
-    torn_only.append_metrics({"epoch": 1})
-    assert torn_only.read_metrics() == [{"epoch": 1}]
+    torn_only.append_metrics(EpochRecord(1))
+    assert torn_only.read_metrics() == [EpochRecord(1)]

@@ -13,8 +13,8 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.ray_train import train_on_ray
 from pipeline.run import train_local
-from pipeline.runstore import RunDir
 from pipeline.sweep import best_run, concurrency, expand, parse_grid, run_sweep, summarise
+from runstore import RunDir
 from tests.pipeline.conftest import tiny_config
 from tests.pipeline.faults import kill_workers_when, train_in_thread
 
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def _epochs(run: RunDir) -> list[int]:
-    return [int(r["epoch"]) for r in run.read_metrics()]
+    return [int(r.epoch) for r in run.read_metrics()]
 
 
 def test_two_workers_reach_the_single_process_band(ray_cluster: object, tmp_path: Path) -> None:
@@ -30,15 +30,15 @@ def test_two_workers_reach_the_single_process_band(ray_cluster: object, tmp_path
     _, local = train_local(cfg, runs=tmp_path, experiment="band", name="local")
     two = parse_config(cfg.to_dict(), ["scaling.workers=2"])
     run, summary = train_on_ray(two, runs=tmp_path, experiment="band", name="two")
-    assert summary["status"] == "completed" and summary["workers"] == 2
-    assert abs(summary["test_accuracy"] - local["test_accuracy"]) < 0.04, (summary, local)
+    assert summary.status == "completed" and summary.workers == 2
+    assert abs(summary.test_accuracy - local.test_accuracy) < 0.04, (summary, local)
     assert _epochs(run) == list(range(1, 9))
-    effective = run.read_config()["effective"]
+    effective = run.read_config().effective
     assert effective["workers"] == 2 and effective["batch_size"] == 64
     assert effective["batch_size_per_worker"] == 32
     # Metrics are of the whole epoch, reduced across both workers' shards.
     first = run.read_metrics()[0]
-    assert 0 < first["train_accuracy"] <= 1 and first["images_per_second"] > 0
+    assert 0 < first.train_accuracy <= 1 and first.images_per_second > 0
 
 
 def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path) -> None:
@@ -53,19 +53,19 @@ def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path
     for r in runs:
         stored = RunDir(tmp_path / "sw" / r.run_id)
         assert stored.read_summary() == r.summary
-        assert stored.read_config()["grid"] == {"optimizer.name": r.label}
-        assert stored.read_config()["config"]["seed"] == r.seed
+        assert stored.read_config().grid == {"optimizer.name": r.label}
+        assert stored.read_config().config["seed"] == r.seed
         assert _epochs(stored) == [1, 2, 3]
     rows = {row["label"]: row for row in summarise(runs)}
-    adam = [r.summary["test_accuracy"] for r in runs if r.label == "adam"]
+    adam = [r.summary.test_accuracy for r in runs if r.label == "adam"]
     assert rows["adam"]["completed"] == 2
     assert rows["adam"]["test_accuracy_mean"] == pytest.approx(sum(adam) / 2)
     assert rows["adam"]["test_accuracy_std"] == pytest.approx(abs(adam[0] - adam[1]) / 2**0.5)
     best = best_run(runs)  # by validation accuracy, never by the test set
-    assert best is not None and best.summary["val_accuracy"] == max(
-        r.summary["val_accuracy"] for r in runs
+    assert best is not None and best.summary.val_accuracy == max(
+        r.summary.val_accuracy for r in runs
     )
-    assert all(0 < r.summary["val_accuracy"] <= 1 and r.summary["val_loss"] > 0 for r in runs)
+    assert all(0 < r.summary.val_accuracy <= 1 and r.summary.val_loss > 0 for r in runs)
 
 
 def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path) -> None:
@@ -77,8 +77,8 @@ def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path
     assert states == {"0.01": "completed", "1000000.0": "failed"}
     failed = next(r for r in runs if r.state == "failed")
     summary = RunDir(tmp_path / "sw" / failed.run_id).read_summary()
-    assert summary is not None and summary["status"] == "failed"
-    assert "diverged" in summary["reason"] and "diverged" in failed.error
+    assert summary is not None and summary.status == "failed"
+    assert "diverged" in summary.reason and "diverged" in failed.error
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_cluster: dict, tmp_path: Path) -> None:
@@ -91,10 +91,10 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster: dict, tmp_path: Path
     assert killed, "no training worker was found to kill"
     assert "error" not in out, out.get("error")
     run, summary = out["result"]
-    assert summary["status"] == "completed"
-    assert summary["resumed_from_epoch"] >= 1  # restarted from a checkpoint, not from scratch
+    assert summary.status == "completed"
+    assert summary.resumed_from_epoch >= 1  # restarted from a checkpoint, not from scratch
     assert _epochs(run) == [1, 2, 3, 4, 5, 6]  # every epoch exactly once, in order
-    assert summary["test_accuracy"] > 0.85
+    assert summary.test_accuracy > 0.85
 
 
 def test_resume_after_the_whole_job_died(ray_cluster: dict, tmp_path: Path) -> None:
@@ -106,9 +106,9 @@ def test_resume_after_the_whole_job_died(ray_cluster: dict, tmp_path: Path) -> N
     assert killed and "error" in out  # no failures allowed: the run fails
     run = RunDir(tmp_path / "ft" / "died")
     failed = run.read_summary()
-    assert failed is not None and failed["status"] == "failed" and failed["reason"]
+    assert failed is not None and failed.status == "failed" and failed.reason
     done_before = _epochs(run)
     assert done_before[:2] == [1, 2]
     run, summary = train_on_ray(cfg, runs=tmp_path, experiment="ft", name="died", resume=True)
-    assert summary["status"] == "completed" and summary["resumed_from_epoch"] >= 1
+    assert summary.status == "completed" and summary.resumed_from_epoch >= 1
     assert _epochs(run) == [1, 2, 3, 4, 5, 6]

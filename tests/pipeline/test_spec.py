@@ -1,14 +1,36 @@
-"""The output-size formula and the rejection of specs that cannot work."""
+"""The output-size formula, the layer table read from the built model, and the
+rejection of specs that cannot work."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from torch import nn
 
-from pipeline.config import ConfigError, parse_config
-from pipeline.layers import Conv2d
-from pipeline.model import build_model
-from pipeline.spec import conv_output_size, padding_amounts, plan_model
+from pipeline.config import ConfigError, load_config, parse_config
+from pipeline.data import describe
+from pipeline.layers import Conv2d, conv_output_size, padding_amounts
+from pipeline.model import build_model, summarize
+from pipeline.spec import format_plan, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+MIXED = {
+    "blocks": [
+        {"type": "conv", "channels": 6, "kernel": 3, "padding": "valid", "batch_norm": True},
+        {
+            "type": "conv",
+            "channels": 4,
+            "kernel": 2,
+            "padding": "same",
+            "activation": {"name": "maxout", "pieces": 2},
+        },
+        {"type": "pool", "kind": "mean", "size": 2, "stride": 1},
+        {"type": "dropout", "p": 0.1},
+    ],
+    "head": {"hidden": [12], "activation": {"name": "maxout", "pieces": 3}, "dropout": 0.2},
+}
 
 
 @pytest.mark.parametrize("padding", ["valid", "same", "full", 0, 2])
@@ -40,47 +62,70 @@ def test_same_at_stride_s_gives_ceil_n_over_s_and_full_grows() -> None:
     assert conv_output_size(8, 3, 1, "valid") == 6
 
 
-def test_plan_shapes_and_params_match_the_built_model() -> None:
-    cfg = parse_config(
-        {
-            "model": {
-                "blocks": [
-                    {
-                        "type": "conv",
-                        "channels": 6,
-                        "kernel": 3,
-                        "padding": "valid",
-                        "batch_norm": True,
-                    },
-                    {
-                        "type": "conv",
-                        "channels": 4,
-                        "kernel": 2,
-                        "padding": "same",
-                        "activation": {"name": "maxout", "pieces": 2},
-                    },
-                    {"type": "pool", "kind": "mean", "size": 2, "stride": 1},
-                    {"type": "dropout", "p": 0.1},
-                ],
-                "head": {
-                    "hidden": [12],
-                    "activation": {"name": "maxout", "pieces": 3},
-                    "dropout": 0.2,
-                },
-            }
-        }
-    )
-    plan = plan_model(cfg.model, (1, 8, 8), 10)
+def test_layer_table_is_read_from_the_model_that_trains() -> None:
+    cfg = parse_config({"model": MIXED})
+    table = summarize(cfg.model, input_shape=(1, 8, 8), num_classes=10)
     model = build_model(cfg.model, input_shape=(1, 8, 8), num_classes=10)
-    assert sum(p.params for p in plan) == sum(p.numel() for p in model.parameters())
-    shapes = {p.name: p.shape for p in plan}
+    assert sum(x.params for x in table) == sum(p.numel() for p in model.parameters())
+    modules = dict(model.named_modules())
+    for row in table:  # every row is a module of the model, with its own parameter count
+        assert row.params == sum(p.numel() for p in modules[row.name].parameters())
+    shapes = {x.name: x.shape for x in table}
     assert shapes["features.0.conv"] == (6, 6, 6)
     assert shapes["features.1.act"] == (2, 6, 6)  # maxout halves 4 channels
     assert shapes["features.2.pool"] == (2, 5, 5)
     assert shapes["head.act0"] == (4,)  # 12 units / 3 pieces
     assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
-    names = {n for n, _ in model.named_modules()}
-    assert {p.name for p in plan} <= names
+    kinds = [(x.name, x.kind, x.detail) for x in table]
+    assert kinds[:4] == [
+        ("features.0.conv", "conv", "k=3 s=1 p=valid"),
+        ("features.0.bn", "batch_norm", ""),
+        ("features.0.act", "activation", "relu"),
+        ("features.1.conv", "conv", "k=2 s=1 p=same"),
+    ]
+    assert ("features.2.pool", "pool", "mean 2 s=1") in kinds
+    assert ("features.3.drop", "dropout2d", "p=0.1") in kinds
+    assert ("head.drop0", "dropout", "p=0.2") in kinds
+
+
+def test_weights_are_those_of_building_each_module_directly() -> None:
+    """The model is built on the meta device, then materialised: the same seed must give
+    the weights that constructing the modules one after another gives (trained results
+    and checkpoints do not change with the way the model is built)."""
+    cfg = parse_config({"model": MIXED})
+    torch.manual_seed(0)
+    direct = [
+        Conv2d(1, 6, 3, 1, "valid"),
+        nn.BatchNorm2d(6),
+        Conv2d(6, 4, 2, 1, "same"),
+        nn.Linear(2 * 5 * 5, 12),
+        nn.Linear(4, 10),
+    ]
+    torch.manual_seed(0)
+    model = build_model(cfg.model, input_shape=(1, 8, 8), num_classes=10)
+    built = [model.features[0].conv, model.features[0].bn, model.features[1].conv]
+    built += [model.head.fc0, model.head.fc]
+    for want, got in zip(direct, built, strict=True):
+        for (name, a), b in zip(want.state_dict().items(), got.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+        assert all(p.requires_grad and p.device.type == "cpu" for p in got.parameters())
+
+
+def test_meta_model_has_no_weights() -> None:
+    model = build_model(
+        parse_config({}).model, input_shape=(1, 8, 8), num_classes=10, device="meta"
+    )
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
+def test_summary_of_the_digits_config() -> None:
+    cfg = load_config(ROOT / "configs" / "digits.yaml")
+    text = format_plan(validate(cfg), describe(cfg.data).input_shape)
+    lines = text.splitlines()
+    assert lines[0].split() == ["layer", "kind", "output", "params"]
+    assert lines[2].split() == ["input", "1x8x8", "0"]
+    assert lines[3].split() == ["features.0.conv", "conv", "32x8x8", "320", "k=3", "s=1", "p=same"]
+    assert lines[-1] == "total parameters: 45,418"
 
 
 @pytest.mark.parametrize(
@@ -139,5 +184,20 @@ def test_plan_shapes_and_params_match_the_built_model() -> None:
 def test_invalid_specs_are_rejected_with_layer_value_and_allowed(model: dict, message: str) -> None:
     cfg = parse_config({"model": model})
     with pytest.raises(ConfigError) as info:
-        plan_model(cfg.model, (1, 8, 8), 10)
+        summarize(cfg.model, input_shape=(1, 8, 8), num_classes=10)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "where"),
+    [
+        ({"blocks": [{"type": "conv", "channels": 4, "padding": 10**30}]}, "model.blocks.0"),
+        ({"blocks": [{"type": "pool", "size": 2, "stride": 10**30}]}, "model.blocks.0"),
+        ({"head": {"hidden": [10**19]}}, "model.head"),
+    ],
+)
+def test_sizes_torch_cannot_hold_are_a_config_error(model: dict, where: str) -> None:
+    """Refused before anything trains, naming the layer (not a TypeError from torch)."""
+    cfg = parse_config({"model": model})
+    with pytest.raises(ConfigError, match=f"^{where}: torch cannot build this layer"):
+        summarize(cfg.model, input_shape=(1, 8, 8), num_classes=10)

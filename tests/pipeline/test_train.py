@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import torch
 
 from pipeline.config import EarlyStoppingSpec
 from pipeline.run import train_local
-from pipeline.runstore import RunDir, check_name
 from pipeline.train import EarlyStopping
+from runstore import RunDir, check_name
 from tests.pipeline.conftest import tiny_config
 
 
@@ -41,15 +42,13 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> Non
     )
     run, summary = train_local(cfg, runs=tmp_path, experiment="es", name="r1")
     metrics = run.read_metrics()
-    assert summary["stopped_early"] and summary["epochs_run"] < 30
-    assert len(metrics) == summary["epochs_run"]
-    best = max(
-        (r for r in metrics if r["epoch"] <= summary["best_epoch"]), key=lambda r: r["epoch"]
-    )
-    assert summary["best_value"] == best["val_loss"]
-    after = [r["val_loss"] for r in metrics if r["epoch"] > best["epoch"]]
-    assert all(v > best["val_loss"] - 0.3 for v in after)
-    assert summary["epochs_run"] == best["epoch"] + 2  # patience 2
+    assert summary.stopped_early and summary.epochs_run < 30
+    assert len(metrics) == summary.epochs_run
+    best = max((r for r in metrics if r.epoch <= summary.best_epoch), key=lambda r: r.epoch)
+    assert summary.best_value == best.val_loss
+    after = [r.val_loss for r in metrics if r.epoch > best.epoch]
+    assert all(v > best.val_loss - 0.3 for v in after)
+    assert summary.epochs_run == best.epoch + 2  # patience 2
     # The saved final model is the best epoch's, not the last epoch's.
     final = torch.load(run.checkpoints / "model.pt", weights_only=True)
     last = torch.load(run.checkpoints / "last.pt", weights_only=True)
@@ -76,6 +75,8 @@ def test_run_directory_files_and_fields(tmp_path: Path) -> None:
     } <= set(config)
     assert config["config"]["optimizer"]["name"] == "adam" and config["versions"]["torch"]
     assert config["data"]["input_shape"] == [1, 8, 8] and len(config["data"]["mean"]) == 1
+    assert config["effective"]["optimizer"]["lr"] == 0.01  # what it was built with
+    assert run.read_config().config == config["config"]  # the typed record reads it back
     lines = (run.path / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
@@ -100,9 +101,11 @@ def test_run_directory_files_and_fields(tmp_path: Path) -> None:
         assert all(g["norm"] > 0 for g in r["grad_norms"])
         assert 0 <= r["val_accuracy"] <= 1
     assert records[-1]["elapsed_seconds"] >= records[0]["elapsed_seconds"]
+    assert [r.epoch for r in run.read_metrics()] == [1, 2, 3, 4]
     stored = json.loads((run.path / "summary.json").read_text())
-    assert stored == summary
+    assert stored == dataclasses.asdict(summary) and run.read_summary() == summary
     assert stored["status"] == "completed" and stored["device"] == "cpu"
+    assert stored["schema"] == 1 and 0 < stored["val_accuracy"] <= 1
     assert stored["test_accuracy"] > 0.8  # 4 epochs of a tiny CNN on the digits
     assert (run.checkpoints / "last.pt").is_file() and (run.checkpoints / "model.pt").is_file()
     with pytest.raises(ValueError, match="already exists; pass --resume"):
@@ -114,14 +117,14 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
         pass
 
     def stop_after_two(record: dict) -> None:
-        if record["epoch"] == 2:
+        if record.epoch == 2:
             raise Stop
 
     cfg = tiny_config(**{"training.epochs": 5})
     with pytest.raises(Stop):
         train_local(cfg, runs=tmp_path, experiment="e", name="r", on_epoch=stop_after_two)
     run = RunDir(tmp_path / "e" / "r")
-    assert run.read_summary()["status"] == "failed"  # type: ignore[index]
+    assert run.read_summary().status == "failed"  # type: ignore[union-attr]
     (run.path / "summary.json").unlink()  # as if the whole job died
     with open(run.path / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3, "train_lo')  # a crash mid-line
@@ -132,11 +135,11 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
         experiment="e",
         name="r",
         resume=True,
-        on_epoch=lambda r: seen.append(r["epoch"]),
+        on_epoch=lambda r: seen.append(r.epoch),
     )
     assert seen == [3, 4, 5]
-    assert [r["epoch"] for r in run2.read_metrics()] == [1, 2, 3, 4, 5]
-    assert summary["status"] == "completed" and summary["epochs_run"] == 5
+    assert [r.epoch for r in run2.read_metrics()] == [1, 2, 3, 4, 5]
+    assert summary.status == "completed" and summary.epochs_run == 5
     with pytest.raises(ValueError, match="already completed"):
         train_local(cfg, runs=tmp_path, experiment="e", name="r", resume=True)
 
@@ -146,7 +149,7 @@ def test_diverging_run_is_marked_failed(tmp_path: Path) -> None:
     with pytest.raises(FloatingPointError, match="diverged"):
         train_local(cfg, runs=tmp_path, experiment="e", name="boom")
     summary = RunDir(tmp_path / "e" / "boom").read_summary()
-    assert summary is not None and summary["status"] == "failed" and "diverged" in summary["reason"]
+    assert summary is not None and summary.status == "failed" and "diverged" in summary.reason
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "x" * 200, "a b"])

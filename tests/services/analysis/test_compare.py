@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from runstore import RunStore
 from services.analysis.compare import Selection, compare, gradient_flow, select
 from services.analysis.errors import InvalidRequest, NoRuns
-from services.analysis.store import RunStore
 from tests.services.analysis.runstore import (
     CURVES,
     TEST_ACCURACY,

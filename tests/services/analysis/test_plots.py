@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runstore import RunStore
 from services.analysis.compare import Selection, gradient_flow, select
 from services.analysis.errors import InvalidRequest
 from services.analysis.plots import band, render_png
-from services.analysis.store import RunStore
 from tests.services.analysis.pngs import png_size
 from tests.services.analysis.runstore import epoch_line, run_config, summary, write_run
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from runstore import RunStore
 from services.analysis.compare import Selection, compare, gradient_flow, select
-from services.analysis.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[3]
 

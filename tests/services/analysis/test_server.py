@@ -17,9 +17,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from runstore import RunStore
 from services.analysis.server import AnalysisServer
 from services.analysis.servicer import SERVICE_NAME
-from services.analysis.store import RunStore
 from services.common import ServerOptions
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb
 from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.errors import InvalidRequest, MalformedRunError, RunNotFound
+from runstore import MalformedRun as MalformedRunError
+from runstore import RunNotFound, RunStore
+from services.analysis.errors import InvalidRequest
 from services.analysis.servicer import AnalysisServicer
-from services.analysis.store import RunStore
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb
 from tests.services.analysis.conftest import FakeContext
 from tests.services.analysis.pngs import png_size

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.errors import (
-    ExperimentNotFound,
-    InvalidRequest,
-    MalformedRunError,
-    RunNotFound,
-)
-from services.analysis.location import open_location
-from services.analysis.store import RunStore, parse_metrics, select_runs
+from runstore import BadName as InvalidName
+from runstore import ExperimentNotFound, RunNotFound, RunStore, parse_metrics
+from runstore import MalformedRun as MalformedRunError
+from runstore.files import open_files as open_location
+from services.analysis.errors import InvalidRequest
+from services.analysis.store import select_runs
 from tests.services.analysis.runstore import (
     epoch_line,
     run_config,
@@ -193,13 +191,15 @@ def test_never_unpickles(tmp_path: Path) -> None:
 
 def test_not_found_errors_name_what_exists(known_store: Path) -> None:
     store = RunStore(str(known_store))
-    with pytest.raises(ExperimentNotFound, match="experiments: opt"):
+    with pytest.raises(ExperimentNotFound, match="'nope' not found in the run store") as error:
         store.scan("nope")
+    # Neither the other experiments nor the store's path are disclosed to a caller.
+    assert "opt" not in str(error.value) and str(known_store) not in str(error.value)
     with pytest.raises(ExperimentNotFound):
         store.run("nope", "x")
     with pytest.raises(RunNotFound, match="'x' not found in experiment 'opt'"):
         store.run("opt", "x")
-    with pytest.raises(InvalidRequest, match="not a valid name"):
+    with pytest.raises(InvalidName, match="not a valid name"):
         store.run("opt", "../opt")
 
 
@@ -237,7 +237,7 @@ def test_file_uri_and_fsspec_uri_read_the_same_store(known_store: Path) -> None:
         run = mem_store.run("opt", run_id("sgd", 3))
         assert [e.val_accuracy for e in run.epochs] == [0.2, 0.6, 0.94]
         assert (
-            mem_store.read_metrics_from("opt", run_id("sgd", 3), 10)[:5]
+            mem_store.run_dir("opt", run_id("sgd", 3)).read_metrics_from(10)[:5]
             == ((known_store / "opt" / run_id("sgd", 3) / "metrics.jsonl").read_bytes()[10:15])
         )
     finally:
@@ -255,10 +255,10 @@ def test_other_schemes_without_fsspec_say_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "fsspec", None)  # import fsspec -> ImportError
-    with pytest.raises(ValueError, match=r"gdrive:// scheme is not one pyarrow") as error:
+    with pytest.raises(ValueError, match=r"gdrive:// is not a file system pyarrow can") as error:
         open_location("gdrive://user:secret@folder/runs")
-    assert "needs fsspec" in str(error.value) and "secret" not in str(error.value)
-    assert open_location("file:///tmp").root == "/tmp"
+    assert "fsspec (with its plug-in)" in str(error.value) and "secret" not in str(error.value)
+    assert open_location("file:///tmp").display == "/tmp"
 
 
 def test_missing_root_has_no_experiments(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """WatchRun across a resumed run (issue 10) and a torn last line of metrics.jsonl.
 
 A resumed run replaces metrics.jsonl atomically with the lines through its checkpoint's
-epoch (pipeline/runstore.py, `keep_metrics_through`) and appends the redone epochs. The
+epoch (runstore/rundir.py, `keep_metrics_through`) and appends the redone epochs. The
 stream must send each epoch number once, in order, and end normally at the summary.
-Most tests drive `follow` with a scripted `wait`, so each poll sees a known file.
+Most tests drive the follower (runstore.follow, through WatchRun's `watch`) with a
+scripted `wait`, so each poll sees a known file.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from services.analysis.location import ArrowLocation, LocalLocation, Location
+from runstore import Event, RunStore, StoreLocation, parse_epoch
+from runstore.files import ArrowFiles, Files, LocalFiles
+from services.analysis.errors import InvalidRequest
 from services.analysis.servicer import AnalysisServicer
-from services.analysis.store import RunStore, parse_epoch
-from services.analysis.watch import Event, follow
+from services.analysis.watch import watch
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb
 from tests.services.analysis.conftest import FakeContext
 from tests.services.analysis.runstore import epoch_line, run_config, summary, write_run
@@ -62,13 +64,13 @@ Step = Callable[[], object]
 
 
 def scripted(store: RunStore, steps: Sequence[Step], *, after_epoch: int = 0) -> list[Event]:
-    """All events of `follow`, running the next step of `steps` at each wait between polls."""
+    """All events of `watch`, running the next step of `steps` at each wait between polls."""
     pending = iter(steps)
 
     def wait(_: float) -> None:
         next(pending)()  # StopIteration here means the stream polled more than expected
 
-    return list(follow(store, "live", "r", wait=wait, after_epoch=after_epoch))
+    return list(watch(store, "live", "r", wait=wait, after_epoch=after_epoch))
 
 
 def both(first: Step, second: Step) -> Step:
@@ -109,7 +111,7 @@ def test_watch_run_across_a_resume_sends_each_epoch_once(tmp_path: Path) -> None
     assert events[-1].WhichOneof("event") == "summary"
     assert events[-1].summary.status == "completed"
     [warned] = [w for e in events for w in e.warnings]
-    assert "rewritten" in warned and "epochs through 4 are not sent again" in warned
+    assert "rewritten" in warned and "epochs through 4 are not delivered again" in warned
 
 
 def _arrow_store(tmp_path: Path) -> tuple[RunStore, Callable[[bytes], None], Callable[[], None]]:
@@ -125,14 +127,14 @@ def _arrow_store(tmp_path: Path) -> tuple[RunStore, Callable[[bytes], None], Cal
         put("summary.json", json.dumps(summary(0.9, 6)).encode())
 
     put("config.json", json.dumps({"config": run_config("adam", 1)}).encode())
-    location: Location = ArrowLocation(fs, "bucket", "mock://bucket")
+    location: Files = ArrowFiles(fs, "bucket", StoreLocation("mock://bucket"))
     return RunStore(location), lambda data: put("metrics.jsonl", data), done
 
 
 def _local_store(tmp_path: Path) -> tuple[RunStore, Callable[[bytes], None], Callable[[], None]]:
     folder = new_run(tmp_path, b"")
     return (
-        RunStore(LocalLocation(tmp_path)),
+        RunStore(LocalFiles(tmp_path)),
         lambda data: replace(folder / "metrics.jsonl", data),
         lambda: finish(folder, 6),
     )
@@ -244,5 +246,38 @@ def test_a_line_written_in_two_parts_is_sent_once_whole(tmp_path: Path) -> None:
 def test_reading_past_the_end_of_an_object_is_empty(tmp_path: Path) -> None:
     store, write_metrics, _ = _arrow_store(tmp_path)
     write_metrics(b"0123456789\n")
-    assert store.read_metrics_from("live", "r", 4) == b"456789\n"
-    assert store.read_metrics_from("live", "r", 100) == b""
+    run = store.run_dir("live", "r")
+    assert run.read_metrics_from(4) == b"456789\n"
+    assert run.read_metrics_from(100) == b""
+
+
+@pytest.mark.parametrize("poll", [float("nan"), float("inf"), -1.0])
+def test_a_poll_interval_that_is_not_a_finite_number_is_refused(
+    tmp_path: Path, poll: float
+) -> None:
+    # NaN passed the old clamp and became wait(0): one stream burned a core.
+    new_run(tmp_path, lines({1: 0.5}))
+    servicer = AnalysisServicer(RunStore(str(tmp_path)))
+    request = pb.WatchRunRequest(experiment="live", run_id="r", poll_seconds=poll)
+    with pytest.raises(InvalidRequest, match="poll_seconds"):
+        next(servicer.WatchRun(request, FakeContext(10)))
+
+
+def test_close_ends_a_waiting_stream_at_once(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    new_run(tmp_path, lines({1: 0.5}))
+    servicer = AnalysisServicer(RunStore(str(tmp_path)))
+    request = pb.WatchRunRequest(experiment="live", run_id="r", poll_seconds=30)
+    stream = servicer.WatchRun(request, FakeContext(60))
+    assert next(stream).epoch.epoch == 1  # the stream now waits 30 s for its next poll
+    rest: list[object] = []
+    reader = threading.Thread(target=lambda: rest.extend(stream))
+    reader.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    servicer.close()
+    reader.join(timeout=5)
+    assert not reader.is_alive() and time.monotonic() - start < 2
+    assert rest == []

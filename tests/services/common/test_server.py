@@ -167,7 +167,14 @@ def test_default_message_limit_fits_64_images_of_224() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"threads": 0}, {"max_concurrent_requests": 0}, {"max_message_mb": 0}, {"auth_token": " "}],
+    [
+        {"handler_threads": 0},
+        {"max_streams": 0},
+        {"stream_idle_timeout": 0},
+        {"max_concurrent_requests": 0},
+        {"max_message_mb": 0},
+        {"auth_token": " "},
+    ],
 )
 def test_bad_options_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):

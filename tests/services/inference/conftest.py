@@ -12,7 +12,7 @@ import pytest
 from services.common import ServerOptions
 from services.generated.inference import grpc_service_pb2 as pb
 from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from services.inference.server import InferenceServer
+from services.inference.server import InferenceServer, MetricsOptions
 from tests.services.inference.onnx_models import add_model
 
 
@@ -26,9 +26,8 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(repo: Path) -> Iterator[InferenceServer]:
-    srv = InferenceServer(
-        repo, ServerOptions(host="127.0.0.1", port=0, threads=32, grace_period=2), metrics_port=0
-    ).start()
+    options = ServerOptions(host="127.0.0.1", port=0, handler_threads=32, grace_period=2)
+    srv = InferenceServer(repo, options, metrics=MetricsOptions(port=0)).start()
     yield srv
     srv.stop(0)
 

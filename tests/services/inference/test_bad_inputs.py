@@ -31,7 +31,7 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pb_grpc.GRPCInfer
     broken = add_model(repo, "broken", versions=())
     (broken / "1").mkdir()
     (broken / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
-    server = InferenceServer(repo, ServerOptions(host="127.0.0.1", port=0), metrics_port=None)
+    server = InferenceServer(repo, ServerOptions(host="127.0.0.1", port=0), metrics=None)
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield pb_grpc.GRPCInferenceServiceStub(channel)
@@ -65,6 +65,26 @@ def _images(*images: bytes, model: str = "digits") -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name=model)
     request.inputs.add(name="input", datatype="BYTES", shape=[len(images)])
     request.raw_input_contents.append(encode_bytes_elements(list(images)))
+    return request
+
+
+def _outputs(*names: str, k: int = 0) -> Callable[[pb.ModelInferRequest], object]:
+    def edit(r: pb.ModelInferRequest) -> None:
+        for name in names:
+            out = r.outputs.add(name=name)
+            if k:
+                out.parameters["classification"].int64_param = k
+
+    return edit
+
+
+def _empty_bytes(count: int, shape: list[int], typed: bool = False) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="digits")
+    tensor = request.inputs.add(name="input", datatype="BYTES", shape=shape)
+    if typed:
+        tensor.contents.bytes_contents.extend([b""] * count)
+    else:
+        request.raw_input_contents.append(b"\0\0\0\0" * count)
     return request
 
 
@@ -197,6 +217,43 @@ CASES = [
         "negative dimension",
     ),
     ("unknown datatype", _raw(X, "FLOAT"), INVALID, "unknown datatype 'FLOAT'"),
+    # Issue 15: what a request may cost is settled before any work.
+    (
+        "output named twice",
+        _with(_raw(X), _outputs("logits", "probabilities", "logits")),
+        INVALID,
+        "output 'logits' is requested more than once",
+    ),
+    (
+        "output named 20,000 times (counted on the wire)",
+        _with(_raw(X), _outputs(*["probabilities"] * 20_000, k=10)),
+        INVALID,
+        "the request holds more than 1024 outputs",
+    ),
+    (
+        "BYTES elements declared past the limit",
+        _empty_bytes(2000, [2000]),
+        INVALID,
+        "declares 2000 BYTES elements; at most 1024",
+    ),
+    (
+        "BYTES elements past the shape",
+        _empty_bytes(5, [1]),
+        INVALID,
+        "hold more than the 1 elements its shape declares",
+    ),
+    (
+        "a million typed BYTES elements (counted on the wire)",
+        _empty_bytes(1_000_000, [1_000_000], typed=True),
+        INVALID,
+        "input 0's contents holds more than 1024 BYTES elements",
+    ),
+    (
+        "image larger than 16x the input",
+        _images(_png(129)),
+        INVALID,
+        "images may have at most 16384 pixels (16 times the model's 8x8 input",
+    ),
     (
         "model not ready (failed load)",
         _raw(X, model="broken"),
@@ -231,7 +288,7 @@ def test_good_request_still_works_after_the_bad_ones(
 def test_model_unloaded_is_unavailable(tmp_path: Path) -> None:
     add_model(tmp_path, "digits")
     server = InferenceServer(
-        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics_port=None
+        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics=None
     ).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
@@ -252,7 +309,7 @@ def test_unexpected_failure_is_internal_and_the_server_keeps_serving(
 ) -> None:
     add_model(tmp_path, "digits")
     server = InferenceServer(
-        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics_port=None
+        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics=None
     ).start()
     model = server.repository.get("digits")
     original = model._requested

@@ -56,6 +56,15 @@ def test_every_option_comes_from_the_environment(
         "STRIDE_MAX_CONCURRENT_REQUESTS": "5",
         "STRIDE_THREADS": "1",
         "STRIDE_SPIN": "on",
+        "STRIDE_HANDLER_THREADS": "12",
+        "STRIDE_MAX_STREAMS": "6",
+        "STRIDE_STREAM_IDLE_TIMEOUT": "30",
+        "STRIDE_MAX_BYTES_ELEMENTS": "99",
+        "STRIDE_MAX_IMAGE_SCALE": "4",
+        "STRIDE_MAX_DECODES": "3",
+        "STRIDE_METRICS_MAX_CONNECTIONS": "5",
+        "STRIDE_METRICS_TIMEOUT": "2.5",
+        "STRIDE_METRICS_TLS": "on",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -68,10 +77,18 @@ def test_every_option_comes_from_the_environment(
     )
     assert (args.grace_period, args.poll_interval, args.max_message_mb) == (3.5, 2.0, 8.0)
     assert (args.max_concurrent_requests, args.threads, args.spin) == (5, 1, "on")
+    assert (args.max_bytes_elements, args.max_image_scale, args.max_decodes) == (99, 4.0, 3)
+    assert (args.metrics_max_connections, args.metrics_timeout, args.metrics_tls) == (5, 2.5, "on")
     assert parse(["--port", "7000"]).port == 7000  # a flag beats its variable
     (tmp_path / "token").write_text("tok\n")
     options = serve.server_options(args)
     assert options.auth_token == "tok" and options.health_port == 9003
+    # --threads is ONNX Runtime's; the gRPC handler threads are --handler-threads.
+    assert (options.handler_threads, options.max_streams, options.stream_idle_timeout) == (
+        12,
+        6,
+        30.0,
+    )
     monkeypatch.setenv("STRIDE_PORT", "eighty")
     with pytest.raises(SystemExit):
         parse([])
@@ -161,7 +178,7 @@ def test_serve_with_mutual_tls_and_token_then_predict(
         "--tls-cert", str(certs["server.pem"]), "--tls-key", str(certs["server.key"]),
         "--tls-ca", str(certs["ca.pem"]), "--auth-token-file", str(tmp_path / "token"),
     ])  # fmt: skip
-    server = InferenceServer(args.repository, serve.server_options(args), metrics_port=None).start()
+    server = InferenceServer(args.repository, serve.server_options(args), metrics=None).start()
     image = str(_png(tmp_path, "a.png", 99))
     base = [
         "predict",
@@ -271,3 +288,21 @@ def test_sigterm_drains_requests_in_flight_and_exits_zero(tmp_path: Path) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_docs_list_every_option_with_its_variable_and_default() -> None:
+    docs = (ROOT / "docs" / "serving.md").read_text()
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    for action in parser._actions:
+        flag = next((o for o in action.option_strings if o.startswith("--")), None)
+        if flag is None or flag == "--help":
+            continue
+        env = "STRIDE_" + flag[2:].upper().replace("-", "_")
+        rows = [
+            line
+            for line in docs.splitlines()
+            if line.startswith("| `--") and f"`{flag}" in line.split("|")[1]
+        ]
+        assert rows, f"docs/serving.md has no row for {flag}"
+        assert env in rows[0], f"the row of {flag} does not name {env}"

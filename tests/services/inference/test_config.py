@@ -10,7 +10,7 @@ import pytest
 
 from services.common.errors import InvalidInput
 from services.inference.config import (
-    ConfigError,
+    ModelConfigError,
     check_model_name,
     parse_version,
     read_config,
@@ -44,7 +44,7 @@ def test_documented_config_parses_into_settings(tmp_path: Path) -> None:
 def test_name_defaults_to_the_folder_and_must_match_it(tmp_path: Path) -> None:
     text = config_text("digits").replace('name: "digits"\n', "")
     assert read_config(write(tmp_path, text)).name == "digits"
-    with pytest.raises(ConfigError, match="differs from its folder"):
+    with pytest.raises(ModelConfigError, match="differs from its folder"):
         read_config(write(tmp_path, config_text("other")))
 
 
@@ -64,7 +64,7 @@ def test_invalid_configs_say_what_is_wrong(
     tmp_path: Path, change: tuple[str, str], message: str
 ) -> None:
     path = write(tmp_path, config_text("digits").replace(*change))
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ModelConfigError, match=message):
         settings_from(read_config(path), path)
 
 
@@ -94,7 +94,7 @@ def test_names_and_versions() -> None:
 
 
 def test_cuda_is_required_when_asked_for() -> None:
-    with pytest.raises(ConfigError, match="no CUDAExecutionProvider"):
+    with pytest.raises(ModelConfigError, match="no CUDAExecutionProvider"):
         choose_providers(True, ["CPUExecutionProvider"])
     assert choose_providers(True, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider"

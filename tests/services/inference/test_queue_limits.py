@@ -42,7 +42,7 @@ def test_full_queue_and_queue_timeout(tmp_path: Path) -> None:
         tmp_path, depth=200, extra="dynamic_batching { default_queue_policy { max_queue_size: 2 } }"
     )
     server = InferenceServer(
-        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics_port=None
+        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics=None
     ).start()
     batcher = server.repository.get("slow").batcher
     outcomes: list[object] = []

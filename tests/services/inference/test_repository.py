@@ -184,7 +184,7 @@ def test_hot_reload_through_the_port_under_continuous_requests(tmp_path: Path) -
 
     add_model(tmp_path, "digits", versions=(1,))
     server = InferenceServer(
-        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics_port=None, poll_interval=0.05
+        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics=None, poll_interval=0.05
     ).start()
     failures: list[BaseException] = []
     seen: set[int] = set()

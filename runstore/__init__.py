@@ -1,0 +1,65 @@
+"""The run store: where training writes its runs and every reader finds them.
+
+    RUNS/<experiment>/<run-id>/
+      config.json     ConfigRecord   resolved config, code and library versions
+      metrics.jsonl   EpochRecord    one line per epoch
+      summary.json    SummaryRecord  written once when the run ends
+      checkpoints/                   torch state dicts (read by training only)
+
+One torch-free, grpc-free package, used by training (pipeline), the analysis
+service and the command line alike: locations (`StoreLocation`, a local folder or an
+object store URI), files (`open_files`: atomic writes, whole-line appends), names,
+typed records, one run's folder (`RunDir`), a whole store (`RunStore`) and one
+follower of a running run (`Follower`). docs/formats.md describes the format.
+"""
+
+from runstore.errors import BadName, ExperimentNotFound, MalformedRun, RunNotFound
+from runstore.files import Files, open_files
+from runstore.follow import Event, Follower, follow
+from runstore.location import StoreLocation, redact
+from runstore.names import check_name, check_read_name, new_run_id, utc_now
+from runstore.reader import Run, RunStore, Scan, Skipped, format_value
+from runstore.records import (
+    SCHEMA_VERSION,
+    STATUSES,
+    ConfigRecord,
+    EpochRecord,
+    SummaryRecord,
+    parse_epoch,
+    parse_metrics,
+    parse_summary,
+)
+from runstore.rundir import CHECKPOINTS, RunDir
+
+__all__ = [
+    "CHECKPOINTS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "BadName",
+    "ConfigRecord",
+    "EpochRecord",
+    "Event",
+    "ExperimentNotFound",
+    "Files",
+    "Follower",
+    "MalformedRun",
+    "Run",
+    "RunDir",
+    "RunNotFound",
+    "RunStore",
+    "Scan",
+    "Skipped",
+    "StoreLocation",
+    "SummaryRecord",
+    "check_name",
+    "check_read_name",
+    "follow",
+    "format_value",
+    "new_run_id",
+    "open_files",
+    "parse_epoch",
+    "parse_metrics",
+    "parse_summary",
+    "redact",
+    "utc_now",
+]

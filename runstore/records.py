@@ -1,0 +1,263 @@
+"""The records of a run folder, one type per file, used by the writer and the readers.
+
+- `ConfigRecord`: config.json, written once when the run starts.
+- `EpochRecord`: one line of metrics.jsonl per epoch.
+- `SummaryRecord`: summary.json, written once when the run ends.
+
+`to_json()` is what the writer stores; `parse_*` is what every reader uses. Parsing
+is strict about types (a number that is a string breaks the format) and lenient
+about the rest: unknown fields are ignored, absent ones are None. Anything a parser
+can raise becomes `MalformedRun`, so one bad file never breaks a call about other
+runs. docs/formats.md is tested against these fields (tests/runstore).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from runstore.errors import MalformedRun
+
+SCHEMA_VERSION = 1  # config.json and summary.json say which they follow ("schema")
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    """config.json: the resolved config and what produced the run."""
+
+    experiment: str
+    run_id: str
+    created_at: str
+    config: Mapping[str, Any]  # the whole resolved run config, nested as in the YAML
+    config_hash: str = ""  # sha256 of the canonical JSON of `config`, first 16 hex
+    grid: Mapping[str, Any] = field(default_factory=dict)  # the swept values of this run
+    code_version: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)  # python, torch, ray, ...
+    effective: Mapping[str, Any] = field(default_factory=dict)  # workers, batch, lr, device
+    data: Mapping[str, Any] = field(default_factory=dict)  # shapes, classes, mean, std
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One line of metrics.jsonl."""
+
+    epoch: int
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    lr: float | None = None
+    epoch_seconds: float | None = None
+    elapsed_seconds: float | None = None  # training seconds since the run began
+    images_per_second: float | None = None  # training throughput of the epoch
+    grad_norms: tuple[tuple[str, float], ...] = ()  # (layer, mean norm), input side first
+
+    def to_line(self) -> str:
+        record: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        record["grad_norms"] = [{"layer": n, "norm": v} for n, v in self.grad_norms]
+        return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+@dataclass(frozen=True)
+class SummaryRecord:
+    """summary.json: how the run ended. `val_*` are the kept model's validation figures
+    (what a sweep selects by), `test_*` its test figures (reported, never selected by)."""
+
+    status: str  # completed or failed
+    reason: str | None = None  # why it failed
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    best_epoch: int | None = None
+    best_metric: str | None = None
+    best_value: float | None = None
+    epochs_run: int | None = None
+    stopped_early: bool = False
+    wall_seconds: float | None = None
+    train_seconds: float | None = None
+    device: str | None = None
+    precision: str | None = None
+    workers: int | None = None
+    resumed_from_epoch: int | None = None  # the last restart's checkpoint, if any
+    finished_at: str | None = None
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+
+
+STATUSES = ("completed", "failed", "running")  # running: no summary.json yet
+_NUMBER_FIELDS = {
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "epoch_seconds",
+    "elapsed_seconds",
+    "images_per_second",
+    "test_loss",
+    "test_accuracy",
+    "best_value",
+    "wall_seconds",
+    "train_seconds",
+}
+_INT_FIELDS = {"epoch", "best_epoch", "epochs_run", "workers", "resumed_from_epoch", "schema"}
+_TEXT_FIELDS = {"status", "reason", "best_metric", "device", "precision", "finished_at"}
+
+
+def load_object(data: bytes, name: str) -> dict[str, Any]:
+    """A JSON object from a run file; MalformedRun for anything else."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, bad UTF-8, an integer of more than 4,300 digits, ...
+        raise MalformedRun(f"{name} is not valid JSON ({_short(exc)})") from None
+    if not isinstance(value, dict):
+        raise MalformedRun(f"{name} is not a JSON object")
+    return value
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _checked(obj: Mapping[str, Any], key: str, where: str) -> Any:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if key in _NUMBER_FIELDS or key in _INT_FIELDS:
+        integral = key in _INT_FIELDS
+        if isinstance(value, bool) or not isinstance(value, int if integral else int | float):
+            kind = "an integer" if integral else "a number"
+            raise MalformedRun(f"{where}: {key} is {value!r:.80}, not {kind}")
+        return value if integral else float(value)
+    if key in _TEXT_FIELDS and not isinstance(value, str):
+        raise MalformedRun(f"{where}: {key} is {value!r:.80}, not a string")
+    return value
+
+
+def _schema(obj: Mapping[str, Any], where: str) -> int:
+    schema = _checked(obj, "schema", where)
+    if schema is None:
+        return SCHEMA_VERSION  # written before the field existed
+    if schema > SCHEMA_VERSION:
+        raise MalformedRun(
+            f"{where}: schema {schema} is newer than this reader's {SCHEMA_VERSION}; "
+            "upgrade Stride to read it"
+        )
+    return int(schema)
+
+
+def _mapping(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MalformedRun(f"{where}: '{key}' is not an object")
+    return value
+
+
+def parse_config_record(data: bytes) -> ConfigRecord:
+    where = "config.json"
+    obj = load_object(data, where)
+    return ConfigRecord(
+        experiment=str(obj.get("experiment") or ""),
+        run_id=str(obj.get("run_id") or ""),
+        created_at=str(obj.get("created_at") or ""),
+        config=_mapping(obj, "config", where),
+        config_hash=str(obj.get("config_hash") or ""),
+        grid=_mapping(obj, "grid", where),
+        code_version=str(obj.get("code_version") or ""),
+        versions=_mapping(obj, "versions", where),
+        effective=_mapping(obj, "effective", where),
+        data=_mapping(obj, "data", where),
+        schema=_schema(obj, where),
+    )
+
+
+def parse_summary(data: bytes) -> SummaryRecord:
+    where = "summary.json"
+    obj = load_object(data, where)
+    status = obj.get("status")
+    if not isinstance(status, str) or not status:
+        raise MalformedRun(f"{where}: status is {status!r:.80}, not a string")
+    values = {
+        f.name: _checked(obj, f.name, where)
+        for f in fields(SummaryRecord)
+        if f.name not in ("status", "stopped_early", "schema")
+    }
+    return SummaryRecord(
+        status=status,
+        stopped_early=bool(obj.get("stopped_early", False)),
+        schema=_schema(obj, where),
+        **values,
+    )
+
+
+def parse_epoch(line: str | bytes, where: str) -> EpochRecord:
+    """One metrics.jsonl line; MalformedRun names what is wrong."""
+    data = line if isinstance(line, bytes) else line.encode("utf-8", errors="replace")
+    obj = load_object(data, where)
+    epoch = _checked(obj, "epoch", where)
+    if epoch is None:
+        raise MalformedRun(f"{where} has no epoch")
+    values = {
+        f.name: _checked(obj, f.name, where)
+        for f in fields(EpochRecord)
+        if f.name not in ("epoch", "grad_norms")
+    }
+    return EpochRecord(epoch=epoch, grad_norms=_grad_norms(obj.get("grad_norms"), where), **values)
+
+
+def _grad_norms(value: Any, where: str) -> tuple[tuple[str, float], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise MalformedRun(f"{where}: grad_norms is not a list")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("layer"), str):
+            raise MalformedRun(f"{where}: grad_norms entry {item!r:.80} has no layer name")
+        norm = item.get("norm")
+        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, int | float)):
+            raise MalformedRun(f"{where}: grad_norms norm {norm!r:.80} is not a number")
+        out.append((item["layer"], math.nan if norm is None else float(norm)))
+    return tuple(out)
+
+
+def parse_metrics(data: bytes) -> tuple[list[EpochRecord], list[str]]:
+    """metrics.jsonl as epochs 1, 2, 3, ... and the warnings met on the way.
+
+    Writers append whole lines, so only the last line can be incomplete: when it does
+    not parse it is skipped with a warning. Any other bad line, a gap, a repeated
+    epoch or a decreasing one makes the run malformed.
+    """
+    lines = data.split(b"\n")
+    tail = lines.pop()  # bytes after the last newline: b"" when the file ends cleanly
+    epochs = [
+        parse_epoch(line, f"metrics.jsonl line {number}")
+        for number, line in enumerate(lines, start=1)
+        if line.strip()
+    ]
+    warnings: list[str] = []
+    if tail.strip():
+        try:
+            epochs.append(parse_epoch(tail, f"metrics.jsonl line {len(lines) + 1}"))
+        except MalformedRun:
+            warnings.append(f"metrics.jsonl: truncated last line {len(lines) + 1} skipped")
+    for expected, epoch in enumerate(epochs, start=1):
+        if epoch.epoch != expected:
+            raise MalformedRun(
+                f"metrics.jsonl: epoch {epoch.epoch} where epoch {expected} was expected"
+            )
+    return epochs, warnings

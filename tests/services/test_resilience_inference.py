@@ -1,0 +1,203 @@
+"""Issue 15's attacks on `stride serve` (items 1 to 6), each scaled down to seconds.
+
+One server runs as a subprocess, as a user runs it, with a bearer token, 8 handler
+threads and small limits (set through the environment, so the same suite runs
+against a server of any version). For each attack (bench/attacks.py) a probe on
+its own connection calls health and a normal ModelInfer every 100 ms; it must
+never wait more than 1 s nor fail, the attack must get a clear status code, and
+the server's resident memory (/proc/<pid>/status) must stay within a stated bound
+of what it was before the attack.
+
+Against the code before the fixes every test here failed: the repeated outputs
+took the probe past 1 s (RSS to ~390 MiB); 3,000 made-up method names kept 10 MB;
+8 idle streams took every handler thread and the probe timed out; the 4000x4000
+PNGs were decoded and answered; 2 million empty BYTES elements took 4.8 s; every
+half-open metrics connection kept a thread until the client left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench import attacks
+from bench.attacks import Probe, Target
+from bench.repo import linear_model
+from bench.servers import free_port, rss_mb, stop, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "resilience-token"
+HANDLER_THREADS = 8
+IDLE_TIMEOUT_S = 2
+METRICS_CONNECTIONS = 4
+# Small limits, so that each attack reaches them within seconds.
+LIMITS = {
+    "STRIDE_MAX_STREAMS": "4",
+    "STRIDE_STREAM_IDLE_TIMEOUT": str(IDLE_TIMEOUT_S),
+    "STRIDE_METRICS_MAX_CONNECTIONS": str(METRICS_CONNECTIONS),
+    "STRIDE_METRICS_TIMEOUT": "1",
+}
+PROBE_LIMIT_S = 1.0
+
+
+@dataclass
+class Served:
+    target: Target
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def rss(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    @property
+    def threads(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        return 0
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("resilience")
+    repo = root / "repository"
+    linear_model(repo, "digits", max_batch=64)
+    (root / "token").write_text(TOKEN)
+    port, metrics_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "stride.cli", "serve", "--repository", str(repo),
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
+        "--auth-token-file", str(root / "token"), "--handler-threads", str(HANDLER_THREADS),
+        "--threads", "1", "--log-format", "text",
+    ]  # fmt: skip
+    log = root / "server.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **LIMITS}, stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        wait_ready(port, proc, timeout=90)
+        served = Served(Target(port, "digits", TOKEN, metrics_port), proc, log)
+        with served.target.channel() as ch:  # warm the allocator before any baseline
+            for check in attacks.inference_checks(served.target, ch).values():
+                for _ in range(20):
+                    check(5.0)
+        yield served
+    finally:
+        stop(proc)
+
+
+@dataclass
+class Watch:
+    probe: Probe
+    rss_before: float  # MiB, just before the attack
+
+    @property
+    def growth(self) -> float:
+        """Peak resident memory during the attack over what it was before (MiB)."""
+        return self.probe.peak_rss - self.rss_before
+
+
+@contextlib.contextmanager
+def probed(served: Served) -> Iterator[Watch]:
+    """Probe health and ModelInfer while the block runs, then require they never suffered."""
+    with served.target.channel() as ch:
+        checks = attacks.inference_checks(served.target, ch)
+        watch = Watch(Probe(checks, rss_of=served.proc.pid, timeout=PROBE_LIMIT_S), served.rss)
+        with watch.probe as probe:
+            yield watch
+    # The figures, for `pytest -s` (docs/serving.md quotes them).
+    print(
+        f"\nprobe: {probe.calls} calls, slowest {probe.worst:.3f} s; RSS {watch.rss_before:.0f} "
+        f"MiB before, peak {probe.peak_rss:.0f} MiB, after {served.rss:.0f} MiB"
+    )
+    assert not probe.failures, f"the probe failed during the attack: {probe.failures[:5]}"
+    assert probe.worst < PROBE_LIMIT_S, f"the probe waited {probe.worst:.2f} s"
+    assert probe.calls >= 2
+
+
+def test_repeated_outputs_are_refused_before_any_work(served: Served) -> None:
+    """Item 1: 20,000 repeats of an output of batch 64; 5,000 and 1,000 with classification
+    k=10 (the last is small enough to be parsed: the duplicate is what refuses it)."""
+    requests = [
+        attacks.repeated_outputs_request("digits", 20_000),
+        attacks.repeated_outputs_request("digits", 5_000, k=10),
+        attacks.repeated_outputs_request("digits", 1_000, k=10),
+    ]
+    with probed(served) as watch:
+        outcomes = [attacks.repeated_outputs(served.target, r) for r in requests]
+    for outcome in outcomes:
+        assert outcome.codes == Counter(INVALID_ARGUMENT=1), outcome
+        assert outcome.seconds < 1.0, outcome
+    assert watch.growth < 30, watch
+
+
+def test_made_up_method_names_cost_no_memory(served: Served) -> None:
+    """Item 2: 3,000 calls to different 4 kB method names under the health service."""
+    attacks.made_up_methods(served.target, calls=300)  # whatever gRPC sets up once
+    with probed(served) as watch:
+        outcome = attacks.made_up_methods(served.target, calls=3000)
+    assert outcome.codes == Counter(UNIMPLEMENTED=3000), outcome
+    kept = served.rss - watch.rss_before
+    print(f"kept {kept:.1f} MiB after {outcome.seconds:.1f} s")
+    assert kept < 5, watch  # each name was kept: +10 MB for these 3,000
+
+
+def test_idle_streams_cannot_freeze_the_server(served: Served) -> None:
+    """Item 3: more idle ModelStreamInfer streams than handler threads."""
+    with probed(served):
+        outcome = attacks.idle_stream_infer(
+            served.target, count=HANDLER_THREADS + 4, hold=IDLE_TIMEOUT_S + 3
+        )
+    # 4 streams allowed (STRIDE_MAX_STREAMS), ended once idle; the other 8 refused at once.
+    assert outcome.codes == Counter(RESOURCE_EXHAUSTED=8, DEADLINE_EXCEEDED=4), outcome
+
+
+def test_large_images_are_refused_from_their_header(served: Served) -> None:
+    """Item 4: four 4000x4000 PNGs at once for a model whose input is 8x8."""
+    attacks.large_png(4000)  # built before the clock runs
+    with probed(served) as watch:
+        outcome = attacks.large_images(served.target, side=4000, parallel=4)
+    assert outcome.codes == Counter(INVALID_ARGUMENT=4), outcome
+    assert outcome.seconds < 1.0, outcome
+    assert watch.growth < 30, watch
+
+
+def test_millions_of_empty_bytes_elements_are_refused_by_count(served: Served) -> None:
+    """Item 5: 2 million empty BYTES elements, raw (shape [N] and [1]) and typed."""
+    requests = attacks.empty_bytes_requests("digits", 2_000_000)
+    with probed(served) as watch:
+        outcome = attacks.empty_bytes(served.target, requests)
+    assert outcome.codes == Counter(INVALID_ARGUMENT=3), outcome
+    assert outcome.seconds < 2.0, outcome
+    # The elements are counted on the wire: what remains is gRPC holding each message (8 MB)
+    # while it is read, not protobuf's or Python's objects for each element (the old cost).
+    assert watch.growth < 60, watch
+
+
+def test_half_open_metrics_connections_are_bounded_and_timed_out(served: Served) -> None:
+    """Item 6: 40 connections that send half a request line and wait."""
+    threads_before = served.threads
+    seen: dict[str, int] = {}
+
+    def during() -> None:
+        time.sleep(0.3)
+        seen["threads"] = served.threads
+
+    with probed(served):
+        outcome = attacks.half_open_metrics(served.target, count=40, hold=3.0, during=during)
+    assert outcome.codes == Counter(closed=40), outcome  # refused at once, or timed out
+    assert seen["threads"] - threads_before <= METRICS_CONNECTIONS + 1, (threads_before, seen)
+    time.sleep(0.3)  # the handler threads notice their closed sockets
+    assert "nv_inference_request_success" in attacks.scrape(served.target)
+    assert b"Traceback" not in served.log.read_bytes()
