@@ -61,7 +61,7 @@ bench: $(STAMP) $(TRITON_STAMP) ## Every benchmark, one table, JSON in results/ 
 bench-quick: $(STAMP) $(TRITON_STAMP) ## The short version of make bench (1-2 min)
 	$(PY) bench/run.py --quick $(BENCH_GPU)
 
-soak: $(STAMP) $(TRITON_STAMP) ## Concurrency 64 against stride serve, model swapped halfway (SOAK_MINUTES=10)
+soak: $(STAMP) $(TRITON_STAMP) ## Concurrency 64 against stride serve: model swapped halfway, then a hostile client (2 x SOAK_MINUTES)
 	$(PY) bench/soak.py --minutes $(SOAK_MINUTES) --json results/soak.json
 
 fuzz: $(STAMP) ## Every atheris harness for FUZZ_SECONDS each (300); corpora in results/fuzz

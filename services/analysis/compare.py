@@ -25,6 +25,10 @@ from services.analysis.options import (
 )
 from services.analysis.store import select_runs
 
+MAX_GROUPS = 256  # a comparison's pairwise table has groups x (groups - 1) rows
+MAX_BOOTSTRAP_DRAWS = 200_000_000  # resampled values per call: about a second of numpy
+STATS_PER_GROUP = 11  # the intervals `compare` computes for each group (GroupStats)
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -77,6 +81,12 @@ def select(store: RunStore, selection: Selection) -> Groups:
             # several keys: one group per combination, labelled "v1, v2"
             grouped.setdefault(", ".join(run.label(k) for k in keys), []).append(run)
         group_by = selection.group_by
+    if len(grouped) > MAX_GROUPS:
+        raise InvalidRequest(
+            f"grouping by {group_by!r} makes {len(grouped)} groups; at most {MAX_GROUPS} "
+            "are compared at once (their pairwise table grows with the square): group by "
+            "fewer keys or narrow the runs with where"
+        )
     if not grouped:
         reasons = "; ".join(f"{s.run_id}: {s.reason}" for s in skipped[:5])
         raise NoRuns(
@@ -243,6 +253,15 @@ def compare(
         raise InvalidRequest(f"target accuracy {target} is not in (0, 1]")
     if bootstrap_samples < 1 or bootstrap_samples > 1_000_000:
         raise InvalidRequest(f"bootstrap samples {bootstrap_samples} not in 1..1000000")
+    # Each of a group's STATS intervals draws samples x runs values: bound the whole up front.
+    resampled = sum(len(r) for r in groups.runs.values() if len(r) > 1)
+    draws = STATS_PER_GROUP * bootstrap_samples * resampled
+    if draws > MAX_BOOTSTRAP_DRAWS:
+        most = max(1, MAX_BOOTSTRAP_DRAWS // max(1, STATS_PER_GROUP * resampled))
+        raise InvalidRequest(
+            f"{bootstrap_samples} bootstrap samples over {resampled} runs would draw {draws:,} "
+            f"values; at most {MAX_BOOTSTRAP_DRAWS:,} per call: use at most {most} samples"
+        )
     # AUC over the epochs every run has, so that early-stopped runs compare fairly.
     auc_epochs = min(len(r.epochs) for runs in groups.runs.values() for r in runs)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from runstore import EpochRecord, Run, Skipped, SummaryRecord, format_value
@@ -115,12 +115,31 @@ def run_info(run: Run) -> pb.RunInfo:
     return out
 
 
-def get_run(run: Run) -> pb.GetRunResponse:
-    """The whole run: config.json as JSON text, every epoch, the summary."""
+MAX_EPOCHS_PER_CALL = 10_000  # GetRun's page: a long run is fetched in several calls
+
+
+def get_run(
+    run: Run, *, first_epoch: int = 0, last_epoch: int = 0, grad_norms: bool = True
+) -> pb.GetRunResponse:
+    """The run: config.json as JSON text, the epochs first..last (0: all), the summary."""
+    if first_epoch < 0 or last_epoch < 0 or (last_epoch and last_epoch < first_epoch):
+        raise InvalidRequest(
+            f"epochs {first_epoch}..{last_epoch}: give 1-based first_epoch <= last_epoch, "
+            "or 0 for the first / the last"
+        )
+    first = max(first_epoch, 1)
+    last = last_epoch or len(run.epochs)
+    page = run.epochs[first - 1 : last]
+    if len(page) > MAX_EPOCHS_PER_CALL:
+        raise InvalidRequest(
+            f"run {run.run_id!r} has {len(run.epochs)} epochs; one GetRun returns at most "
+            f"{MAX_EPOCHS_PER_CALL:,}: ask for pages with first_epoch and last_epoch"
+        )
     out = pb.GetRunResponse(
         run=run_info(run),
         config_json=json.dumps(asdict(run.record) if run.record else {}, sort_keys=True),
-        history=[epoch(e) for e in run.epochs],
+        history=[epoch(e if grad_norms else replace(e, grad_norms=())) for e in page],
+        total_epochs=len(run.epochs),
     )
     if run.summary is not None:
         out.summary.CopyFrom(summary(run.summary))

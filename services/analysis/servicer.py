@@ -99,7 +99,12 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
         run = self.store.run(
             _required(request.experiment, "experiment"), _required(request.run_id, "run_id")
         )
-        return convert.get_run(run)
+        return convert.get_run(
+            run,
+            first_epoch=request.first_epoch,
+            last_epoch=request.last_epoch,
+            grad_norms=not request.without_grad_norms,
+        )
 
     def CompareRuns(
         self, request: pb.CompareRunsRequest, context: grpc.ServicerContext

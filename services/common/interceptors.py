@@ -48,7 +48,9 @@ log = logging.getLogger("stride.services.calls")
 
 REQUEST_ID_KEY = "x-request-id"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-HEALTH_METHODS = (HEALTH_CHECK, "/grpc.health.v1.Health/List", "/grpc.health.v1.Health/Watch")
+# Open without the token: what probes call with a service name they already know.
+# Health/List is not: it names every model to whoever asks.
+HEALTH_METHODS = (HEALTH_CHECK, "/grpc.health.v1.Health/Watch")
 # Far more than any server here implements; a generic handler that answers every name
 # would otherwise make the cache as large as the names clients invent.
 MAX_CACHED_METHODS = 1024

@@ -1,4 +1,6 @@
-"""Issue 15, item 8: idle WatchRun streams must not freeze `stride serve-analysis`.
+"""Issue 15, items 7-12: no client can starve `stride serve-analysis`.
+
+Item 8, idle WatchRun streams:
 
 The server runs as a subprocess with its default limits (64 handler threads, 32
 streams). 66 WatchRun streams follow a run that never moves; meanwhile a probe on
@@ -7,12 +9,23 @@ Before the fix the 66 streams took all 64 handler threads and the probe timed
 out; now 32 streams are served on threads of their own and 34 are refused at once
 (RESOURCE_EXHAUSTED), and the probe never waits. The idle timeout that ends such
 streams is tested in tests/services/common/test_lanes.py.
+
+Items 7 and 9-12 run the same way, each while the probe calls health and ListRuns
+every 100 ms: a WatchRun polling every NaN seconds, a store holding a 5,000-digit
+integer, a symlink out of the store, a FIFO named metrics.jsonl and a metrics file over
+the size limit, and comparisons of 300 groups or 10^6 bootstrap samples. Each attack
+must get its clear answer at once, the probe must never wait a second, and the
+server's memory must stay within 30 MiB of where it was.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +39,7 @@ from bench.attacks import Probe, idle_streams
 from bench.servers import free_port, rss_mb, stop, wait_ready
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb
 from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc
-from tests.services.analysis.runstore import epoch_line, run_config, write_run
+from tests.services.analysis.runstore import epoch_line, run_config, summary, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 STREAMS = 66  # the issue's count: more than the 64 handler threads
@@ -37,6 +50,7 @@ MAX_STREAMS = 32  # services.common.streams.DEFAULT_MAX_STREAMS
 def analysis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     runs = tmp_path_factory.mktemp("runs")
     write_run(runs, "live", "stalled", config=run_config("adam", 1), epochs=[epoch_line(1, 0.5)])
+    hostile_store(runs, tmp_path_factory.mktemp("outside"))
     port = free_port()
     command = [
         sys.executable, "-m", "stride.cli", "serve-analysis", "--runs", str(runs),
@@ -83,4 +97,113 @@ def test_idle_watch_run_streams_cannot_freeze_the_server(analysis: tuple[int, in
     assert probe.worst < 1.0
     # Still open at the end ("open"), or refused at once.
     assert outcome.codes == Counter(open=MAX_STREAMS, RESOURCE_EXHAUSTED=STREAMS - MAX_STREAMS)
+    assert probe.peak_rss - before < 30
+
+
+def hostile_store(runs: Path, outside: Path) -> None:
+    """Experiment `hostile`: one good run and one of each kind of bad file; `many`: 300
+    finished runs, one per seed."""
+    done = summary(0.9, 1)
+    write_run(
+        runs,
+        "hostile",
+        "good",
+        config=run_config("adam", 1),
+        epochs=[epoch_line(1, 0.5)],
+        summary=done,
+    )
+    big_int = write_run(runs, "hostile", "bigint", config=run_config("adam", 2))
+    (big_int / "summary.json").write_text(
+        '{"status": "completed", "epochs_run": ' + "9" * 5000 + "}"
+    )
+    (outside / "config.json").write_text(json.dumps({"config": {"secret": "outside"}}))
+    link = runs / "hostile" / "link"
+    link.mkdir()
+    os.symlink(outside / "config.json", link / "config.json")
+    fifo = write_run(runs, "hostile", "fifo", config=run_config("adam", 3))
+    (fifo / "metrics.jsonl").unlink()
+    os.mkfifo(fifo / "metrics.jsonl")
+    huge = write_run(runs, "hostile", "huge", config=run_config("adam", 4))
+    with open(huge / "metrics.jsonl", "wb") as f:
+        f.truncate(65 * 2**20)  # over the 64 MiB default: refused from its size, not read
+    for seed in range(300):
+        write_run(
+            runs,
+            "many",
+            f"r{seed}",
+            config=run_config("adam", seed),
+            epochs=[epoch_line(1, 0.5)],
+            summary=done,
+        )
+
+
+def _attacks(stub: pb_grpc.AnalysisServiceStub) -> dict[str, Any]:
+    def watch_nan() -> Any:
+        request = pb.WatchRunRequest(experiment="live", run_id="stalled", poll_seconds=math.nan)
+        return list(stub.WatchRun(request, timeout=5))
+
+    def get(run: str) -> Any:
+        return stub.GetRun(pb.GetRunRequest(experiment="hostile", run_id=run), timeout=5)
+
+    def compare(group_by: str, samples: int) -> Any:
+        selection = pb.RunSelection(experiment="many", group_by=group_by)
+        request = pb.CompareRunsRequest(selection=selection, bootstrap_samples=samples)
+        return stub.CompareRuns(request, timeout=5)
+
+    return {
+        "7 WatchRun poll NaN": (watch_nan, "INVALID_ARGUMENT"),
+        "9 5,000-digit integer": (lambda: get("bigint"), "FAILED_PRECONDITION"),
+        "10 symlink out of the store": (lambda: get("link"), "FAILED_PRECONDITION"),
+        "10 FIFO metrics.jsonl": (lambda: get("fifo"), "FAILED_PRECONDITION"),
+        "11 file over the limit": (lambda: get("huge"), "FAILED_PRECONDITION"),
+        "12 300 groups": (lambda: compare("seed", 100), "INVALID_ARGUMENT"),
+        "12 10^6 bootstrap samples": (
+            lambda: compare("optimizer.name", 1_000_000),
+            "INVALID_ARGUMENT",
+        ),
+    }
+
+
+def test_hostile_requests_and_run_files_get_clear_answers_at_once(
+    analysis: tuple[int, int],
+) -> None:
+    port, pid = analysis
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{port}") as attacker,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as probe_channel,
+    ):
+        stub = pb_grpc.AnalysisServiceStub(attacker)
+        health = health_pb2_grpc.HealthStub(probe_channel)
+        probe_stub = pb_grpc.AnalysisServiceStub(probe_channel)
+        checks = {
+            "health": lambda t: health.Check(health_pb2.HealthCheckRequest(), timeout=t),
+            "ListRuns": lambda t: probe_stub.ListRuns(
+                pb.ListRunsRequest(experiment="live"), timeout=t
+            ),
+        }
+        for check in checks.values():
+            check(5.0)
+        listing = stub.ListRuns(pb.ListRunsRequest(experiment="hostile"), timeout=30)
+        assert [r.run_id for r in listing.runs] == ["good"]  # the bad ones, listed apart
+        assert sorted(m.run_id for m in listing.malformed) == ["bigint", "fifo", "huge", "link"]
+        before = rss_mb(pid)
+        got: dict[str, tuple[str, float]] = {}
+        with Probe(checks, rss_of=pid) as probe:
+            for name, (attack, _) in _attacks(stub).items():
+                start = time.monotonic()
+                try:
+                    attack()
+                    code = "OK"
+                except grpc.RpcError as exc:
+                    code = exc.code().name
+                got[name] = (code, time.monotonic() - start)
+            stub.ListExperiments(pb.ListExperimentsRequest(), timeout=30)  # never fails whole
+    for name, (code, seconds) in got.items():
+        print(f"\n{name}: {code} in {seconds:.3f} s", end="")
+    print(f"\nprobe slowest {probe.worst:.3f} s; RSS {before:.0f} -> {probe.peak_rss:.0f} MiB")
+    expected = {name: want for name, (_, want) in _attacks(stub).items()}
+    assert {name: code for name, (code, _) in got.items()} == expected
+    assert all(seconds < 2.0 for _, seconds in got.values()), got
+    assert not probe.failures, probe.failures[:5]
+    assert probe.worst < 1.0
     assert probe.peak_rss - before < 30

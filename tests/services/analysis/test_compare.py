@@ -204,3 +204,32 @@ def test_gradient_flow_per_layer_and_ratio(tmp_path: Path) -> None:
     assert sig.ratio_by_epoch == pytest.approx((1e-4, 1e-4))
     assert flows["relu"].ratio == pytest.approx(0.5)
     assert math.log10(sig.ratio) == pytest.approx(-4)
+
+
+def test_the_work_of_a_comparison_is_bounded_before_it_starts(tmp_path: Path) -> None:
+    # 2,000 groups and 10^6 bootstrap samples cost 42 s of CPU before the answer was
+    # refused as too large; both are now refused at once.
+    import dataclasses
+    import time
+
+    from services.analysis import compare as cmp
+
+    stat_fields = [f for f in dataclasses.fields(cmp.GroupStats) if "Stat" in str(f.type)]
+    assert len(stat_fields) == cmp.STATS_PER_GROUP
+    for seed in range(cmp.MAX_GROUPS + 1):
+        write_run(
+            tmp_path,
+            "many",
+            f"r{seed}",
+            config=run_config("adam", seed),
+            epochs=[epoch_line(1, 0.5)],
+            summary=summary(0.5, 1),
+        )
+    store = RunStore(str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(InvalidRequest, match=r"makes 257 groups; at most 256"):
+        select(store, Selection(experiment="many", group_by="seed"))
+    few = select(store, Selection(experiment="many", group_by="optimizer.name"))
+    with pytest.raises(InvalidRequest, match="use at most"):
+        compare(few, bootstrap_samples=1_000_000)
+    assert time.monotonic() - start < 10

@@ -229,3 +229,28 @@ def test_watch_run_ends_at_the_deadline_and_on_cancel(known_store: Path) -> None
     assert time.monotonic() - start < 5.0
     with pytest.raises(RunNotFound):
         list(servicer.WatchRun(pb.WatchRunRequest(experiment="live", run_id="x"), context))
+
+
+def test_get_run_pages_a_long_history(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+    # A 200 MB metrics.jsonl could never be fetched whole: the history comes in pages.
+    whole = servicer.GetRun(pb.GetRunRequest(experiment="opt", run_id=run_id("adam", 1)), context)
+    assert whole.total_epochs == len(whole.history) == 3
+    page = servicer.GetRun(
+        pb.GetRunRequest(
+            experiment="opt",
+            run_id=run_id("adam", 1),
+            first_epoch=2,
+            last_epoch=3,
+            without_grad_norms=True,
+        ),
+        context,
+    )
+    assert [e.epoch for e in page.history] == [2, 3] and page.total_epochs == 3
+    assert all(not e.grad_norms for e in page.history) and whole.history[1].grad_norms
+    with pytest.raises(InvalidRequest, match="first_epoch <= last_epoch"):
+        servicer.GetRun(
+            pb.GetRunRequest(
+                experiment="opt", run_id=run_id("adam", 1), first_epoch=3, last_epoch=2
+            ),
+            context,
+        )

@@ -187,6 +187,12 @@ def test_auth_exemption_is_by_exact_method_name(echo: Echo) -> None:
                 ch.unary_unary("/grpc.health.v1.Health/Secret")(b"x", timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert check(ch) == SERVING
+            # Health/List names every service (every model): it needs the token too.
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            with pytest.raises(grpc.RpcError) as info:
+                health_pb2_grpc.HealthStub(ch).List(health_pb2.HealthListRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         server.stop(0)
 

@@ -94,12 +94,18 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., malformed: _Optional[_Iterable[_Union[SkippedRun, _Mapping]]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
-    __slots__ = ("experiment", "run_id")
+    __slots__ = ("experiment", "run_id", "first_epoch", "last_epoch", "without_grad_norms")
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LAST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_GRAD_NORMS_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     run_id: str
-    def __init__(self, experiment: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+    first_epoch: int
+    last_epoch: int
+    without_grad_norms: bool
+    def __init__(self, experiment: _Optional[str] = ..., run_id: _Optional[str] = ..., first_epoch: _Optional[int] = ..., last_epoch: _Optional[int] = ..., without_grad_norms: _Optional[bool] = ...) -> None: ...
 
 class LayerNorm(_message.Message):
     __slots__ = ("layer", "norm")
@@ -162,16 +168,18 @@ class RunSummary(_message.Message):
     def __init__(self, status: _Optional[str] = ..., reason: _Optional[str] = ..., test_loss: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., best_epoch: _Optional[int] = ..., best_metric: _Optional[str] = ..., best_value: _Optional[float] = ..., epochs_run: _Optional[int] = ..., stopped_early: _Optional[bool] = ..., wall_seconds: _Optional[float] = ..., device: _Optional[str] = ..., finished_at: _Optional[str] = ...) -> None: ...
 
 class GetRunResponse(_message.Message):
-    __slots__ = ("run", "config_json", "history", "summary")
+    __slots__ = ("run", "config_json", "history", "summary", "total_epochs")
     RUN_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     run: RunInfo
     config_json: str
     history: _containers.RepeatedCompositeFieldContainer[EpochMetrics]
     summary: RunSummary
-    def __init__(self, run: _Optional[_Union[RunInfo, _Mapping]] = ..., config_json: _Optional[str] = ..., history: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., summary: _Optional[_Union[RunSummary, _Mapping]] = ...) -> None: ...
+    total_epochs: int
+    def __init__(self, run: _Optional[_Union[RunInfo, _Mapping]] = ..., config_json: _Optional[str] = ..., history: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., summary: _Optional[_Union[RunSummary, _Mapping]] = ..., total_epochs: _Optional[int] = ...) -> None: ...
 
 class RunSelection(_message.Message):
     __slots__ = ("experiment", "group_by", "groups", "where", "include_unfinished")
