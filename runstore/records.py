@@ -38,6 +38,10 @@ class ConfigRecord:
     versions: Mapping[str, str] = field(default_factory=dict)  # python, torch, ray, ...
     effective: Mapping[str, Any] = field(default_factory=dict)  # workers, batch, lr, device
     data: Mapping[str, Any] = field(default_factory=dict)  # shapes, classes, mean, std
+    # The model's layers in depth order: {"name", "kind", "params"}; kind is conv,
+    # linear, batch_norm, batch_norm1d, activation, pool, ... (what `stride models`
+    # prints). The analysis reads which grad_norms layers are weight layers from it.
+    layers: tuple[Mapping[str, Any], ...] = ()
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
@@ -58,10 +62,15 @@ class EpochRecord:
     elapsed_seconds: float | None = None  # training seconds since the run began
     images_per_second: float | None = None  # training throughput of the epoch
     grad_norms: tuple[tuple[str, float], ...] = ()  # (layer, mean norm), input side first
+    # (activation layer, fraction of its units that are dead on a fixed validation
+    # batch: zero output for ReLU, the flat part for a saturating activation)
+    dead_units: tuple[tuple[str, float], ...] = ()
+    weight_norm: float | None = None  # L2 norm of every conv and linear weight together
 
     def to_line(self) -> str:
         record: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         record["grad_norms"] = [{"layer": n, "norm": v} for n, v in self.grad_norms]
+        record["dead_units"] = [{"layer": n, "fraction": v} for n, v in self.dead_units]
         return json.dumps(record, separators=(",", ":")) + "\n"
 
 
@@ -70,8 +79,8 @@ class SummaryRecord:
     """summary.json: how the run ended. `val_*` are the kept model's validation figures
     (what a sweep selects by), `test_*` its test figures (reported, never selected by)."""
 
-    status: str  # completed or failed
-    reason: str | None = None  # why it failed
+    status: str  # completed, failed or stopped (by a sweep's scheduler)
+    reason: str | None = None  # why it failed or was stopped
     val_loss: float | None = None
     val_accuracy: float | None = None
     test_loss: float | None = None
@@ -88,13 +97,16 @@ class SummaryRecord:
     workers: int | None = None
     resumed_from_epoch: int | None = None  # the last restart's checkpoint, if any
     finished_at: str | None = None
+    stopped_by: str | None = None  # the scheduler that stopped it (status "stopped"): asha
+    stopped_at_epoch: int | None = None  # the last epoch it trained before being stopped
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=2) + "\n").encode()
 
 
-STATUSES = ("completed", "failed", "running")  # running: no summary.json yet
+# running: no summary.json yet; stopped: a sweep's scheduler ended it early (ASHA)
+STATUSES = ("completed", "failed", "stopped", "running")
 _NUMBER_FIELDS = {
     "train_loss",
     "train_accuracy",
@@ -109,9 +121,26 @@ _NUMBER_FIELDS = {
     "best_value",
     "wall_seconds",
     "train_seconds",
+    "weight_norm",
 }
-_INT_FIELDS = {"epoch", "best_epoch", "epochs_run", "workers", "resumed_from_epoch", "schema"}
-_TEXT_FIELDS = {"status", "reason", "best_metric", "device", "precision", "finished_at"}
+_INT_FIELDS = {
+    "epoch",
+    "best_epoch",
+    "epochs_run",
+    "workers",
+    "resumed_from_epoch",
+    "stopped_at_epoch",
+    "schema",
+}
+_TEXT_FIELDS = {
+    "status",
+    "reason",
+    "best_metric",
+    "device",
+    "precision",
+    "finished_at",
+    "stopped_by",
+}
 
 
 def load_object(data: bytes, name: str) -> dict[str, Any]:
@@ -181,8 +210,22 @@ def parse_config_record(data: bytes) -> ConfigRecord:
         versions=_mapping(obj, "versions", where),
         effective=_mapping(obj, "effective", where),
         data=_mapping(obj, "data", where),
+        layers=_layers(obj.get("layers"), where),
         schema=_schema(obj, where),
     )
+
+
+def _layers(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise MalformedRun(f"{where}: layers is not a list")
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise MalformedRun(f"{where}: layers entry {item!r:.80} has no name")
+        if not isinstance(item.get("kind"), str):
+            raise MalformedRun(f"{where}: layers entry {item['name']!r:.80} has no kind")
+    return tuple(value)
 
 
 def parse_summary(data: bytes) -> SummaryRecord:
@@ -214,24 +257,30 @@ def parse_epoch(line: str | bytes, where: str) -> EpochRecord:
     values = {
         f.name: _checked(obj, f.name, where)
         for f in fields(EpochRecord)
-        if f.name not in ("epoch", "grad_norms")
+        if f.name not in ("epoch", "grad_norms", "dead_units")
     }
-    return EpochRecord(epoch=epoch, grad_norms=_grad_norms(obj.get("grad_norms"), where), **values)
+    return EpochRecord(
+        epoch=epoch,
+        grad_norms=_per_layer(obj.get("grad_norms"), "grad_norms", "norm", where),
+        dead_units=_per_layer(obj.get("dead_units"), "dead_units", "fraction", where),
+        **values,
+    )
 
 
-def _grad_norms(value: Any, where: str) -> tuple[tuple[str, float], ...]:
+def _per_layer(value: Any, key: str, number: str, where: str) -> tuple[tuple[str, float], ...]:
+    """[{"layer": name, <number>: value}, ...] as ((name, value), ...); null is NaN."""
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise MalformedRun(f"{where}: grad_norms is not a list")
+        raise MalformedRun(f"{where}: {key} is not a list")
     out = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("layer"), str):
-            raise MalformedRun(f"{where}: grad_norms entry {item!r:.80} has no layer name")
-        norm = item.get("norm")
-        if norm is not None and (isinstance(norm, bool) or not isinstance(norm, int | float)):
-            raise MalformedRun(f"{where}: grad_norms norm {norm!r:.80} is not a number")
-        out.append((item["layer"], math.nan if norm is None else float(norm)))
+            raise MalformedRun(f"{where}: {key} entry {item!r:.80} has no layer name")
+        v = item.get(number)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise MalformedRun(f"{where}: {key} {number} {v!r:.80} is not a number")
+        out.append((item["layer"], math.nan if v is None else float(v)))
     return tuple(out)
 
 
