@@ -10,8 +10,14 @@ one process, since these machines are noisy: a ratio holds, an absolute time doe
   device; on CPU the single worker gets every core, the two workers one core each.
 - fixed start-up cost of a run: wall time of a whole run minus the time its loop
   ran (`summary.wall_seconds`), for the Ray path and for the plain loop.
+- fixed cost of a sweep trial on Ray Tune: a one-trial one-epoch sweep's wall time minus
+  its loop's, and per trial of four one-epoch trials run one after another (the trial
+  process is reused); beside it the figures before Tune (OLD_FIGURES).
 - fixed start-up cost of a sweep: a sweep of two one-epoch runs, its wall time.
 - the 5-optimizer x 2-seed sweep on the digits, its wall time (skipped with quick).
+- ASHA against the full grid on 5 optimizers x 4 learning rates on the digits: epochs
+  trained, wall time, and whether both pick the same best configuration (skipped with
+  quick; `asha_epochs` sets the runs' length).
 - GPU mode: the same on CUDA with bf16 and channels_last, plus a minimal hand-written
   PyTorch loop (no Stride code) as a second baseline.
 """
@@ -34,9 +40,19 @@ sys.path.insert(0, str(ROOT))
 from pipeline.config import RunConfig, load_config  # noqa: E402
 from pipeline.ray_train import ensure_ray, train_on_ray  # noqa: E402
 from pipeline.run import train_local  # noqa: E402
-from pipeline.sweep import concurrency, expand, parse_grid, run_sweep  # noqa: E402
+from pipeline.search import build_plan, parse_grid  # noqa: E402
+from pipeline.sweep import Sweep, concurrency, prepare, run_sweep  # noqa: E402
+from pipeline.sweep_results import SweepRun, best_run  # noqa: E402
 
 OPTIMIZERS = "sgd,momentum,adagrad,rmsprop,adam"
+LEARNING_RATES = "0.001,0.01,0.1,1.0"
+# Measured before sweeps ran on Tune (each run a TorchTrainer launched by a Ray task),
+# on the same 2-core machine: printed beside the new figures.
+OLD_FIGURES = {
+    "old_fixed_cost_s_ray_run_before_first_step": "10.5-12.2",
+    "old_sweep_2_runs_1_epoch_wall_s": "22",
+    "old_sweep_5x2_digits_wall_s": "162-201",
+}
 
 
 def _reference(quick: bool, gpu: bool, extra: list[str], samples: int | None = None) -> RunConfig:
@@ -143,43 +159,77 @@ def minimal_torch_loop(cfg: RunConfig, steps: int = 60) -> float:
     return steps * n / (time.perf_counter() - start)
 
 
-def sweep_costs(quick: bool, store: Path) -> dict[str, Any]:
-    """Wall time of a two-run one-epoch sweep, and of the 5 optimizers x 2 seeds on the digits."""
+def _sweep(
+    store: Path, experiment: str, base: dict[str, Any], extra: list[str], **plan: Any
+) -> tuple[float, list[SweepRun], Sweep]:
+    grid = plan.pop("grid")
+    limit = plan.pop("max_concurrent", None)
+    sweep = prepare(base, ["training.progress=false", *extra], build_plan(parse_grid(grid), **plan))
+    limit = limit or concurrency(sweep.variants, ensure_ray())
+    wall, runs = _timed(
+        lambda: run_sweep(sweep, store=store, experiment=experiment, max_concurrent=limit)
+    )
+    return wall, runs, sweep
+
+
+def _loop_s(runs: list[SweepRun]) -> list[float]:
+    return [r.summary.wall_seconds or 0.0 for r in runs if r.summary is not None]
+
+
+def sweep_costs(quick: bool, store: Path, asha_epochs: int = 10) -> dict[str, Any]:
+    """Fixed cost per Tune trial, the two-run one-epoch sweep, the digits 5 x 2 sweep,
+    and ASHA against the full 5 x 4 grid."""
     import yaml
 
     base = yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text())
-    resources = ensure_ray()
-    out: dict[str, Any] = {}
-    tiny = expand(
-        base,
-        ["training.progress=false", "training.epochs=1"],
-        parse_grid(["optimizer.name=sgd,adam"]),
-        seeds=1,
-    )
-    wall, _ = _timed(
-        lambda: run_sweep(
-            tiny, store=store, experiment="sweep-tiny", max_concurrent=concurrency(tiny, resources)
-        )
-    )
+    one_epoch = ["training.epochs=1"]
+    out: dict[str, Any] = {"load_average_1m_start": os.getloadavg()[0]}
+    wall, runs, _ = _sweep(store, "trial-cost", base, one_epoch, grid=["optimizer.name=adam"])
+    out["fixed_cost_s_tune_trial_first"] = wall - sum(_loop_s(runs))
+    four = "optimizer.name=sgd,momentum,rmsprop,adam"
+    sequential = {"grid": [four], "max_concurrent": 1}
+    wall, runs, _ = _sweep(store, "trial-cost-4", base, one_epoch, **sequential)
+    out["fixed_cost_s_tune_trial_mean_of_4_in_a_row"] = (wall - sum(_loop_s(runs))) / 4
+    wall, runs, _ = _sweep(store, "sweep-tiny", base, one_epoch, grid=["optimizer.name=sgd,adam"])
     out["sweep_2_runs_1_epoch_wall_s"] = wall
-    out["sweep_2_runs_loop_s_mean"] = statistics.fmean(
-        r.summary.wall_seconds or 0.0 for r in tiny if r.summary
-    )
+    out["sweep_2_runs_loop_s_mean"] = statistics.fmean(_loop_s(runs))
     if not quick:
-        full = expand(
-            base, ["training.progress=false"], parse_grid([f"optimizer.name={OPTIMIZERS}"]), seeds=2
-        )
-        wall, _ = _timed(
-            lambda: run_sweep(
-                full,
-                store=store,
-                experiment="sweep-digits",
-                max_concurrent=concurrency(full, resources),
-            )
-        )
+        grid = [f"optimizer.name={OPTIMIZERS}"]
+        wall, runs, _ = _sweep(store, "sweep-digits", base, [], grid=grid, seeds=2)
         out["sweep_5_optimizers_x_2_seeds_digits_wall_s"] = wall
-        out["sweep_5x2_completed"] = sum(r.state == "completed" for r in full)
-        out["sweep_5x2_loop_s_sum"] = sum(r.summary.wall_seconds or 0.0 for r in full if r.summary)
+        out["sweep_5x2_completed"] = sum(r.state == "completed" for r in runs)
+        out["sweep_5x2_loop_s_sum"] = sum(_loop_s(runs))
+        out["sweep_5x2_test_accuracy_mean"] = statistics.fmean(
+            r.summary.test_accuracy or 0.0 for r in runs if r.state == "completed" and r.summary
+        )
+        out.update(asha_against_grid(store, base, asha_epochs))
+    out["load_average_1m_end"] = os.getloadavg()[0]
+    return out
+
+
+def asha_against_grid(store: Path, base: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """5 optimizers x 4 learning rates, every run `epochs` long (no early stopping, so
+    the grid's cost is fixed): the full grid, then ASHA (grace 1 epoch, keep the top
+    half per rung)."""
+    extra = [f"training.epochs={epochs}", "early_stopping.enabled=false"]
+    grid = [f"optimizer.name={OPTIMIZERS}", f"optimizer.lr={LEARNING_RATES}"]
+    out: dict[str, Any] = {}
+    for name, plan in (
+        ("grid", {}),
+        ("asha", {"scheduler": "asha", "grace_epochs": 1}),
+    ):
+        wall, runs, _ = _sweep(store, f"asha-{name}", base, extra, grid=grid, **plan)
+        best = best_run(runs)
+        out[f"{name}_5x4_wall_s"] = wall
+        out[f"{name}_5x4_epochs_trained"] = sum(
+            (r.summary.epochs_run or 0) for r in runs if r.summary is not None
+        )
+        out[f"{name}_5x4_stopped"] = sum(r.state == "stopped" for r in runs)
+        out[f"{name}_5x4_best"] = best.label if best else None
+        out[f"{name}_5x4_best_val_accuracy"] = (
+            best.summary.val_accuracy if best and best.summary else None
+        )
+    out["asha_finds_the_grid_best"] = out["asha_5x4_best"] == out["grid_5x4_best"]
     return out
 
 
@@ -203,6 +253,7 @@ def measure(
         figures.update(throughput(quick, gpu, store, samples, two_workers))
         if sweeps:
             figures.update(sweep_costs(quick, store))
+            figures.update(OLD_FIGURES)
     return figures
 
 

@@ -209,9 +209,11 @@ def train_on_ray(
     name: str | None = None,
     resume: bool = False,
     grid: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> tuple[RunDir, SummaryRecord]:
     """One run through TorchTrainer; Ray must be initialised (see `ensure_ray`). A path
-    `runs` is resolved here, in the driver's working directory, before Ray sees it."""
+    `runs` is resolved here, in the driver's working directory, before Ray sees it.
+    `callbacks` go to Ray Train's RunConfig (a sweep trial passes Tune's report callback)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -243,6 +245,7 @@ def train_on_ray(
             **_ray_storage(run),
             failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
     )
     try:

@@ -53,35 +53,33 @@ def free_port() -> int:
 
 
 def train_sweep(opts: DemoOptions, experiment: str) -> tuple[Any, list[Any]]:
-    """The optimizer sweep on a local Ray instance; returns (best run, all runs)."""
+    """The optimizer sweep on a local Ray instance (Ray Tune); returns (best run, all runs)."""
     from pipeline.config import read_config_file
     from pipeline.ray_train import ensure_ray
-    from pipeline.sweep import SweepView, best_run, concurrency, expand, parse_grid, run_sweep
+    from pipeline.search import build_plan, parse_grid
+    from pipeline.sweep import concurrency, prepare, run_sweep
+    from pipeline.sweep_results import SweepView, best_run
 
     overrides = ["training.progress=false"]
     if opts.epochs:
         overrides.append(f"training.epochs={opts.epochs}")
-    runs = expand(  # every config error surfaces here, before Ray starts
-        read_config_file(opts.config),
-        overrides,
-        parse_grid([f"optimizer.name={','.join(OPTIMIZERS)}"]),
-        opts.seeds,
-    )
+    plan = build_plan(parse_grid([f"optimizer.name={','.join(OPTIMIZERS)}"]), seeds=opts.seeds)
+    # every config error surfaces here, before Ray starts
+    sweep = prepare(read_config_file(opts.config), overrides, plan)
     resources = ensure_ray()
-    limit = concurrency(runs, resources)
+    limit = concurrency(sweep.variants, resources)
     say(
         "1/6",
-        f"sweep: {len(OPTIMIZERS)} optimizers x {opts.seeds} seeds = {len(runs)} runs on "
-        f"Ray ({resources.get('CPU', 0):g} CPUs, up to {limit} at a time) into "
+        f"sweep: {len(OPTIMIZERS)} optimizers x {opts.seeds} seeds = {plan.trials} runs on "
+        f"Ray Tune ({resources.get('CPU', 0):g} CPUs, up to {limit} at a time) into "
         f"{opts.runs.child(experiment)}",
     )
-    run_sweep(
-        runs,
+    runs = run_sweep(
+        sweep,
         store=opts.runs,
         experiment=experiment,
         max_concurrent=limit,
-        resources=resources,
-        view=SweepView(runs, stream=sys.stdout, every=20.0),
+        view=SweepView([], stream=sys.stdout, every=20.0),
     )
     best = best_run(runs)
     if best is None:

@@ -18,8 +18,9 @@ from pipeline.config import (
     parse_config,
 )
 from pipeline.optim import OPTIMIZERS, build_optimizer
+from pipeline.search import build_plan, parse_grid
 from pipeline.spec import validate
-from pipeline.sweep import expand
+from pipeline.sweep import prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,7 +195,11 @@ def test_optimizer_arguments_checked_on_load_and_validate(
 def test_optimizer_arguments_checked_when_a_sweep_expands() -> None:
     base = yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text())
     with pytest.raises(ConfigError, match=r"sweep variant \{'optimizer.name': 'sgd'\}.*betas"):
-        expand(base, ["optimizer.betas=[0.9, 0.99]"], [("optimizer.name", ["adam", "sgd"])], 1)
+        prepare(
+            base,
+            ["optimizer.betas=[0.9, 0.99]"],
+            build_plan(parse_grid(["optimizer.name=adam,sgd"])),
+        )
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())

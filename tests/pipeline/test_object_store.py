@@ -17,7 +17,8 @@ import pytest
 from pipeline.export import export_run
 from pipeline.ray_train import ray_checkpoints, train_on_ray
 from pipeline.run import train_local
-from pipeline.sweep import expand, parse_grid, run_sweep
+from pipeline.search import build_plan, parse_grid
+from pipeline.sweep import prepare, run_sweep
 from runstore import ConfigRecord, EpochRecord, RunDir
 from runstore.files import ArrowFiles
 from runstore.files import open_files as open_store
@@ -128,8 +129,8 @@ def test_ray_run_on_s3_is_killed_then_resumed(ray_cluster: dict, s3_root: str) -
 @pytest.mark.slow
 def test_sweep_on_s3(ray_cluster: dict, s3_root: str) -> None:
     base = tiny_config(**{"training.epochs": 2}).to_dict()
-    runs = expand(base, [], parse_grid(["optimizer.name=sgd,adam"]), seeds=1)
-    run_sweep(runs, store=s3_root, experiment="sw", max_concurrent=2)
+    sweep = prepare(base, [], build_plan(parse_grid(["optimizer.name=sgd,adam"])))
+    runs = run_sweep(sweep, store=s3_root, experiment="sw", max_concurrent=2)
     assert [r.state for r in runs] == ["completed", "completed"]
     for r in runs:
         stored = RunDir.at(s3_root, "sw", r.run_id)

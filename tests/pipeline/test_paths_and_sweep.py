@@ -11,7 +11,9 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.run import train_local
-from pipeline.sweep import SweepRun, best_run, concurrency, expand, parse_grid
+from pipeline.search import build_plan, parse_grid, parse_space
+from pipeline.sweep import concurrency, prepare
+from pipeline.sweep_results import SweepRun, best_run
 from pipeline.train import LocalContext
 from runstore import ConfigRecord, EpochRecord, RunDir, StoreLocation, SummaryRecord
 from runstore.files import open_files as open_store
@@ -111,20 +113,29 @@ def test_the_best_run_is_chosen_on_validation_never_on_test() -> None:
 
 def test_every_member_of_a_grid_that_varies_scaling_must_fit() -> None:
     base = tiny_config().to_dict()
-    runs = expand(base, [], parse_grid(["scaling.workers=1,4"]), seeds=1)
+    sweep = prepare(base, [], build_plan(parse_grid(["scaling.workers=1,4"])))
     with pytest.raises(ValueError, match=r"needs 4 CPU but the cluster has"):
-        concurrency(runs, {"CPU": 2.0})
-    assert concurrency(runs, {"CPU": 8.0}) == 8  # the smallest member: 1 CPU
-    gpu = expand(base, ["scaling.use_gpu=true"], parse_grid(["scaling.gpus_per_worker=0.5,1"]), 1)
-    assert concurrency(gpu, {"CPU": 8.0, "GPU": 1.0}) == 2
+        concurrency(sweep.variants, {"CPU": 2.0})
+    assert concurrency(sweep.variants, {"CPU": 8.0}) == 8  # the smallest member: 1 CPU
+    gpu = prepare(
+        base, ["scaling.use_gpu=true"], build_plan(parse_grid(["scaling.gpus_per_worker=0.5,1"]))
+    )
+    assert concurrency(gpu.variants, {"CPU": 8.0, "GPU": 1.0}) == 2
     with pytest.raises(ValueError, match="GPU"):
-        concurrency(gpu, {"CPU": 8.0})
+        concurrency(gpu.variants, {"CPU": 8.0})
 
 
 def test_sweep_config_errors_name_the_variant() -> None:
     base = parse_config({}).to_dict()
     with pytest.raises(ValueError, match="sweep variant"):
-        expand(base, [], parse_grid(["training.epochs=2,-1"]), seeds=1)
+        prepare(base, [], build_plan(parse_grid(["training.epochs=2,-1"])))
+    # a distribution is checked at its bounds: a dropout of 1.5 is refused before Ray
+    with pytest.raises(ValueError, match="sweep variant"):
+        prepare(
+            base,
+            [],
+            build_plan(parse_space(["model.head.dropout=uniform(0.1,1.5)"]), search="random"),
+        )
 
 
 def test_an_append_after_a_torn_line_drops_it(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
-"""Ray Train: two workers, sweeps, a worker killed mid-run, --resume after the job died.
+"""Ray Train and Tune: two workers, sweeps, a worker killed mid-run, --resume after the
+job died.
 
 All on CPU with one local Ray instance shared across the tests (2 CPUs)."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 from pathlib import Path
@@ -13,7 +15,9 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.ray_train import train_on_ray
 from pipeline.run import train_local
-from pipeline.sweep import best_run, concurrency, expand, parse_grid, run_sweep, summarise
+from pipeline.search import build_plan, parse_grid
+from pipeline.sweep import concurrency, prepare, run_sweep
+from pipeline.sweep_results import best_run, summarise
 from runstore import RunDir
 from tests.pipeline.conftest import tiny_config
 from tests.pipeline.faults import kill_workers_when, train_in_thread
@@ -43,12 +47,13 @@ def test_two_workers_reach_the_single_process_band(ray_cluster: object, tmp_path
 
 def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path) -> None:
     base = tiny_config(**{"training.epochs": 3}).to_dict()
-    runs = expand(base, [], parse_grid(["optimizer.name=sgd,adam"]), seeds=2)
-    assert [(r.label, r.seed) for r in runs] == [("sgd", 0), ("sgd", 1), ("adam", 0), ("adam", 1)]
+    sweep = prepare(base, [], build_plan(parse_grid(["optimizer.name=sgd,adam"]), seeds=2))
     staged = set(Path(tempfile.gettempdir()).glob("stride-ckpt-*"))
-    run_sweep(runs, store=tmp_path, experiment="sw", max_concurrent=concurrency(runs, ray_cluster))
+    limit = concurrency(sweep.variants, ray_cluster)
+    runs = run_sweep(sweep, store=tmp_path, experiment="sw", max_concurrent=limit)
+    assert [(r.label, r.seed) for r in runs] == [("sgd", 0), ("sgd", 1), ("adam", 0), ("adam", 1)]
     assert [r.state for r in runs] == ["completed"] * 4
-    # Each worker removed its checkpoint staging folder: a long sweep does not fill /tmp.
+    # Each trial removed its checkpoint staging folder: a long sweep does not fill /tmp.
     assert set(Path(tempfile.gettempdir()).glob("stride-ckpt-*")) <= staged
     for r in runs:
         stored = RunDir(tmp_path / "sw" / r.run_id)
@@ -56,6 +61,9 @@ def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path
         assert stored.read_config().grid == {"optimizer.name": r.label}
         assert stored.read_config().config["seed"] == r.seed
         assert _epochs(stored) == [1, 2, 3]
+    # Each trial is one run folder; Tune's own state stays in the hidden .tune folder.
+    folders = sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir())
+    assert folders == sorted([".tune", *(r.run_id for r in runs)])
     rows = {row["label"]: row for row in summarise(runs)}
     adam = [r.summary.test_accuracy for r in runs if r.label == "adam"]
     assert rows["adam"]["completed"] == 2
@@ -66,19 +74,34 @@ def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path
         r.summary.val_accuracy for r in runs
     )
     assert all(0 < r.summary.val_accuracy <= 1 and r.summary.val_loss > 0 for r in runs)
+    record = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert record["best"]["run_id"] == best.run_id and len(record["trials"]) == 4
+    assert record["best"]["config"]["optimizer"]["name"] == best.label
 
 
 def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path) -> None:
     base = tiny_config(**{"training.epochs": 2, "optimizer.name": "sgd"}).to_dict()
     # SGD at lr 1e6 diverges: that run fails, the other completes.
-    runs = expand(base, [], parse_grid(["optimizer.lr=0.01,1000000.0"]), seeds=1)
-    run_sweep(runs, store=tmp_path, experiment="sw", max_concurrent=2)
+    sweep = prepare(base, [], build_plan(parse_grid(["optimizer.lr=0.01,1000000.0"])))
+    runs = run_sweep(sweep, store=tmp_path, experiment="sw", max_concurrent=2)
     states = {r.label: r.state for r in runs}
-    assert states == {"0.01": "completed", "1000000.0": "failed"}
+    assert states == {"0.01": "completed", "1e06": "failed"}
     failed = next(r for r in runs if r.state == "failed")
     summary = RunDir(tmp_path / "sw" / failed.run_id).read_summary()
     assert summary is not None and summary.status == "failed"
     assert "diverged" in summary.reason and "diverged" in failed.error
+
+
+def test_a_two_worker_trial_fits_on_two_cpus(ray_cluster: dict, tmp_path: Path) -> None:
+    """A multi-worker trial drives a TorchTrainer and holds no CPU itself: both 1-CPU
+    workers start on these 2 CPUs, and its epochs reach Tune (ASHA reads them)."""
+    base = tiny_config(**{"training.epochs": 2, "scaling.workers": 2}).to_dict()
+    sweep = prepare(base, [], build_plan([]))
+    assert concurrency(sweep.variants, ray_cluster) == 1
+    (run,) = run_sweep(sweep, store=tmp_path, experiment="two", max_concurrent=1)
+    assert run.state == "completed" and run.summary.workers == 2
+    assert run.epoch == 2  # the workers' epochs came through Tune's report callback
+    assert _epochs(RunDir(tmp_path / "two" / run.run_id)) == [1, 2]
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_cluster: dict, tmp_path: Path) -> None:

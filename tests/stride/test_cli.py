@@ -170,3 +170,36 @@ def test_a_refused_resume_from_the_command_line_leaves_nothing(
     assert main(["train", "--config", config, "--name", "nope", "--resume", "--quiet"]) == 2
     assert "no run at" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--search", "bayes"], "unknown searcher 'bayes'"),
+        (["--scheduler", "pbt"], "unknown scheduler 'pbt'"),
+        (["--space", "optimizer.lr=loguniform(1,0.1)"], "needs low < high"),
+        (["--search", "optuna", "--grid", "optimizer.name=sgd,adam"], "cannot take the grid"),
+        (["--scheduler", "asha", "--metric", "test_accuracy"], "not reported every epoch"),
+        (["--samples", "-1", "--search", "random"], "--samples must be an integer >= 1"),
+        (["--seeds", "0"], "--seeds must be an integer >= 1"),
+        (["--resume", "nothing-here"], "holds no sweep to resume"),
+    ],
+)
+def test_bad_sweep_flags_are_one_line_before_ray(
+    flags: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    started = ray.is_initialized()
+    config = [] if "--resume" in flags else ["--config", str(ROOT / "configs" / "digits.yaml")]
+    assert main(["sweep", *config, *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("stride sweep: error: "), err
+    assert message in err[0]
+    assert ray.is_initialized() == started  # refused before Ray was started
+    assert list(tmp_path.iterdir()) == []  # and left nothing

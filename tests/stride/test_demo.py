@@ -50,7 +50,9 @@ def test_demo_runs_the_whole_pipeline_twice(
         assert f" {name} " in out  # a row of the comparison table
     assert (tmp_path / "demo-comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     experiments = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert len(experiments) == 1 and len(list((tmp_path / "runs" / experiments[0]).iterdir())) == 5
+    trials = [p for p in (tmp_path / "runs" / experiments[0]).iterdir() if p.name[0] != "."]
+    assert len(experiments) == 1 and len([p for p in trials if p.is_dir()]) == 5
+    assert (tmp_path / "runs" / experiments[0] / "sweep.json").is_file()
     # A second demo works on what the first left: a new experiment, a new model version.
     assert (tmp_path / "repository" / "digits-cnn" / "1" / "model.onnx").is_file()
     assert main(args) == 0

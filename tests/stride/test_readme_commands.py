@@ -89,7 +89,9 @@ def test_sweep_export_and_compare_with_relative_paths(workdir: Path) -> None:
         "--set",
         "training.epochs=2",
     )
-    runs = sorted((workdir / "runs" / "opt").iterdir())
+    runs = sorted(
+        p for p in (workdir / "runs" / "opt").iterdir() if p.is_dir() and p.name[0] != "."
+    )
     assert [summary(r)["status"] for r in runs] == ["completed", "completed"], out
     assert "best run by val_accuracy" in out
 

@@ -1,0 +1,146 @@
+"""Sweeps on Ray Tune: random and Optuna search, ASHA stopping a hopeless trial, a sweep
+resumed after its driver was SIGKILLed, and the tuned optimizer comparison.
+
+All on CPU with the shared local Ray instance (2 CPUs); runs of 1 to 4 epochs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.search import build_plan, parse_grid, parse_space
+from pipeline.sweep import prepare, run_sweep
+from pipeline.tuning import TuningPlan, prepare_tuning, run_tuning
+from runstore import RunDir, StoreLocation
+from stride.cli import main
+from tests.pipeline.conftest import tiny_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+LR = "optimizer.lr=loguniform(1e-3,1e-1)"
+
+
+def _epochs(run: RunDir) -> list[int]:
+    return [int(r.epoch) for r in run.read_metrics()]
+
+
+@pytest.mark.parametrize("search", ["random", "optuna"])
+def test_random_and_optuna_search_write_every_trial(
+    ray_cluster: dict, tmp_path: Path, search: str
+) -> None:
+    base = tiny_config(**{"training.epochs": 1}).to_dict()
+    plan = build_plan(parse_space([LR]), search=search, samples=2, seeds=2)
+    runs = run_sweep(prepare(base, [], plan), store=tmp_path, experiment=search, max_concurrent=2)
+    assert len(runs) == plan.trials == 4 and all(r.state == "completed" for r in runs)
+    rates = {r.seed: r.grid["optimizer.lr"] for r in runs}
+    assert all(1e-3 <= r.grid["optimizer.lr"] <= 1e-1 for r in runs)
+    # every sampled rate runs with seeds 0 and 1 (paired), each trial a run folder
+    by_rate: dict[float, list[int]] = {}
+    for r in runs:
+        by_rate.setdefault(r.grid["optimizer.lr"], []).append(r.seed)
+        stored = RunDir(tmp_path / search / r.run_id)
+        assert stored.read_config().config["optimizer"]["lr"] == r.grid["optimizer.lr"]
+        assert _epochs(stored) == [1]
+    assert sorted(sorted(s) for s in by_rate.values()) == [[0, 1], [0, 1]], rates
+
+
+def test_asha_stops_the_hopeless_trial(ray_cluster: dict, tmp_path: Path) -> None:
+    """One trial at a time, the good rate first: at its first rung the hopeless one is
+    below the good one's score and is stopped there."""
+    base = tiny_config(**{"training.epochs": 3, "optimizer.name": "sgd"}).to_dict()
+    plan = build_plan(parse_grid(["optimizer.lr=0.05,0.0000001"]), scheduler="asha", grace_epochs=1)
+    runs = run_sweep(prepare(base, [], plan), store=tmp_path, experiment="asha", max_concurrent=1)
+    good, hopeless = runs
+    assert good.state == "completed" and _epochs(RunDir(tmp_path / "asha" / good.run_id)) == [
+        1,
+        2,
+        3,
+    ]
+    assert hopeless.state == "stopped"
+    summary = RunDir(tmp_path / "asha" / hopeless.run_id).read_summary()
+    assert summary.status == "stopped" and summary.stopped_by == "asha"
+    assert summary.stopped_at_epoch == 1 and "val_accuracy" in summary.reason
+    assert _epochs(RunDir(tmp_path / "asha" / hopeless.run_id)) == [1]
+    record = json.loads((tmp_path / "asha" / "sweep.json").read_text())
+    assert [t["status"] for t in record["trials"]] == ["completed", "stopped"]
+
+
+def test_a_sweep_resumes_after_its_driver_was_killed(
+    ray_cluster: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(**{"training.epochs": 4}).to_dict()))
+    runs = tmp_path / "runs"
+    args = ["sweep", "--config", str(config), "--runs", str(runs), "--experiment", "kill"]
+    args += ["--grid", "optimizer.name=sgd,adam", "--max-concurrent", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "stride.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own group: the local Ray it starts is ended below
+    )
+    try:
+        deadline = time.monotonic() + 240
+        first: RunDir | None = None
+        while time.monotonic() < deadline:  # the first trial done, the second mid-way
+            folders = sorted(p for p in (runs / "kill").glob("*-s0-*") if p.is_dir())
+            done = [RunDir(p) for p in folders if (p / "summary.json").exists()]
+            going = [RunDir(p) for p in folders if not (p / "summary.json").exists()]
+            if done and going and len(_epochs(going[0])) >= 1:
+                first = done[0]
+                break
+            assert driver.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.2)
+        assert first is not None, "the sweep did not reach its second trial in time"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the dead driver's own local Ray
+    finished = (first.path / "summary.json").read_bytes()
+    assert main(["sweep", "--resume", "kill", "--runs", str(runs)]) == 0
+    assert "resuming 2 trials" in capsys.readouterr().err
+    folders = sorted(p for p in (runs / "kill").iterdir() if not p.name.startswith("."))
+    trials = [p for p in folders if p.is_dir()]
+    assert len(trials) == 2  # every planned trial once
+    for p in trials:
+        run = RunDir(p)
+        assert run.read_summary().status == "completed"
+        assert _epochs(run) == [1, 2, 3, 4]  # contiguous, each epoch once
+    assert (first.path / "summary.json").read_bytes() == finished  # not run again
+    resumed = next(RunDir(p) for p in trials if p != first.path).read_summary()
+    assert resumed.resumed_from_epoch is not None and resumed.resumed_from_epoch >= 1
+
+
+def test_the_tuned_comparison_writes_both_experiments(ray_cluster: dict, tmp_path: Path) -> None:
+    base = tiny_config(**{"training.epochs": 1}).to_dict()
+    plan = TuningPlan(
+        optimizers=("sgd", "adam"), lr_low=1e-3, lr_high=0.3, trials=2, seeds=2, search="random"
+    )
+    store = StoreLocation.parse(tmp_path)
+    sweeps = prepare_tuning(base, [], plan, store, "fair")
+    result = run_tuning(base, [], plan, sweeps, store=store, experiment="fair", max_concurrent=2)
+    assert set(result.tuned_lr) == {"sgd", "adam"}
+    for name in ("fair-lr-sgd", "fair-lr-adam"):
+        assert len([p for p in (tmp_path / name).iterdir() if not p.name.startswith(".")]) == 3
+    for name, rates in (("fair", result.tuned_lr), ("fair-default", {"sgd": None, "adam": None})):
+        runs = [RunDir(p) for p in (tmp_path / name).iterdir() if p.is_dir() and p.name[0] != "."]
+        assert len(runs) == 4  # 2 optimizers x 2 seeds
+        for run in runs:
+            config = run.read_config().config
+            assert config["optimizer"]["lr"] == rates[config["optimizer"]["name"]]
+            assert run.read_summary().status == "completed"
+    with pytest.raises(ValueError, match="already holds a sweep"):
+        prepare_tuning(base, [], plan, store, "fair")
