@@ -9,6 +9,9 @@ tests, and named in the layer table.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,12 +47,37 @@ def conv_output_size(n: int, kernel: int, stride: int, padding: str | int) -> in
     return (n + before + after - kernel) // stride + 1
 
 
+# A unit passes back "no gradient" where the activation's slope is below this fraction of
+# its peak slope (docs/config.md, dead units): sigmoid |x| > 5.99, tanh |x| > 2.99.
+DEAD_SLOPE = 0.01
+
+
 class Activation(nn.Module):
-    """An activation module, built from its ActivationSpec (most take nothing from it)."""
+    """An activation module, built from its ActivationSpec (most take nothing from it).
+
+    Each declares the initialisers' `gain` (the factor a weight's standard deviation gets
+    for this activation) and `flat(x)`, where it passes back (almost) no gradient: what
+    makes a unit dead. Both are checked against their formulas in tests/pipeline.
+    """
 
     @classmethod
     def from_spec(cls, spec: ActivationSpec) -> Activation:
         return cls()
+
+    def gain(self) -> float:
+        """Factor of the initial weights' standard deviation for a layer feeding this one."""
+        raise NotImplementedError(f"{type(self).__name__} declares no initialisation gain")
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        """Bool mask, shaped like the input x: where the slope is below DEAD_SLOPE of its peak."""
+        raise NotImplementedError(f"{type(self).__name__} declares no flat region")
+
+
+def gaussian_second_moment(f: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """E[f(z)^2] for z ~ N(0, 1), by the trapezoid rule on [-12, 12] (error < 1e-9 here)."""
+    z = torch.linspace(-12.0, 12.0, 48_001, dtype=torch.float64)
+    density = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return float(torch.trapezoid(f(z) ** 2 * density, z))
 
 
 ACTIVATIONS: Registry[type[Activation]] = Registry("activation")
@@ -61,6 +89,13 @@ class Sigmoid(Activation):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(x)
 
+    def gain(self) -> float:
+        return 1.0  # torch's calculate_gain and Glorot's normalised init (see docs/config.md)
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(x)
+        return s * (1 - s) < DEAD_SLOPE * 0.25  # peak slope 1/4 at x = 0
+
 
 class Tanh(Activation):
     """(exp(x) - exp(-x)) / (exp(x) + exp(-x))."""
@@ -68,12 +103,24 @@ class Tanh(Activation):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x)
 
+    def gain(self) -> float:
+        return 5.0 / 3.0  # torch's calculate_gain("tanh")
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return 1 - torch.tanh(x) ** 2 < DEAD_SLOPE  # peak slope 1 at x = 0
+
 
 class ReLU(Activation):
     """max(0, x)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
+
+    def gain(self) -> float:
+        return math.sqrt(2.0)  # He et al. 2015: 1 / sqrt(E[relu(z)^2]), z ~ N(0, 1)
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return x <= 0  # output 0 and slope 0 (torch's slope at exactly 0 is 0 too)
 
 
 class LeakyReLU(Activation):
@@ -89,6 +136,15 @@ class LeakyReLU(Activation):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(x, self.negative_slope)
+
+    def gain(self) -> float:
+        return math.sqrt(2.0 / (1 + self.negative_slope**2))  # He et al. 2015, slope a
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        # the negative side keeps slope a: flat only when a is below DEAD_SLOPE (a = 0 is ReLU)
+        if self.negative_slope < DEAD_SLOPE:
+            return x <= 0
+        return torch.zeros_like(x, dtype=torch.bool)
 
     def extra_repr(self) -> str:
         return f"a={self.negative_slope}"
@@ -107,6 +163,15 @@ class ELU(Activation):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(x, self.alpha)
+
+    def gain(self) -> float:
+        # He's argument, 1 / sqrt(E[elu(z)^2]) at unit pre-activation variance (1.26 for alpha 1)
+        return 1.0 / math.sqrt(gaussian_second_moment(lambda z: F.elu(z, self.alpha)))
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        # slope alpha * e^x for x <= 0, 1 above: flat where alpha * e^x < DEAD_SLOPE * peak
+        peak = max(1.0, self.alpha)
+        return (x <= 0) & (self.alpha * torch.exp(x) < DEAD_SLOPE * peak)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
@@ -133,6 +198,19 @@ class Maxout(Activation):
         # (N, W, *S) -> (N, W/k, k, *S) -> max over the k pieces -> (N, W/k, *S)
         grouped = x.reshape(n, width // self.pieces, self.pieces, *x.shape[2:])
         return grouped.amax(dim=2)
+
+    def gain(self) -> float:
+        # He's argument: 1 / sqrt(E[max of k iid N(0, 1)^2]); exactly 1 for k = 2
+        k = self.pieces
+        cdf = lambda z: 0.5 * (1 + torch.erf(z / math.sqrt(2)))  # noqa: E731
+        # max of k has density k phi(z) Phi(z)^(k-1): E[m^2] = E_z[z^2 k Phi(z)^(k-1)]
+        return 1.0 / math.sqrt(gaussian_second_moment(lambda z: z * (k * cdf(z) ** (k - 1)).sqrt()))
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        # a piece gets the gradient only where it is the max of its group; the others get 0
+        n, width = x.shape[0], x.shape[1]
+        grouped = x.reshape(n, width // self.pieces, self.pieces, *x.shape[2:])
+        return (grouped < grouped.amax(dim=2, keepdim=True)).reshape(x.shape)
 
     def extra_repr(self) -> str:
         return f"pieces={self.pieces}"

@@ -8,8 +8,10 @@ its gradient norms.
 The spec is described once, by the modules. They are built on the meta device
 (no memory, no random numbers), a batch run through each as it is added, so every
 check and every next layer sees the shape the model really produces; a spec that
-cannot work is a ConfigError naming the layer. Then the model gets real tensors,
-initialised as each module initialises itself. `summarize` reads shapes and
+cannot work is a ConfigError naming the layer. Then the model gets real tensors:
+each module resets its own, except that a `model.init` other than `default` draws the
+conv and dense weights (and zeroes their biases) with the gain of the activation that
+follows each (`pipeline.initialisers`). `summarize` reads shapes and
 parameter counts from that same model, so the table printed is the model that trains.
 """
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.initialisers import WEIGHT_LAYERS, check_init, following_gains
 from pipeline.layers import (
     Conv2d,
     GlobalPool,
@@ -69,12 +72,13 @@ def build_model(
 
     `device="meta"` gives the model without weights: what the checks and the layer
     table need. On any other device the weights are drawn in the order the modules
-    were added, as if each had been built there directly (same seed, same weights).
+    were added, as if each had been built there directly (same seed, same weights), by
+    the initialiser `spec.init` names.
     """
     with torch.device("meta"):
         model = _assemble(spec, input_shape, num_classes)
     if torch.device(device).type != "meta":
-        _materialize(model, device)
+        _materialize(model, device, spec.init)
     return model
 
 
@@ -98,6 +102,7 @@ def _assemble(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: i
     if num_classes < 2:
         raise ConfigError(f"model: needs at least 2 classes, got {num_classes}")
     check_activation("model.activation", spec.activation)
+    check_init(spec.init)
     # Two images: batch norm refuses a batch of one in training mode, on meta too.
     x = torch.empty(2, *input_shape)  # (N, C, H, W)
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
@@ -211,13 +216,23 @@ def _check_dropout(where: str, p: float) -> None:
         raise ConfigError(f"{where}: dropout must be in [0, 1), got {p}")
 
 
-def _materialize(model: nn.Module, device: str | torch.device) -> None:
-    """Real tensors for a meta model, each module resetting its own in the order they
-    were added: the random draws of building every module on `device` directly."""
+def _materialize(model: nn.Module, device: str | torch.device, init: str = "default") -> None:
+    """Real tensors for a meta model, in the order the modules were added. With the
+    `default` initialiser each module resets its own: the random draws of building every
+    module on `device` directly. Any other draws each conv and dense weight with the gain
+    of the activation after it and zeroes its bias; other modules (batch norm) reset.
+    Every tensor is written: `to_empty` leaves uninitialised memory."""
+    draw = check_init(init).draw
+    gains = following_gains(model) if draw is not None else {}
     model.to_empty(device=device)
     for module in model.modules():
         reset = getattr(module, "reset_parameters", None)
-        if reset is not None:
+        if draw is not None and isinstance(module, WEIGHT_LAYERS):
+            draw(module.weight, gains[module])
+            if module.bias is not None:
+                with torch.no_grad():
+                    module.bias.zero_()
+        elif reset is not None:
             reset()
         elif [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
             raise TypeError(f"{type(module).__name__} has tensors but no reset_parameters")

@@ -37,7 +37,10 @@ def config_record(
     effective: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
 ) -> ConfigRecord:
-    """The content of config.json (docs/formats.md)."""
+    """The content of config.json (docs/formats.md); `data` is `data_record`'s (else the
+    layer table takes the shapes from the data set's description)."""
+    from pipeline.spec import layer_table
+
     return ConfigRecord(
         experiment=run.experiment,
         run_id=run.name,
@@ -49,6 +52,7 @@ def config_record(
         versions=library_versions(),
         effective=effective or {},
         data=data or {},
+        layers=layer_table(cfg, data),
     )
 
 

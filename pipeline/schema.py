@@ -74,6 +74,9 @@ class HeadSpec:
 class ModelSpec:
     name: str = "cnn"  # used in run ids and as the default model name on export
     activation: ActivationSpec = field(default_factory=ActivationSpec)
+    # weight initialiser of every conv and dense layer (`stride models` lists them with
+    # their formulas); its gain comes from the activation that follows the layer
+    init: str = "default"
     blocks: tuple[Block, ...] = ()
     head: HeadSpec = field(default_factory=HeadSpec)
 

@@ -9,12 +9,17 @@ the model that trains, and a layer that cannot work is a ConfigError naming it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pipeline.data import DATASETS, describe
 from pipeline.losses import LOSSES
 from pipeline.model import LayerSummary, summarize
 from pipeline.optim import OPTIMIZERS, check_optimizer
 from pipeline.schema import ConfigError, RunConfig
 from pipeline.tables import format_table
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def validate(cfg: RunConfig) -> list[LayerSummary]:
@@ -32,6 +37,24 @@ def validate(cfg: RunConfig) -> list[LayerSummary]:
     check_optimizer(cfg.optimizer)  # what torch would refuse in every Ray worker
     info = describe(cfg.data)
     return summarize(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes)
+
+
+def layer_table(
+    cfg: RunConfig, data: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], ...]:
+    """config.json's `layers`: name, kind and parameter count of every layer in depth order.
+
+    Shapes come from `data` (config.json's data record) when it has them, else from the
+    data set's description; the model is built on the meta device, as for the checks.
+    """
+    if data and "input_shape" in data and "num_classes" in data:
+        c, h, w = (int(n) for n in data["input_shape"])
+        shape, classes = (c, h, w), int(data["num_classes"])
+    else:
+        info = describe(cfg.data)
+        shape, classes = info.input_shape, info.num_classes
+    rows = summarize(cfg.model, input_shape=shape, num_classes=classes)
+    return tuple({"name": r.name, "kind": r.kind, "params": r.params} for r in rows)
 
 
 def format_plan(layers: list[LayerSummary], input_shape: tuple[int, ...]) -> str:

@@ -2,8 +2,9 @@
 (prepare the data loader, prepare the model, reduce, report); `LocalContext` runs
 it in one process.
 
-Each epoch trains, validates, writes one line to metrics.jsonl (rank 0), saves a
-checkpoint and reports; early stopping ends it and restores the best weights; the
+Each epoch trains, validates, probes the activations on a fixed validation batch (dead
+units, weight norm), writes one line to metrics.jsonl (rank 0), saves a checkpoint and
+reports; early stopping ends it and restores the best weights; the
 restored model is then scored on the test split and summary.json written.
 """
 
@@ -29,6 +30,8 @@ from torch import nn
 
 from pipeline.config import EarlyStoppingSpec, RunConfig
 from pipeline.data import ImageDataset, Splits, build_augment, load_splits, make_loader
+from pipeline.initialisers import WEIGHT_LAYERS
+from pipeline.layers import Activation
 from pipeline.losses import LOSSES
 from pipeline.model import build_model, parameterised_layers
 from pipeline.optim import build_optimizer, build_schedule
@@ -36,6 +39,7 @@ from runstore import CHECKPOINTS, EpochRecord, RunDir, SummaryRecord, utc_now
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
+PROBE_IMAGES = 256  # the fixed validation batch the dead units are counted on
 
 
 class TrainContext(Protocol):
@@ -297,6 +301,9 @@ class Trainer:
         self.scheduler = build_schedule(
             self.optimizer, cfg.schedule, steps_per_epoch=steps, epochs=cfg.training.epochs
         )
+        # The first PROBE_IMAGES validation images, on every worker alike: (N, C, H, W)
+        probe = self.splits.val.images[:PROBE_IMAGES].float() / self.splits.scale
+        self.probe = self._inputs(probe, self.splits.val.labels[:PROBE_IMAGES])[0]
         self.stopper = EarlyStopping(cfg.early_stopping)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.start_epoch = 1
@@ -385,6 +392,43 @@ class Trainer:
             per_param = torch._foreach_norm(grads)
             norms.append(torch.linalg.vector_norm(torch.stack(per_param)))
         return torch.stack(norms).double()
+
+    @torch.no_grad()
+    def probe_units(self) -> tuple[tuple[tuple[str, float], ...], float]:
+        """(dead units per activation layer, weight norm) of the current model.
+
+        A unit is a channel of a convolution's output (one feature of a dense layer's),
+        i.e. the activation's input channel; it is dead when the activation passes back
+        less than DEAD_SLOPE of its peak slope (`Activation.flat`) at every position of
+        every image of the fixed batch: its weights then get no gradient from that batch.
+        Computed on the unwrapped model in eval mode, by every worker on the same batch
+        (no collective calls), so all of them agree; only rank 0 writes it.
+        """
+        model = self.raw_model
+        dead: dict[str, float] = {}
+
+        def hook(name: str, module: Activation, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0].float()  # (N, C, H, W) or (N, F)
+            flat = module.flat(x).transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
+            dead[name] = flat.all(dim=1).float().mean().item()
+
+        handles = [
+            module.register_forward_pre_hook(lambda m, i, name=name: hook(name, m, i))
+            for name, module in model.named_modules()
+            if isinstance(module, Activation)
+        ]
+        was_training = model.training
+        model.eval()
+        try:
+            with self.precision.autocast(self.device):
+                model(self.probe)
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.train(was_training)
+        weights = [m.weight for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(weights))).item()
+        return tuple(dead.items()), norm
 
     @torch.no_grad()
     def evaluate(self, loader: Any) -> tuple[float, float]:
@@ -506,6 +550,7 @@ class Trainer:
         grad = self.ctx.all_reduce_sum(sums.grad) / max(sums.steps * self.ctx.world_size, 1)
         val_loss, val_acc = self.evaluate(self.val_loader)
         epoch_seconds = time.perf_counter() - t0
+        dead_units, weight_norm = self.probe_units()  # not counted in the epoch's seconds
         self.elapsed += epoch_seconds
         value = val_loss if self.cfg.early_stopping.metric == "val_loss" else val_acc
         if not math.isfinite(val_loss):
@@ -525,6 +570,8 @@ class Trainer:
             grad_norms=tuple(
                 (name, float(v)) for (name, _), v in zip(self.layers, grad.tolist(), strict=True)
             ),
+            dead_units=dead_units,
+            weight_norm=weight_norm,
             epoch_seconds=round(epoch_seconds, 4),
             elapsed_seconds=round(self.elapsed, 4),
             images_per_second=round(count / max(train_seconds, 1e-9), 1),

@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from runstore import Run, RunStore, Skipped, check_read_name
 from services.analysis import stats
 from services.analysis.errors import InvalidRequest, NoRuns
+from services.analysis.layers import LayerFlow, layer_series, weight_layers
 from services.analysis.options import (
     DEFAULT_GROUP_BY,
     DEFAULT_RANK_BY,
     DEFAULT_TARGET,
     RANK_METRICS,
 )
+from services.analysis.series import EpochSeries, epoch_series
 from services.analysis.store import select_runs
 
 MAX_GROUPS = 256  # a comparison's pairwise table has groups x (groups - 1) rows
 MAX_BOOTSTRAP_DRAWS = 200_000_000  # resampled values per call: about a second of numpy
-STATS_PER_GROUP = 11  # the intervals `compare` computes for each group (GroupStats)
+STATS_PER_GROUP = 12  # the intervals `compare` computes for each group (GroupStats)
+# Runs a comparison counts by default. A run a sweep's scheduler stopped is a finished
+# trial that did not reach what it did not reach: leaving it out would keep only the
+# trials that looked good.
+FINISHED = ("completed", "stopped")
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class Selection:
     group_by: str = DEFAULT_GROUP_BY  # a dotted config key, or several joined by ","
     groups: Mapping[str, Sequence[str]] = field(default_factory=dict)  # name -> run ids
     where: Sequence[str] = ()  # KEY=VALUE filters on the config
-    include_unfinished: bool = False  # also running and failed runs
+    include_unfinished: bool = False  # also running and failed runs (stopped ones count always)
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,10 @@ def select(store: RunStore, selection: Selection) -> Groups:
     runs = select_runs(scan.runs, where=selection.where)
     if not selection.include_unfinished:
         for run in runs:
-            if run.status != "completed":
+            if run.status not in FINISHED:
                 why = f": {run.summary.reason}" if run.summary and run.summary.reason else ""
                 skipped.append(Skipped(run.experiment, run.run_id, f"{run.status}{why}"))
-        runs = [r for r in runs if r.status == "completed"]
+        runs = [r for r in runs if r.status in FINISHED]
     runs = [r for r in runs if _usable(r, skipped)]
     if selection.groups:
         grouped = _explicit_groups(runs, selection.groups, selection.experiment)
@@ -155,6 +161,7 @@ class RunResult:
     images_per_second: float | None
     accuracy_gap: float | None  # train - val accuracy at the last epoch
     loss_gap: float | None  # val - train loss at the last epoch
+    final_weight_norm: float | None  # weight_norm at the last epoch (None: not recorded)
 
     def metric(self, name: str) -> float | None:
         """The value of a rank metric for this run."""
@@ -180,6 +187,8 @@ class GroupStats:
     epochs: stats.Stat
     accuracy_gap: stats.Stat
     loss_gap: stats.Stat
+    final_weight_norm: stats.Stat
+    weight_norm: EpochSeries  # per epoch over the runs; empty when no run recorded it
 
     def stat(self, metric: str) -> stats.Stat:
         """The Stat of a rank metric."""
@@ -205,11 +214,34 @@ class Comparison:
     skipped: tuple[Skipped, ...]
 
 
-def run_result(run: Run, target: float, auc_epochs: int) -> RunResult:
+def budget_epochs(run: Run, longest: int) -> int:
+    """The epochs a run was given: config `training.epochs` (else `longest`, the longest
+    run compared), never fewer than it ran."""
+    planned = run.value("training.epochs")
+    if not isinstance(planned, int) or isinstance(planned, bool) or planned < 1:
+        planned = longest
+    return max(planned, len(run.epochs))
+
+
+def time_to_target(run: Run, target: float, longest: int) -> stats.TimeToTarget:
+    """When the run first reached the target accuracy. A run that missed it counts as
+    its budget; a *stopped* run that missed it counts as the budget it was given (config
+    `training.epochs`), with seconds at its own pace (elapsed / epochs run x budget), so
+    that stopping a hopeless trial never makes it look fast."""
+    acc = [e.val_accuracy for e in run.epochs]
+    ttt = stats.time_to_target(acc, [e.elapsed_seconds for e in run.epochs], target)
+    if ttt.reached or run.status != "stopped":
+        return ttt
+    budget = budget_epochs(run, longest)
+    seconds = None if ttt.seconds is None else ttt.seconds / len(run.epochs) * budget
+    return stats.TimeToTarget(False, budget, seconds)
+
+
+def run_result(run: Run, target: float, auc_epochs: int, longest: int = 0) -> RunResult:
     """The numbers of one run (definitions in docs/analysis.md)."""
     acc = [e.val_accuracy for e in run.epochs]
     known = [a for a in acc if a is not None]
-    ttt = stats.time_to_target(acc, [e.elapsed_seconds for e in run.epochs], target)
+    ttt = time_to_target(run, target, longest or len(run.epochs))
     ips = [e.images_per_second for e in run.epochs if e.images_per_second is not None]
     wall = run.summary.wall_seconds if run.summary else None
     last = run.epochs[-1]
@@ -231,6 +263,7 @@ def run_result(run: Run, target: float, auc_epochs: int) -> RunResult:
         images_per_second=float(np.mean(ips)) if ips else None,
         accuracy_gap=_minus(last.train_accuracy, last.val_accuracy),
         loss_gap=_minus(last.val_loss, last.train_loss),
+        final_weight_norm=last.weight_norm,
     )
 
 
@@ -264,13 +297,14 @@ def compare(
         )
     # AUC over the epochs every run has, so that early-stopped runs compare fairly.
     auc_epochs = min(len(r.epochs) for runs in groups.runs.values() for r in runs)
+    longest = max(len(r.epochs) for runs in groups.runs.values() for r in runs)
 
     def describe(values: Sequence[float | None]) -> stats.Stat:
         return stats.describe(values, seed=bootstrap_seed, samples=bootstrap_samples)
 
     by_name: dict[str, GroupStats] = {}
     for name, runs in groups.runs.items():
-        results = tuple(run_result(r, target, auc_epochs) for r in runs)
+        results = tuple(run_result(r, target, auc_epochs, longest) for r in runs)
         by_name[name] = GroupStats(
             name=name,
             runs=results,
@@ -286,6 +320,8 @@ def compare(
             epochs=describe([r.epochs for r in results]),
             accuracy_gap=describe([r.accuracy_gap for r in results]),
             loss_gap=describe([r.loss_gap for r in results]),
+            final_weight_norm=describe([r.final_weight_norm for r in results]),
+            weight_norm=epoch_series(runs, "weight_norm"),
         )
     lower = RANK_METRICS[rank_by]
     ranking = stats.rank(
@@ -319,69 +355,50 @@ def compare(
 
 
 @dataclass(frozen=True)
-class LayerFlow:
-    """One layer's gradient norm per epoch: mean and sample std across the group's runs."""
-
-    layer: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]  # NaN where fewer than two runs have the epoch
-
-
-@dataclass(frozen=True)
 class GroupFlow:
     """Gradient norms of every layer (input side first) over epochs, for one group."""
 
     name: str
     runs: int
     epochs: tuple[int, ...]
-    layers: tuple[LayerFlow, ...]
-    ratio_by_epoch: tuple[float, ...]  # first layer's mean norm / last layer's, per epoch
-    ratio: float  # mean first-layer norm over epochs / mean last-layer norm over epochs
+    layers: tuple[LayerFlow, ...]  # every parameterised layer, with its kind and depth
+    ratio_by_epoch: tuple[float, ...]  # first weight layer's mean norm / last one's, per epoch
+    ratio: float  # mean first-weight-layer norm over epochs / the last one's
+    first_layer: str = ""  # the weight layers the ratio is taken between
+    last_layer: str = ""
+
+    @property
+    def weight_layers(self) -> tuple[LayerFlow, ...]:
+        """The conv and linear layers (the depth axis); every layer when none is known."""
+        return weight_layers(self.layers) or self.layers
 
 
 def gradient_flow(groups: Groups) -> tuple[GroupFlow, ...]:
     """Per group: every layer's gradient norm over epochs and the first/last ratio.
 
-    Layers are in the depth order of the group's first run; at each epoch the mean
-    is over the runs that reached that epoch. A run without grad_norms adds nothing.
+    Layers are in the depth order first met; at each epoch the mean is over the runs
+    that reached that epoch. The ratio is taken between the first and the last weight
+    layer (conv, linear: batch norm is left out of the depth axis), or between the first
+    and last layer when no layer's kind is known. A run without grad_norms adds nothing.
     """
     out = []
     for name, runs in groups.runs.items():
-        order: list[str] = []
-        for run in runs:
-            for epoch in run.epochs:
-                order.extend(layer for layer, _ in epoch.grad_norms if layer not in order)
-        n_epochs = max(len(r.epochs) for r in runs)
-        # norms[layer][epoch index] -> values across runs
-        norms: dict[str, list[list[float]]] = {
-            layer: [[] for _ in range(n_epochs)] for layer in order
-        }
-        for run in runs:
-            for i, epoch in enumerate(run.epochs):
-                for layer, norm in epoch.grad_norms:
-                    norms[layer][i].append(norm)
-        layers = tuple(
-            LayerFlow(
-                layer,
-                tuple(_mean(v) for v in norms[layer]),
-                tuple(float(np.std(v, ddof=1)) if len(v) > 1 else math.nan for v in norms[layer]),
+        n_epochs, layers = layer_series(runs, lambda e: e.grad_norms)
+        flow = GroupFlow(name, len(runs), tuple(range(1, n_epochs + 1)), layers, (), math.nan)
+        depth_axis = flow.weight_layers
+        if depth_axis:
+            first, last = depth_axis[0], depth_axis[-1]
+            flow = replace(
+                flow,
+                ratio_by_epoch=tuple(
+                    _div(f, la) for f, la in zip(first.mean, last.mean, strict=True)
+                ),
+                ratio=_div(_nanmean(first.mean), _nanmean(last.mean)),
+                first_layer=first.layer,
+                last_layer=last.layer,
             )
-            for layer in order
-        )
-        if layers:
-            first, last = layers[0].mean, layers[-1].mean
-            ratio_by_epoch = tuple(_div(f, la) for f, la in zip(first, last, strict=True))
-            ratio = _div(_nanmean(first), _nanmean(last))
-        else:
-            ratio_by_epoch, ratio = (), math.nan
-        out.append(
-            GroupFlow(name, len(runs), tuple(range(1, n_epochs + 1)), layers, ratio_by_epoch, ratio)
-        )
+        out.append(flow)
     return tuple(out)
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if values else math.nan
 
 
 def _nanmean(values: Sequence[float]) -> float:

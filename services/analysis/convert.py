@@ -10,6 +10,7 @@ from typing import Any
 from runstore import EpochRecord, Run, Skipped, SummaryRecord, format_value
 from services.analysis import compare as cmp
 from services.analysis.errors import InvalidRequest
+from services.analysis.series import EpochSeries
 from services.analysis.stats import Stat, WinProbability
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb
 
@@ -46,6 +47,17 @@ def stat(value: Stat) -> pb.Stat:
     return out
 
 
+def epoch_series(value: EpochSeries) -> pb.EpochSeries:
+    """An EpochSeries message."""
+    return pb.EpochSeries(
+        epochs=list(value.epochs),
+        mean=list(value.mean),
+        std=list(value.std),
+        low=list(value.low),
+        high=list(value.high),
+    )
+
+
 def skipped(value: Skipped) -> pb.SkippedRun:
     """A SkippedRun message."""
     return pb.SkippedRun(experiment=value.experiment, run_id=value.run_id, reason=value.reason)
@@ -67,6 +79,7 @@ def epoch(value: EpochRecord) -> pb.EpochMetrics:
         epoch_seconds=value.epoch_seconds,
         elapsed_seconds=value.elapsed_seconds,
         images_per_second=value.images_per_second,
+        weight_norm=value.weight_norm,
     )
     return out
 
@@ -166,6 +179,7 @@ def _run_result(value: cmp.RunResult) -> pb.RunResult:
         images_per_second=value.images_per_second,
         accuracy_gap=value.accuracy_gap,
         loss_gap=value.loss_gap,
+        final_weight_norm=value.final_weight_norm,
     )
     return out
 
@@ -186,6 +200,8 @@ def _group(value: cmp.GroupStats) -> pb.GroupStats:
         epochs=stat(value.epochs),
         accuracy_gap=stat(value.accuracy_gap),
         loss_gap=stat(value.loss_gap),
+        final_weight_norm=stat(value.final_weight_norm),
+        weight_norm=epoch_series(value.weight_norm),
     )
 
 
@@ -222,12 +238,20 @@ def gradient_flow(
             runs=f.runs,
             epochs=list(f.epochs),
             layers=[
-                pb.LayerSeries(layer=layer.layer, mean=list(layer.mean), std=list(layer.std))
+                pb.LayerSeries(
+                    layer=layer.layer,
+                    mean=list(layer.mean),
+                    std=list(layer.std),
+                    kind=layer.kind,
+                    depth=layer.depth,
+                )
                 for layer in f.layers
             ],
             ratio_by_epoch=list(f.ratio_by_epoch),
             ratio=f.ratio,
             log10_ratio=math.log10(f.ratio) if f.ratio > 0 else math.nan,
+            first_layer=f.first_layer,
+            last_layer=f.last_layer,
         )
         for f in flows
     ]

@@ -2,9 +2,10 @@
 
 Panels: validation loss and accuracy against epoch and against elapsed seconds
 (mean over the group's runs, a band from the lowest to the highest run, train
-curves dashed), every layer's gradient norm against depth, and the first/last
-layer gradient ratio over epochs. Curves of runs of different lengths are
-averaged over the runs that reached each epoch.
+curves dashed), the weight layers' gradient norm against depth, and the first/last
+weight layer gradient ratio over epochs; below them the weight norm when runs recorded
+it and the extra panels (services.analysis.panels) that were asked for. Curves of runs
+of different lengths are averaged over the runs that reached each epoch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -23,6 +24,8 @@ from matplotlib.ticker import MaxNLocator
 from runstore import Run
 from services.analysis.compare import GroupFlow, Groups
 from services.analysis.errors import InvalidRequest
+from services.analysis.panels import Colours, Extras, weight_norm_panel
+from services.analysis.series import epoch_series
 
 DEFAULT_WIDTH = 1500
 DEFAULT_HEIGHT = 900
@@ -33,27 +36,16 @@ MAX_PIXELS = 4000
 def band(runs: Sequence[Run], field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per epoch index: (mean elapsed seconds, mean, min, max) of `field` over the runs.
 
-    NaN where no run has a finite value at that epoch.
+    NaN where no run has a finite value at that epoch (series.epoch_series).
     """
     n = max(len(r.epochs) for r in runs)
-    seconds, mean, low, high = (np.full(n, np.nan) for _ in range(4))
-    for i in range(n):
-        values = [_get(r, i, field) for r in runs]
-        finite = [v for v in values if v is not None and math.isfinite(v)]
-        times = [_get(r, i, "elapsed_seconds") for r in runs]
-        times_ok = [t for t in times if t is not None]
-        if times_ok:
-            seconds[i] = float(np.mean(times_ok))
-        if finite:
-            mean[i], low[i], high[i] = np.mean(finite), np.min(finite), np.max(finite)
-    return seconds, mean, low, high
 
+    def column(values: Sequence[float]) -> np.ndarray:
+        return np.asarray(values, dtype=float) if values else np.full(n, np.nan)
 
-def _get(run: Run, index: int, field: str) -> float | None:
-    if index >= len(run.epochs):
-        return None
-    value = getattr(run.epochs[index], field)
-    return None if value is None else float(value)
+    values = epoch_series(runs, field)
+    seconds = epoch_series(runs, "elapsed_seconds").mean
+    return column(seconds), column(values.mean), column(values.low), column(values.high)
 
 
 def render_png(
@@ -64,8 +56,11 @@ def render_png(
     height: int = DEFAULT_HEIGHT,
     dpi: int = DEFAULT_DPI,
     title: str = "",
+    extras: Extras | None = None,
 ) -> bytes:
-    """The comparison figure as PNG bytes of exactly `width` x `height` pixels."""
+    """The comparison figure as PNG bytes of exactly `width` x `height` pixels.
+
+    `extras` adds rows of three panels below the six (services.analysis.panels)."""
     for name, value in (("width", width), ("height", height)):
         if not 200 <= value <= MAX_PIXELS:
             raise InvalidRequest(f"{name} {value} px not in 200..{MAX_PIXELS}")
@@ -73,8 +68,17 @@ def render_png(
         raise InvalidRequest(f"dpi {dpi} not in 30..600")
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 3)
-    colours = {name: f"C{i % 10}" for i, name in enumerate(groups.runs)}
+    extra_panels = recorded_panels(groups) + (extras.panels() if extras is not None else [])
+    rows = 2 + math.ceil(len(extra_panels) / 3)
+    axes = fig.subplots(rows, 3, squeeze=False)
+    names = list(groups.runs)
+    if extras is not None:
+        names += [n for n in dict.fromkeys(extras.group_names()) if n not in groups.runs]
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    for i, draw in enumerate(extra_panels):
+        draw(axes[2 + i // 3][i % 3], colours)
+    for i in range(len(extra_panels), 3 * (rows - 2)):
+        axes[2 + i // 3][i % 3].set_axis_off()
     panels = [
         (axes[0][0], "val_loss", "train_loss", "epoch", "loss"),
         (axes[0][1], "val_accuracy", "train_accuracy", "epoch", "accuracy"),
@@ -106,6 +110,14 @@ def render_png(
     return buffer.getvalue()
 
 
+def recorded_panels(groups: Groups) -> list[Callable[[Axes, Colours], None]]:
+    """The weight-norm panel when a run recorded weight_norm (dropout vs weight decay)."""
+    norms = {name: epoch_series(runs, "weight_norm") for name, runs in groups.runs.items()}
+    if not any(s.epochs for s in norms.values()):
+        return []
+    return [lambda ax, c: weight_norm_panel(ax, norms, c)]
+
+
 def _curve(
     ax: Axes,
     runs: Sequence[Run],
@@ -128,14 +140,17 @@ def _curve(
 
 
 def _depth_panel(ax: Axes, flows: Sequence[GroupFlow], colours: dict[str, str]) -> None:
+    # Weight layers only (conv, linear): a batch-norm layer between two convolutions has
+    # a gradient of another scale, and would make the curve zig-zag.
     for flow in flows:
-        if not flow.layers:
+        layers = flow.weight_layers
+        if not layers:
             continue
-        means = [_finite_mean(layer.mean) for layer in flow.layers]
+        means = [_finite_mean(layer.mean) for layer in layers]
         depth = np.arange(1, len(means) + 1)
         ax.plot(depth, means, color=colours.get(flow.name), marker="o", label=flow.name)
     ax.set_yscale("log")
-    ax.set_xlabel("layer depth (1 = input side)")
+    ax.set_xlabel("weight-layer depth: conv and linear (1 = input side)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("gradient norm, mean over epochs")
     ax.set_title("gradient norm vs depth", fontsize="medium")
@@ -150,7 +165,7 @@ def _ratio_panel(ax: Axes, flows: Sequence[GroupFlow], colours: dict[str, str]) 
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("first / last layer gradient norm")
+    ax.set_ylabel("first / last weight layer gradient norm")
     ax.set_title("gradient flow", fontsize="medium")
     ax.grid(alpha=0.3, which="both")
 

@@ -85,10 +85,14 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
         "reached",
         "seconds to target",
         f"val-loss AUC (1..{c.auc_epochs})",
-        "acc gap",
+        "acc gap (train - val)",
         "wall s",
         "images/s",
     ]
+    # Runs that recorded weight_norm (dropout vs weight decay) get its column.
+    norms = any(g.final_weight_norm.n for g in c.groups)
+    if norms:
+        header.append("final weight norm")
     rows = [
         [
             str(i),
@@ -104,6 +108,7 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
             _stat(g.accuracy_gap, 3, ci=False),
             _stat(g.wall_seconds, 1, ci=False),
             _stat(g.images_per_second, 0, ci=False),
+            *([_stat(g.final_weight_norm, 3, ci=False)] if norms else []),
         ]
         for i, g in enumerate(c.groups, start=1)
     ]
@@ -124,24 +129,25 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
             matrix.append(cells)
         lines += _table(["", *c.ranking], matrix)
     if flows:
-        lines += ["", "gradient norm, mean over epochs (first layer / last layer)"]
+        lines += ["", "gradient norm, mean over epochs (first / last weight layer: conv, linear)"]
         rows = []
         for f in flows:
-            if not f.layers:
+            weights = f.weight_layers
+            if not weights:
                 rows.append([f.name, "0", "-", "-", "-", "-"])
                 continue
-            first, last = f.layers[0], f.layers[-1]
+            first, last = weights[0], weights[-1]
             rows.append(
                 [
                     f.name,
-                    str(len(f.layers)),
+                    str(len(weights)),
                     f"{first.layer} {_sci(_finite_mean(first.mean))}",
                     f"{last.layer} {_sci(_finite_mean(last.mean))}",
                     _sci(f.ratio),
                     _num(math.log10(f.ratio), 2) if f.ratio > 0 else "-",
                 ]
             )
-        lines += _table(["group", "layers", "first", "last", "first/last", "log10"], rows)
+        lines += _table(["group", "weight layers", "first", "last", "first/last", "log10"], rows)
     if c.skipped:
         lines += ["", "left out:"]
         lines += [f"  {s.run_id}: {s.reason}" for s in c.skipped]

@@ -22,9 +22,10 @@ from runstore import (
     RunStore,
     check_read_name,
 )
+from services.analysis import analyses, convert, convert_analyses, plots
 from services.analysis import compare as cmp
-from services.analysis import convert, plots
 from services.analysis.errors import InvalidRequest
+from services.analysis.layers import dead_units
 from services.analysis.store import select_runs
 from services.analysis.watch import watch
 from services.common.status import STATUS_FOR_ERROR, register_error
@@ -81,6 +82,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
                     failed=counts["failed"],
                     running=counts["running"],
                     malformed=len(scan.malformed),
+                    stopped=counts["stopped"],
                 )
             )
         return out
@@ -131,6 +133,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
         groups = cmp.select(self.store, convert.selection(request.selection))
         width = request.width or plots.DEFAULT_WIDTH
         height = request.height or plots.DEFAULT_HEIGHT
+        extras = analyses.extras(self.store, request, groups)
         with self._render_lock:
             png = plots.render_png(
                 groups,
@@ -138,10 +141,40 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
                 width=width,
                 height=height,
                 dpi=request.dpi or plots.DEFAULT_DPI,
+                extras=extras,
             )
         return pb.RenderComparisonResponse(
             png=png, width=width, height=height, content_type="image/png"
         )
+
+    def PerformanceProfile(
+        self, request: pb.PerformanceProfileRequest, context: grpc.ServicerContext
+    ) -> pb.PerformanceProfileResponse:
+        return convert_analyses.profile(analyses.profile(self.store, request))
+
+    def LearningRateSensitivity(
+        self, request: pb.LearningRateSensitivityRequest, context: grpc.ServicerContext
+    ) -> pb.LearningRateSensitivityResponse:
+        groups = cmp.select(self.store, convert.selection(request.selection))
+        return convert_analyses.sensitivity(analyses.sensitivity(groups, request))
+
+    def ExpectedBest(
+        self, request: pb.ExpectedBestRequest, context: grpc.ServicerContext
+    ) -> pb.ExpectedBestResponse:
+        groups = cmp.select(self.store, convert.selection(request.selection))
+        return convert_analyses.expected_best(analyses.expected_best(groups, request))
+
+    def WinMatrix(
+        self, request: pb.WinMatrixRequest, context: grpc.ServicerContext
+    ) -> pb.WinMatrixResponse:
+        groups = cmp.select(self.store, convert.selection(request.selection))
+        return convert_analyses.win_matrix(analyses.win_matrix(groups, request))
+
+    def DeadUnits(
+        self, request: pb.DeadUnitsRequest, context: grpc.ServicerContext
+    ) -> pb.DeadUnitsResponse:
+        groups = cmp.select(self.store, convert.selection(request.selection))
+        return convert_analyses.dead_units(dead_units(groups.runs), groups.skipped)
 
     def WatchRun(
         self, request: pb.WatchRunRequest, context: grpc.ServicerContext

@@ -185,3 +185,140 @@ def rank(means: Mapping[str, float | None], *, lower_is_better: bool) -> list[st
         return (0, m if lower_is_better else -m, name)
 
     return sorted(means, key=key)
+
+
+def median_time(times: Sequence[float]) -> float:
+    """Median of times to a target, a run that missed it being `math.inf`.
+
+    Infinite values sort last, so the median is finite when more than half of the runs
+    reached the target (with an even count, the mean of the two middle values: infinite
+    when either is).
+    """
+    if not times:
+        return math.inf
+    x = sorted(times)
+    mid = len(x) // 2
+    if len(x) % 2:
+        return float(x[mid])
+    return (x[mid - 1] + x[mid]) / 2.0
+
+
+def performance_ratios(times: Mapping[str, float]) -> dict[str, float]:
+    """Each group's time divided by the best (smallest) time on one workload.
+
+    `math.inf` where a group never reached the target, and for every group when no
+    group reached it (no one earns credit on that workload). A best time of zero gives
+    ratio 1 to the groups that also took zero and infinity to the rest.
+    """
+    finite = [t for t in times.values() if math.isfinite(t)]
+    if not finite:
+        return {g: math.inf for g in times}
+    best = min(finite)
+    out = {}
+    for group, t in times.items():
+        if not math.isfinite(t):
+            out[group] = math.inf
+        elif best == 0.0:
+            out[group] = 1.0 if t == 0.0 else math.inf
+        else:
+            out[group] = t / best
+    return out
+
+
+def profile_curve(ratios: Sequence[float], taus: Sequence[float]) -> list[float]:
+    """rho(tau): the fraction of workloads whose performance ratio is <= tau, per tau."""
+    r = np.asarray(ratios, dtype=float)
+    if r.size == 0:
+        raise ValueError("a performance profile needs at least one workload")
+    return [float(np.mean(r <= tau)) for tau in taus]
+
+
+def profile_area(ratios: Sequence[float], tau_max: float) -> float:
+    """The normalised area under the profile over log(tau), tau from 1 to tau_max.
+
+    rho is a step function, so the area is exact: a workload with ratio r contributes
+    (log(tau_max) - log(r)) / log(tau_max) when r <= tau_max, else 0, and the score is
+    the mean over workloads. 1 means the best group on every workload; 0 means never
+    within tau_max of the best.
+    """
+    if not tau_max > 1.0 or not math.isfinite(tau_max):
+        raise ValueError(f"tau_max must be a finite number above 1, not {tau_max}")
+    if not ratios:
+        raise ValueError("a performance profile needs at least one workload")
+    span = math.log(tau_max)
+    total = 0.0
+    for r in ratios:
+        if r <= tau_max:
+            total += (span - math.log(max(r, 1.0))) / span
+    return total / len(ratios)
+
+
+def log_taus(tau_max: float, points: int) -> list[float]:
+    """`points` values of tau, log-spaced from 1 to tau_max inclusive."""
+    return [float(t) for t in np.geomspace(1.0, tau_max, points)]
+
+
+def expected_max(values: Sequence[float], k: int) -> float:
+    """Expected maximum of k draws with replacement from `values` (exact).
+
+    With the n values sorted, v(1) <= ... <= v(n), the maximum of k draws is v(i) with
+    probability (i/n)^k - ((i-1)/n)^k, so E = sum_i v(i) ((i/n)^k - ((i-1)/n)^k)
+    (Dodge et al. 2019, "Show your work").
+    """
+    v = np.sort(np.asarray(values, dtype=float))
+    return float(_expected_max_sorted(v[np.newaxis, :], k)[0])
+
+
+def _expected_max_sorted(v: np.ndarray, k: int) -> np.ndarray:
+    """Row-wise expected maximum of k draws; each row of `v` sorted ascending."""
+    n = v.shape[1]
+    i = np.arange(1, n + 1, dtype=float)
+    weights = (i / n) ** k - ((i - 1) / n) ** k  # (n,)
+    return np.asarray(v @ weights)
+
+
+@dataclass(frozen=True)
+class ExpectedMaxCurve:
+    """Expected best value after k = 1..max_k trials, with a bootstrap band."""
+
+    ks: tuple[int, ...]
+    mean: tuple[float, ...]  # exact expected maximum over the trials as observed
+    ci_low: tuple[float, ...]  # percentile bootstrap over resampled sets of trials
+    ci_high: tuple[float, ...]
+
+
+def expected_max_curve(
+    values: Sequence[float],
+    max_k: int,
+    *,
+    seed: int,
+    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
+    confidence: float = CONFIDENCE,
+) -> ExpectedMaxCurve:
+    """E[best of k trials] for k = 1..max_k; the band resamples the n trials with
+    replacement `samples` times (numpy default_rng(seed)), computes each resample's
+    expected maximum, and takes the (1-confidence)/2 and (1+confidence)/2 quantiles.
+    Fewer than two trials give no band (NaN)."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("expected maximum of no trials")
+    if not 1 <= max_k <= x.size:
+        raise ValueError(f"k {max_k} is not in 1..{x.size} (the trials)")
+    ordered = np.sort(x)[np.newaxis, :]
+    resampled = None
+    if x.size > 1:
+        rng = np.random.default_rng(seed)
+        resampled = np.sort(x[rng.integers(0, x.size, size=(samples, x.size))], axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    ks, mean, low, high = [], [], [], []
+    for k in range(1, max_k + 1):
+        ks.append(k)
+        mean.append(float(_expected_max_sorted(ordered, k)[0]))
+        if resampled is None:
+            low.append(math.nan)
+            high.append(math.nan)
+        else:
+            lo, hi = np.quantile(_expected_max_sorted(resampled, k), [alpha, 1.0 - alpha])
+            low.append(float(lo))
+            high.append(float(hi))
+    return ExpectedMaxCurve(tuple(ks), tuple(mean), tuple(low), tuple(high))

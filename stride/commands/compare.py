@@ -10,8 +10,22 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
-from services.analysis.options import DEFAULT_GROUP_BY, DEFAULT_RANK_BY
+from services.analysis.options import (
+    DEFAULT_EXPECTED_BEST_METRIC,
+    DEFAULT_GROUP_BY,
+    DEFAULT_LR_KEY,
+    DEFAULT_PROFILE_METRIC,
+    DEFAULT_PROFILE_TIME,
+    DEFAULT_RANK_BY,
+    DEFAULT_SENSITIVITY_METRIC,
+    DEFAULT_TAU_MAX,
+    EXPECTED_BEST_METRICS,
+    PROFILE_METRICS,
+    PROFILE_TIMES,
+    SENSITIVITY_METRICS,
+)
 from services.analysis.options import RANK_METRICS as _RANK_METRICS
 from stride.commands._paths import local_path, store_location
 
@@ -69,6 +83,87 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-samples", type=int, default=10_000, help="bootstrap resamples (default 10000)"
     )
+    analyses = parser.add_argument_group(
+        "analyses past the comparison (each adds a table and a panel)"
+    )
+    analyses.add_argument(
+        "--profile",
+        action="store_true",
+        help="performance profile over EXPERIMENT and every --workload (AlgoPerf style)",
+    )
+    analyses.add_argument(
+        "--workload",
+        action="append",
+        default=[],
+        metavar="EXP[=TARGET]",
+        help="another experiment of the profile, with its own target (repeatable)",
+    )
+    analyses.add_argument(
+        "--profile-metric",
+        default=DEFAULT_PROFILE_METRIC,
+        choices=list(PROFILE_METRICS),
+        help=f"metric that reaches the target (default {DEFAULT_PROFILE_METRIC}; val_loss: "
+        "reached at or below it)",
+    )
+    analyses.add_argument(
+        "--profile-target",
+        type=float,
+        metavar="T",
+        help="the profile's target for workloads without their own (default: --target "
+        "for val_accuracy; required for val_loss)",
+    )
+    analyses.add_argument(
+        "--profile-time",
+        default=DEFAULT_PROFILE_TIME,
+        choices=list(PROFILE_TIMES),
+        help=f"time to target in epochs or elapsed seconds (default {DEFAULT_PROFILE_TIME})",
+    )
+    analyses.add_argument(
+        "--tau-max",
+        type=float,
+        default=DEFAULT_TAU_MAX,
+        help=f"the profile's range of tau, 1..TAU_MAX (default {DEFAULT_TAU_MAX:g})",
+    )
+    analyses.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="learning-rate sensitivity: the metric against the learning rate per group",
+    )
+    analyses.add_argument(
+        "--lr-key",
+        default=DEFAULT_LR_KEY,
+        metavar="KEY",
+        help=f"config key of the learning rate (default {DEFAULT_LR_KEY}; null there: "
+        "effective.lr)",
+    )
+    analyses.add_argument(
+        "--sensitivity-metric",
+        default=DEFAULT_SENSITIVITY_METRIC,
+        choices=list(SENSITIVITY_METRICS),
+        help=f"default {DEFAULT_SENSITIVITY_METRIC}",
+    )
+    analyses.add_argument(
+        "--expected-best",
+        action="store_true",
+        help="expected best validation metric after k trials of a random search, per group",
+    )
+    analyses.add_argument(
+        "--k",
+        type=int,
+        default=0,
+        help="trials 1..K for --expected-best (default: each group's trial count)",
+    )
+    analyses.add_argument(
+        "--expected-best-metric",
+        default=DEFAULT_EXPECTED_BEST_METRIC,
+        choices=list(EXPECTED_BEST_METRICS),
+        help=f"default {DEFAULT_EXPECTED_BEST_METRIC}",
+    )
+    analyses.add_argument(
+        "--win-metric",
+        choices=list(RANK_METRICS),
+        help="also the win-probability matrix on this metric (the table's is on --rank-by)",
+    )
     parser.add_argument("--plot", type=local_path, metavar="FILE.png", help="also write the figure")
     parser.add_argument("--width", type=int, default=1500, help="figure width in pixels")
     parser.add_argument("--height", type=int, default=900, help="figure height in pixels")
@@ -89,10 +184,26 @@ def parse_groups(items: list[str]) -> dict[str, list[str]]:
     return groups
 
 
+def parse_workloads(items: list[str]) -> list[tuple[str, float | None]]:
+    """`EXP[=TARGET]` options as (experiment, target or None); ValueError names a bad one."""
+    out: list[tuple[str, float | None]] = []
+    for item in items:
+        name, sep, target = item.partition("=")
+        if not name.strip() or (sep and not target.strip()):
+            raise ValueError(f"--workload {item!r} is not EXPERIMENT[=TARGET]")
+        try:
+            out.append((name.strip(), float(target) if sep else None))
+        except ValueError:
+            raise ValueError(f"--workload {item!r}: target {target!r} is not a number") from None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Compare, print, and write the plot when asked."""
     from runstore import RunStore
     from services.analysis.compare import Selection, compare, gradient_flow, select
+    from services.analysis.layers import dead_units
+    from services.analysis.panels import Extras
     from services.analysis.report import format_comparison, to_jsonable
 
     store = RunStore(args.runs)
@@ -103,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
         where=tuple(args.where),
         include_unfinished=args.include_unfinished,
     )
+    workloads = parse_workloads(args.workload)
+    if workloads and not args.profile:
+        raise ValueError("--workload goes with --profile")
     groups = select(store, selection)
     comparison = compare(
         groups,
@@ -112,18 +226,82 @@ def run(args: argparse.Namespace) -> int:
         bootstrap_samples=args.bootstrap_samples,
     )
     flows = gradient_flow(groups)
+    extras = Extras(dead_units=dead_units(groups.runs), **_analyses(args, store, groups, workloads))
     if args.plot:
         from services.analysis.plots import render_png
 
-        png = render_png(groups, flows, width=args.width, height=args.height)
+        png = render_png(groups, flows, width=args.width, height=args.height, extras=extras)
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         args.plot.write_bytes(png)
     if args.json:
         out = {"comparison": to_jsonable(comparison), "gradient_flow": to_jsonable(flows)}
+        out |= {k: to_jsonable(v) for k, v in vars(extras).items() if v}
         json.dump(out, sys.stdout, indent=2)
         print()
     else:
         print(format_comparison(comparison, flows))
+        for text in _tables(extras):
+            print(f"\n{text}")
         if args.plot:
             print(f"\nplot: {args.plot} ({args.width}x{args.height} px)")
     return 0
+
+
+def _analyses(
+    args: argparse.Namespace, store: Any, groups: Any, workloads: list[tuple[str, float | None]]
+) -> dict[str, Any]:
+    """The analyses the options asked for, by Extras field."""
+    out: dict[str, Any] = {}
+    if args.profile:
+        from services.analysis.profiles import Workload, profile
+
+        default = args.profile_target
+        if default is None and args.profile_metric == "val_accuracy":
+            default = args.target
+        out["profile"] = profile(
+            store,
+            [Workload(args.experiment), *(Workload(e, t) for e, t in workloads)],
+            group_by=args.by,
+            where=tuple(args.where),
+            include_unfinished=args.include_unfinished,
+            metric=args.profile_metric,
+            target=default,
+            time=args.profile_time,
+            tau_max=args.tau_max,
+        )
+    if args.sensitivity:
+        from services.analysis.sensitivity import sensitivity
+
+        out["sensitivity"] = sensitivity(groups, metric=args.sensitivity_metric, lr_key=args.lr_key)
+    if args.expected_best:
+        from services.analysis.tuning import expected_best
+
+        out["expected_best"] = expected_best(
+            groups,
+            metric=args.expected_best_metric,
+            k=args.k,
+            bootstrap_seed=args.seed,
+            bootstrap_samples=args.bootstrap_samples,
+        )
+    if args.win_metric:
+        from services.analysis.wins import win_matrix
+
+        out["win_matrix"] = win_matrix(groups, metric=args.win_metric, target=args.target)
+    return out
+
+
+def _tables(extras: Any) -> list[str]:
+    from services.analysis import report_analyses as r
+
+    out = []
+    if any(g.layers for g in extras.dead_units):
+        out.append(r.format_dead_units(extras.dead_units))
+    if extras.profile is not None:
+        out.append(r.format_profile(extras.profile))
+    if extras.sensitivity is not None:
+        out.append(r.format_sensitivity(extras.sensitivity))
+    if extras.expected_best is not None:
+        out.append(r.format_expected_best(extras.expected_best))
+    if extras.win_matrix is not None:
+        out.append(r.format_win_matrix(extras.win_matrix))
+    return out

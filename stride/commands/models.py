@@ -7,7 +7,10 @@ import argparse
 from tabulate import tabulate
 
 NAME = "models"
-HELP = "list activations, optimizers, losses and data sets (or --summary CONFIG: layer table)"
+HELP = (
+    "list activations, initialisers, optimizers, losses and data sets "
+    "(or --summary CONFIG: layer table)"
+)
 ORDER = 5
 
 
@@ -30,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.data import DATASETS, describe
+    from pipeline.initialisers import INITIALISERS
     from pipeline.layers import ACTIVATIONS
     from pipeline.losses import LOSSES
     from pipeline.optim import list_optimizers
@@ -41,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     sections = [
         ("activations", [(e.name, e.description) for e in ACTIVATIONS]),
+        (
+            "initialisers (model.init)",
+            [(e.name, f"{e.value.formula}; {e.description}") for e in INITIALISERS],
+        ),
         (
             "optimizers",
             [(o.name, f"{o.description} ({_defaults(o.name)})") for o in list_optimizers()],

@@ -89,3 +89,65 @@ def test_global_pool_head(kind: str) -> None:
     model = build_model(cfg.model, input_shape=(1, 8, 8), num_classes=3)
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
     assert type(model.head.pool).__name__ == "GlobalPool"
+
+
+# The initialisation gain each activation must declare: torch's calculate_gain where it
+# has one, else He's 1 / sqrt(E[f(z)^2]) for z ~ N(0, 1) (computed by sampling here).
+def _sampled_gain(f: object) -> float:
+    z = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return float(1 / (f(z) ** 2).mean().sqrt())  # type: ignore[operator]
+
+
+GAINS = {
+    "sigmoid": lambda s: torch.nn.init.calculate_gain("sigmoid"),
+    "tanh": lambda s: torch.nn.init.calculate_gain("tanh"),
+    "relu": lambda s: torch.nn.init.calculate_gain("relu"),
+    "leaky_relu": lambda s: torch.nn.init.calculate_gain("leaky_relu", s.negative_slope),
+    "elu": lambda s: _sampled_gain(lambda z: torch.nn.functional.elu(z, s.alpha)),
+    "maxout": lambda s: _sampled_gain(
+        lambda z: torch.randn(s.pieces, len(z), dtype=z.dtype).amax(0)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+@pytest.mark.parametrize("spec_args", [{}, {"negative_slope": 0.3, "alpha": 0.5, "pieces": 3}])
+def test_activation_gain_follows_its_formula(name: str, spec_args: dict) -> None:
+    assert name in GAINS, f"add the initialisation gain of {name!r} to GAINS"
+    spec = ActivationSpec(name=name, **spec_args)
+    assert build_activation(spec).gain() == pytest.approx(GAINS[name](spec), rel=1e-2)
+
+
+# Where each activation is flat (slope below 1% of its peak): the inputs just inside and
+# just outside the flat region, and the slope there from autograd.
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+def test_flat_region_is_where_the_slope_is_below_one_percent_of_its_peak(name: str) -> None:
+    spec = ActivationSpec(name=name)
+    act = build_activation(spec)
+    x = torch.linspace(-12, 12, 2401, dtype=torch.float64).repeat(2, 1).T.contiguous()  # (N, 2)
+    x.requires_grad_(True)
+    if name == "maxout":  # pieces (x, 0): the second piece wins where x < 0
+        pair = torch.stack([x[:, 0], torch.zeros_like(x[:, 0])], dim=1)
+        flat = act.flat(pair.detach())
+        assert flat[:, 0].tolist() == (pair[:, 0] < 0).tolist()
+        assert flat[:, 1].tolist() == (pair[:, 0] > 0).tolist()
+        return
+    act(x).sum().backward()
+    slope = x.grad[:, 0]
+    peak = slope.max()
+    want = slope < 0.01 * peak
+    got = act.flat(x.detach())[:, 0]
+    if name == "relu":
+        want = x.detach()[:, 0] <= 0
+    assert got.tolist() == want.tolist()
+    if name in ("relu", "sigmoid", "tanh", "elu"):
+        assert got.any()  # each of these has a flat part
+    if name == "leaky_relu":
+        assert not got.any()  # slope 0.1 on the negative side: never dead
+
+
+def test_sigmoid_and_tanh_flat_thresholds() -> None:
+    sig = build_activation(ActivationSpec(name="sigmoid"))
+    tanh = build_activation(ActivationSpec(name="tanh"))
+    assert sig.flat(torch.tensor([5.9, 6.1, -6.1])).tolist() == [False, True, True]
+    assert tanh.flat(torch.tensor([2.9, 3.1, -3.1])).tolist() == [False, True, True]

@@ -101,6 +101,18 @@ def test_run_directory_files_and_fields(tmp_path: Path) -> None:
         assert all(g["norm"] > 0 for g in r["grad_norms"])
         assert 0 <= r["val_accuracy"] <= 1
     assert records[-1]["elapsed_seconds"] >= records[0]["elapsed_seconds"]
+    for r in records:  # dead units per activation layer, the weight norm (docs/formats.md)
+        assert [d["layer"] for d in r["dead_units"]] == ["features.0.act", "head.act0"]
+        assert all(0 <= d["fraction"] <= 1 for d in r["dead_units"])
+        assert r["weight_norm"] > 0
+    assert [x["name"] for x in config["layers"] if x["kind"] in ("conv", "linear")] == [
+        "features.0.conv",
+        "head.fc0",
+        "head.fc",
+    ]
+    assert config["layers"][0] == {"name": "features.0.conv", "kind": "conv", "params": 80}
+    assert config["config"]["model"]["init"] == "default"
+    assert run.read_config().layers == tuple(config["layers"])
     assert [r.epoch for r in run.read_metrics()] == [1, 2, 3, 4]
     stored = json.loads((run.path / "summary.json").read_text())
     assert stored == dataclasses.asdict(summary) and run.read_summary() == summary
@@ -167,3 +179,30 @@ def test_run_store_is_a_path_or_a_uri(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as error:
         RunDir.create("ftp://user:secret@host/runs", "e", "r")
     assert "secret" not in str(error.value)  # credentials never reach a message
+
+
+def test_dead_units_and_weight_norm_on_the_fixed_batch(tmp_path: Path) -> None:
+    """probe_units against a hand count: a ReLU unit is dead when its input is <= 0 at
+    every position of every probe image; the weight norm is that of conv and dense weights."""
+    from pipeline.train import LocalContext, Trainer
+
+    cfg = tiny_config(**{"training.epochs": 1})
+    trainer = Trainer(cfg, LocalContext(), None)
+    model = trainer.raw_model
+    with torch.no_grad():  # kill 3 of the 8 channels: a large negative bias
+        model.features[0].conv.bias[:3] = -1e3
+    model.train()
+    dead, norm = trainer.probe_units()
+    assert model.training  # the probe leaves the mode as it found it
+    assert dict(dead)["features.0.act"] == pytest.approx(3 / 8)
+    inputs = {}
+    handle = model.head.act0.register_forward_pre_hook(lambda m, i: inputs.setdefault("x", i[0]))
+    model.eval()
+    with torch.no_grad():
+        model(trainer.probe)
+    handle.remove()
+    want = (inputs["x"] <= 0).all(dim=0).float().mean().item()
+    assert dict(dead)["head.act0"] == pytest.approx(want)
+    weights = [model.features[0].conv.weight, model.head.fc0.weight, model.head.fc.weight]
+    assert norm == pytest.approx(torch.sqrt(sum((w**2).sum() for w in weights)).item(), rel=1e-5)
+    assert trainer.probe.shape[0] == min(256, len(trainer.splits.val))

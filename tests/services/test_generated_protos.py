@@ -36,3 +36,23 @@ def test_field_numbers_follow_the_specification() -> None:
     assert mc.ModelOutput.DESCRIPTOR.fields_by_name["label_filename"].number == 4
     assert mc.ModelInstanceGroup.DESCRIPTOR.fields_by_name["kind"].number == 4
     assert mc.DataType.Value("TYPE_STRING") == 13
+
+
+def test_analysis_field_numbers_only_grow() -> None:
+    # Fields added for issue 12 keep the numbers clients were built with.
+    from services.generated.stride.analysis.v1 import analysis_pb2 as pb
+
+    assert pb.ExperimentInfo.DESCRIPTOR.fields_by_name["stopped"].number == 7
+    series = pb.LayerSeries.DESCRIPTOR.fields_by_name
+    assert (series["std"].number, series["kind"].number, series["depth"].number) == (3, 4, 5)
+    flow = pb.GroupGradientFlow.DESCRIPTOR.fields_by_name
+    assert (flow["log10_ratio"].number, flow["first_layer"].number) == (7, 8)
+    render = pb.RenderComparisonRequest.DESCRIPTOR.fields_by_name
+    assert (render["dpi"].number, render["profile"].number, render["win_matrix"].number) == (
+        4,
+        5,
+        8,
+    )
+    service = pb.DESCRIPTOR.services_by_name["AnalysisService"].methods_by_name
+    assert {"PerformanceProfile", "LearningRateSensitivity", "ExpectedBest", "WinMatrix",
+            "DeadUnits"} <= set(service)  # fmt: skip

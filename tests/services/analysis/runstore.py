@@ -47,6 +47,8 @@ def write_run(
     epochs: Sequence[Mapping[str, Any]] = (),
     summary: Mapping[str, Any] | None = None,
     grid: Mapping[str, Any] | None = None,
+    layers: Sequence[Mapping[str, Any]] | None = None,
+    effective: Mapping[str, Any] | None = None,
 ) -> Path:
     """A run folder: config.json, metrics.jsonl (one line per epoch) and summary.json if given."""
     folder = root / experiment / run_id
@@ -61,8 +63,12 @@ def write_run(
         "grid": dict(grid or {}),
         "code_version": "0.1.0",
         "versions": {"python": "3.11.7"},
-        "effective": {"workers": 1, "batch_size": 64, "lr": 0.01, "device": "cpu"},
+        "effective": dict(
+            effective or {"workers": 1, "batch_size": 64, "lr": 0.01, "device": "cpu"}
+        ),
     }
+    if layers is not None:
+        meta["layers"] = [dict(layer) for layer in layers]
     (folder / "config.json").write_text(json.dumps(meta))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
     if summary is not None:

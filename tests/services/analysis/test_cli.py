@@ -127,3 +127,48 @@ def test_serve_options_from_flags_and_environment(
     token.write_text("  \n")
     with pytest.raises(ValueError, match="is empty"):
         serve_analysis.server_options(parser.parse_args([]))
+
+
+def test_compare_analysis_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.services.analysis.test_analyses import lr_store, profile_store
+
+    lr_store(tmp_path)
+    profile_store(tmp_path)
+    plot = tmp_path / "all.png"
+    args = ["compare", "lr", "--runs", str(tmp_path), "--bootstrap-samples", "100"]
+    extra = ["--sensitivity", "--expected-best", "--k", "2", "--win-metric", "final_val_accuracy"]
+    assert main([*args, *extra, "--plot", str(plot), "--width", "600", "--height", "700"]) == 0
+    out = capsys.readouterr().out
+    assert "learning-rate sensitivity: final_val_accuracy against optimizer.lr" in out
+    assert "expected best best_val_accuracy after k trials" in out
+    assert (
+        "P(row beats column) on final_val_accuracy (all pairs" in out
+    )  # seeds repeat across rates
+    assert png_size(plot.read_bytes()) == (600, 700)
+    profile = ["compare", "w1", "--runs", str(tmp_path), "--profile", "--workload", "w2=0.9"]
+    assert main([*profile, "--target", "0.9", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)["profile"]
+    assert [c["group"] for c in data["curves"]] == ["a", "c", "b"]
+    assert data["workloads"][0]["groups"][2]["ratio"] is None  # infinite: never reached
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["w1", "--sensitivity"], "no learning-rate axis"),
+        (["w1", "--expected-best", "--k", "5"], "k 5 is larger than the 1 trials"),
+        (["w1", "--workload", "w2"], "--workload goes with --profile"),
+        (["w1", "--profile", "--workload", "w2=x"], "target 'x' is not a number"),
+        (["w1", "--profile", "--profile-metric", "val_loss"], "has no val_loss target"),
+    ],
+)
+def test_compare_analysis_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from tests.services.analysis.test_analyses import profile_store
+
+    profile_store(tmp_path)
+    assert main(["compare", *args, "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stride compare: error: ") and message in err
+    assert err.count("\n") == 1

@@ -62,3 +62,27 @@ def test_band_averages_over_the_runs_that_reached_each_epoch(tmp_path: Path) -> 
     # a group with no gradient norms at all still renders
     png = render_png(groups, gradient_flow(groups), width=400, height=300)
     assert png_size(png) == (400, 300)
+
+
+def test_render_png_with_every_extra_panel(tmp_path: Path) -> None:
+    from services.analysis.layers import dead_units
+    from services.analysis.panels import Extras
+    from services.analysis.profiles import Workload, profile
+    from services.analysis.sensitivity import sensitivity
+    from services.analysis.tuning import expected_best
+    from services.analysis.wins import win_matrix
+    from tests.services.analysis.test_analyses import lr_store, profile_store
+
+    lr_store(tmp_path)
+    store = profile_store(tmp_path)
+    groups = select(store, Selection("lr"))
+    extras = Extras(
+        dead_units=dead_units(groups.runs),  # none recorded: no panel
+        profile=profile(store, [Workload("w1"), Workload("w2")], group_by="optimizer.name"),
+        sensitivity=sensitivity(groups),
+        expected_best=expected_best(groups, bootstrap_samples=50),
+        win_matrix=win_matrix(groups),
+    )
+    assert len(extras.panels()) == 4
+    png = render_png(groups, gradient_flow(groups), width=700, height=650, extras=extras)
+    assert png_size(png) == (700, 650)

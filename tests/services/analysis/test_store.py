@@ -213,7 +213,7 @@ def test_select_runs_by_status_and_config(known_store: Path) -> None:
     assert len(select_runs(runs, statuses=["completed"], where=["optimizer.name=sgd"])) == 3
     assert len(select_runs(runs, where=["seed=2"])) == 2
     assert select_runs(runs, statuses=["running"]) == []
-    with pytest.raises(InvalidRequest, match="allowed: completed, failed, running"):
+    with pytest.raises(InvalidRequest, match="allowed: completed, failed, stopped, running"):
         select_runs(runs, statuses=["done"])
     with pytest.raises(InvalidRequest, match="KEY=VALUE"):
         select_runs(runs, where=["seed"])

@@ -11,20 +11,22 @@ class ListExperimentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ExperimentInfo(_message.Message):
-    __slots__ = ("name", "runs", "completed", "failed", "running", "malformed")
+    __slots__ = ("name", "runs", "completed", "failed", "running", "malformed", "stopped")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     MALFORMED_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
     name: str
     runs: int
     completed: int
     failed: int
     running: int
     malformed: int
-    def __init__(self, name: _Optional[str] = ..., runs: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., running: _Optional[int] = ..., malformed: _Optional[int] = ...) -> None: ...
+    stopped: int
+    def __init__(self, name: _Optional[str] = ..., runs: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., running: _Optional[int] = ..., malformed: _Optional[int] = ..., stopped: _Optional[int] = ...) -> None: ...
 
 class ListExperimentsResponse(_message.Message):
     __slots__ = ("experiments",)
@@ -116,7 +118,7 @@ class LayerNorm(_message.Message):
     def __init__(self, layer: _Optional[str] = ..., norm: _Optional[float] = ...) -> None: ...
 
 class EpochMetrics(_message.Message):
-    __slots__ = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "grad_norms", "epoch_seconds", "elapsed_seconds", "images_per_second")
+    __slots__ = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "grad_norms", "epoch_seconds", "elapsed_seconds", "images_per_second", "weight_norm")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +129,7 @@ class EpochMetrics(_message.Message):
     EPOCH_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_NORM_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     train_loss: float
     train_accuracy: float
@@ -137,7 +140,8 @@ class EpochMetrics(_message.Message):
     epoch_seconds: float
     elapsed_seconds: float
     images_per_second: float
-    def __init__(self, epoch: _Optional[int] = ..., train_loss: _Optional[float] = ..., train_accuracy: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., lr: _Optional[float] = ..., grad_norms: _Optional[_Iterable[_Union[LayerNorm, _Mapping]]] = ..., epoch_seconds: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., images_per_second: _Optional[float] = ...) -> None: ...
+    weight_norm: float
+    def __init__(self, epoch: _Optional[int] = ..., train_loss: _Optional[float] = ..., train_accuracy: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ..., lr: _Optional[float] = ..., grad_norms: _Optional[_Iterable[_Union[LayerNorm, _Mapping]]] = ..., epoch_seconds: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., images_per_second: _Optional[float] = ..., weight_norm: _Optional[float] = ...) -> None: ...
 
 class RunSummary(_message.Message):
     __slots__ = ("status", "reason", "test_loss", "test_accuracy", "best_epoch", "best_metric", "best_value", "epochs_run", "stopped_early", "wall_seconds", "device", "finished_at")
@@ -218,7 +222,7 @@ class Stat(_message.Message):
     def __init__(self, n: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("run_id", "seed", "status", "epochs", "final_val_accuracy", "best_val_accuracy", "test_accuracy", "reached_target", "epochs_to_target", "seconds_to_target", "auc_val_loss", "wall_seconds", "images_per_second", "accuracy_gap", "loss_gap")
+    __slots__ = ("run_id", "seed", "status", "epochs", "final_val_accuracy", "best_val_accuracy", "test_accuracy", "reached_target", "epochs_to_target", "seconds_to_target", "auc_val_loss", "wall_seconds", "images_per_second", "accuracy_gap", "loss_gap", "final_weight_norm")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +238,7 @@ class RunResult(_message.Message):
     IMAGES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_GAP_FIELD_NUMBER: _ClassVar[int]
     LOSS_GAP_FIELD_NUMBER: _ClassVar[int]
+    FINAL_WEIGHT_NORM_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     seed: int
     status: str
@@ -249,10 +254,25 @@ class RunResult(_message.Message):
     images_per_second: float
     accuracy_gap: float
     loss_gap: float
-    def __init__(self, run_id: _Optional[str] = ..., seed: _Optional[int] = ..., status: _Optional[str] = ..., epochs: _Optional[int] = ..., final_val_accuracy: _Optional[float] = ..., best_val_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., reached_target: _Optional[bool] = ..., epochs_to_target: _Optional[int] = ..., seconds_to_target: _Optional[float] = ..., auc_val_loss: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., images_per_second: _Optional[float] = ..., accuracy_gap: _Optional[float] = ..., loss_gap: _Optional[float] = ...) -> None: ...
+    final_weight_norm: float
+    def __init__(self, run_id: _Optional[str] = ..., seed: _Optional[int] = ..., status: _Optional[str] = ..., epochs: _Optional[int] = ..., final_val_accuracy: _Optional[float] = ..., best_val_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., reached_target: _Optional[bool] = ..., epochs_to_target: _Optional[int] = ..., seconds_to_target: _Optional[float] = ..., auc_val_loss: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., images_per_second: _Optional[float] = ..., accuracy_gap: _Optional[float] = ..., loss_gap: _Optional[float] = ..., final_weight_norm: _Optional[float] = ...) -> None: ...
+
+class EpochSeries(_message.Message):
+    __slots__ = ("epochs", "mean", "std", "low", "high")
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    epochs: _containers.RepeatedScalarFieldContainer[int]
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    std: _containers.RepeatedScalarFieldContainer[float]
+    low: _containers.RepeatedScalarFieldContainer[float]
+    high: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, epochs: _Optional[_Iterable[int]] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GroupStats(_message.Message):
-    __slots__ = ("name", "runs", "final_val_accuracy", "best_val_accuracy", "test_accuracy", "epochs_to_target", "seconds_to_target", "reached_target", "auc_val_loss", "wall_seconds", "images_per_second", "epochs", "accuracy_gap", "loss_gap")
+    __slots__ = ("name", "runs", "final_val_accuracy", "best_val_accuracy", "test_accuracy", "epochs_to_target", "seconds_to_target", "reached_target", "auc_val_loss", "wall_seconds", "images_per_second", "epochs", "accuracy_gap", "loss_gap", "final_weight_norm", "weight_norm")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     FINAL_VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +287,8 @@ class GroupStats(_message.Message):
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_GAP_FIELD_NUMBER: _ClassVar[int]
     LOSS_GAP_FIELD_NUMBER: _ClassVar[int]
+    FINAL_WEIGHT_NORM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_NORM_FIELD_NUMBER: _ClassVar[int]
     name: str
     runs: _containers.RepeatedCompositeFieldContainer[RunResult]
     final_val_accuracy: Stat
@@ -281,7 +303,9 @@ class GroupStats(_message.Message):
     epochs: Stat
     accuracy_gap: Stat
     loss_gap: Stat
-    def __init__(self, name: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[RunResult, _Mapping]]] = ..., final_val_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., best_val_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., test_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., epochs_to_target: _Optional[_Union[Stat, _Mapping]] = ..., seconds_to_target: _Optional[_Union[Stat, _Mapping]] = ..., reached_target: _Optional[int] = ..., auc_val_loss: _Optional[_Union[Stat, _Mapping]] = ..., wall_seconds: _Optional[_Union[Stat, _Mapping]] = ..., images_per_second: _Optional[_Union[Stat, _Mapping]] = ..., epochs: _Optional[_Union[Stat, _Mapping]] = ..., accuracy_gap: _Optional[_Union[Stat, _Mapping]] = ..., loss_gap: _Optional[_Union[Stat, _Mapping]] = ...) -> None: ...
+    final_weight_norm: Stat
+    weight_norm: EpochSeries
+    def __init__(self, name: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[RunResult, _Mapping]]] = ..., final_val_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., best_val_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., test_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., epochs_to_target: _Optional[_Union[Stat, _Mapping]] = ..., seconds_to_target: _Optional[_Union[Stat, _Mapping]] = ..., reached_target: _Optional[int] = ..., auc_val_loss: _Optional[_Union[Stat, _Mapping]] = ..., wall_seconds: _Optional[_Union[Stat, _Mapping]] = ..., images_per_second: _Optional[_Union[Stat, _Mapping]] = ..., epochs: _Optional[_Union[Stat, _Mapping]] = ..., accuracy_gap: _Optional[_Union[Stat, _Mapping]] = ..., loss_gap: _Optional[_Union[Stat, _Mapping]] = ..., final_weight_norm: _Optional[_Union[Stat, _Mapping]] = ..., weight_norm: _Optional[_Union[EpochSeries, _Mapping]] = ...) -> None: ...
 
 class PairwiseWin(_message.Message):
     __slots__ = ("a", "b", "probability", "pairs", "paired_by_seed")
@@ -344,17 +368,21 @@ class GradientFlowRequest(_message.Message):
     def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ...) -> None: ...
 
 class LayerSeries(_message.Message):
-    __slots__ = ("layer", "mean", "std")
+    __slots__ = ("layer", "mean", "std", "kind", "depth")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
     layer: str
     mean: _containers.RepeatedScalarFieldContainer[float]
     std: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, layer: _Optional[str] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
+    kind: str
+    depth: int
+    def __init__(self, layer: _Optional[str] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., kind: _Optional[str] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class GroupGradientFlow(_message.Message):
-    __slots__ = ("name", "runs", "epochs", "layers", "ratio_by_epoch", "ratio", "log10_ratio")
+    __slots__ = ("name", "runs", "epochs", "layers", "ratio_by_epoch", "ratio", "log10_ratio", "first_layer", "last_layer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -362,6 +390,8 @@ class GroupGradientFlow(_message.Message):
     RATIO_BY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     RATIO_FIELD_NUMBER: _ClassVar[int]
     LOG10_RATIO_FIELD_NUMBER: _ClassVar[int]
+    FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAST_LAYER_FIELD_NUMBER: _ClassVar[int]
     name: str
     runs: int
     epochs: _containers.RepeatedScalarFieldContainer[int]
@@ -369,7 +399,9 @@ class GroupGradientFlow(_message.Message):
     ratio_by_epoch: _containers.RepeatedScalarFieldContainer[float]
     ratio: float
     log10_ratio: float
-    def __init__(self, name: _Optional[str] = ..., runs: _Optional[int] = ..., epochs: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[LayerSeries, _Mapping]]] = ..., ratio_by_epoch: _Optional[_Iterable[float]] = ..., ratio: _Optional[float] = ..., log10_ratio: _Optional[float] = ...) -> None: ...
+    first_layer: str
+    last_layer: str
+    def __init__(self, name: _Optional[str] = ..., runs: _Optional[int] = ..., epochs: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[LayerSeries, _Mapping]]] = ..., ratio_by_epoch: _Optional[_Iterable[float]] = ..., ratio: _Optional[float] = ..., log10_ratio: _Optional[float] = ..., first_layer: _Optional[str] = ..., last_layer: _Optional[str] = ...) -> None: ...
 
 class GradientFlowResponse(_message.Message):
     __slots__ = ("groups", "skipped")
@@ -402,16 +434,24 @@ class WatchRunResponse(_message.Message):
     def __init__(self, epoch: _Optional[_Union[EpochMetrics, _Mapping]] = ..., summary: _Optional[_Union[RunSummary, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RenderComparisonRequest(_message.Message):
-    __slots__ = ("selection", "width", "height", "dpi")
+    __slots__ = ("selection", "width", "height", "dpi", "profile", "sensitivity", "expected_best", "win_matrix")
     SELECTION_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     DPI_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    SENSITIVITY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_BEST_FIELD_NUMBER: _ClassVar[int]
+    WIN_MATRIX_FIELD_NUMBER: _ClassVar[int]
     selection: RunSelection
     width: int
     height: int
     dpi: int
-    def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., dpi: _Optional[int] = ...) -> None: ...
+    profile: PerformanceProfileRequest
+    sensitivity: LearningRateSensitivityRequest
+    expected_best: ExpectedBestRequest
+    win_matrix: WinMatrixRequest
+    def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., dpi: _Optional[int] = ..., profile: _Optional[_Union[PerformanceProfileRequest, _Mapping]] = ..., sensitivity: _Optional[_Union[LearningRateSensitivityRequest, _Mapping]] = ..., expected_best: _Optional[_Union[ExpectedBestRequest, _Mapping]] = ..., win_matrix: _Optional[_Union[WinMatrixRequest, _Mapping]] = ...) -> None: ...
 
 class RenderComparisonResponse(_message.Message):
     __slots__ = ("png", "width", "height", "content_type")
@@ -424,3 +464,251 @@ class RenderComparisonResponse(_message.Message):
     height: int
     content_type: str
     def __init__(self, png: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., content_type: _Optional[str] = ...) -> None: ...
+
+class Workload(_message.Message):
+    __slots__ = ("experiment", "target")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    target: float
+    def __init__(self, experiment: _Optional[str] = ..., target: _Optional[float] = ...) -> None: ...
+
+class PerformanceProfileRequest(_message.Message):
+    __slots__ = ("workloads", "group_by", "where", "include_unfinished", "metric", "target", "time", "tau_max", "points")
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNFINISHED_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    TAU_MAX_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    workloads: _containers.RepeatedCompositeFieldContainer[Workload]
+    group_by: str
+    where: _containers.RepeatedScalarFieldContainer[str]
+    include_unfinished: bool
+    metric: str
+    target: float
+    time: str
+    tau_max: float
+    points: int
+    def __init__(self, workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., group_by: _Optional[str] = ..., where: _Optional[_Iterable[str]] = ..., include_unfinished: _Optional[bool] = ..., metric: _Optional[str] = ..., target: _Optional[float] = ..., time: _Optional[str] = ..., tau_max: _Optional[float] = ..., points: _Optional[int] = ...) -> None: ...
+
+class GroupTime(_message.Message):
+    __slots__ = ("group", "runs", "reached", "time", "ratio")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    REACHED_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    runs: int
+    reached: int
+    time: float
+    ratio: float
+    def __init__(self, group: _Optional[str] = ..., runs: _Optional[int] = ..., reached: _Optional[int] = ..., time: _Optional[float] = ..., ratio: _Optional[float] = ...) -> None: ...
+
+class WorkloadResult(_message.Message):
+    __slots__ = ("experiment", "target", "best_group", "groups")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BEST_GROUP_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    target: float
+    best_group: str
+    groups: _containers.RepeatedCompositeFieldContainer[GroupTime]
+    def __init__(self, experiment: _Optional[str] = ..., target: _Optional[float] = ..., best_group: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupTime, _Mapping]]] = ...) -> None: ...
+
+class ProfileCurve(_message.Message):
+    __slots__ = ("group", "rho", "area")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    RHO_FIELD_NUMBER: _ClassVar[int]
+    AREA_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    rho: _containers.RepeatedScalarFieldContainer[float]
+    area: float
+    def __init__(self, group: _Optional[str] = ..., rho: _Optional[_Iterable[float]] = ..., area: _Optional[float] = ...) -> None: ...
+
+class PerformanceProfileResponse(_message.Message):
+    __slots__ = ("group_by", "metric", "time", "tau_max", "tau", "groups", "workloads", "skipped")
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    TAU_MAX_FIELD_NUMBER: _ClassVar[int]
+    TAU_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    group_by: str
+    metric: str
+    time: str
+    tau_max: float
+    tau: _containers.RepeatedScalarFieldContainer[float]
+    groups: _containers.RepeatedCompositeFieldContainer[ProfileCurve]
+    workloads: _containers.RepeatedCompositeFieldContainer[WorkloadResult]
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedRun]
+    def __init__(self, group_by: _Optional[str] = ..., metric: _Optional[str] = ..., time: _Optional[str] = ..., tau_max: _Optional[float] = ..., tau: _Optional[_Iterable[float]] = ..., groups: _Optional[_Iterable[_Union[ProfileCurve, _Mapping]]] = ..., workloads: _Optional[_Iterable[_Union[WorkloadResult, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedRun, _Mapping]]] = ...) -> None: ...
+
+class LearningRateSensitivityRequest(_message.Message):
+    __slots__ = ("selection", "metric", "lr_key")
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    LR_KEY_FIELD_NUMBER: _ClassVar[int]
+    selection: RunSelection
+    metric: str
+    lr_key: str
+    def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ..., metric: _Optional[str] = ..., lr_key: _Optional[str] = ...) -> None: ...
+
+class SensitivityPoint(_message.Message):
+    __slots__ = ("lr", "n", "mean", "std", "low", "high", "run_ids")
+    LR_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    lr: float
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lr: _Optional[float] = ..., n: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SensitivityCurve(_message.Message):
+    __slots__ = ("name", "points", "best_lr", "best_mean")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BEST_LR_FIELD_NUMBER: _ClassVar[int]
+    BEST_MEAN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    points: _containers.RepeatedCompositeFieldContainer[SensitivityPoint]
+    best_lr: float
+    best_mean: float
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[_Iterable[_Union[SensitivityPoint, _Mapping]]] = ..., best_lr: _Optional[float] = ..., best_mean: _Optional[float] = ...) -> None: ...
+
+class LearningRateSensitivityResponse(_message.Message):
+    __slots__ = ("experiment", "group_by", "metric", "lr_key", "groups", "skipped")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    LR_KEY_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    group_by: str
+    metric: str
+    lr_key: str
+    groups: _containers.RepeatedCompositeFieldContainer[SensitivityCurve]
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedRun]
+    def __init__(self, experiment: _Optional[str] = ..., group_by: _Optional[str] = ..., metric: _Optional[str] = ..., lr_key: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[SensitivityCurve, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedRun, _Mapping]]] = ...) -> None: ...
+
+class ExpectedBestRequest(_message.Message):
+    __slots__ = ("selection", "metric", "k", "bootstrap_seed", "bootstrap_samples")
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_SEED_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    selection: RunSelection
+    metric: str
+    k: int
+    bootstrap_seed: int
+    bootstrap_samples: int
+    def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ..., metric: _Optional[str] = ..., k: _Optional[int] = ..., bootstrap_seed: _Optional[int] = ..., bootstrap_samples: _Optional[int] = ...) -> None: ...
+
+class ExpectedBestCurve(_message.Message):
+    __slots__ = ("name", "trials", "k", "mean", "ci_low", "ci_high")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    trials: int
+    k: _containers.RepeatedScalarFieldContainer[int]
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    ci_low: _containers.RepeatedScalarFieldContainer[float]
+    ci_high: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., trials: _Optional[int] = ..., k: _Optional[_Iterable[int]] = ..., mean: _Optional[_Iterable[float]] = ..., ci_low: _Optional[_Iterable[float]] = ..., ci_high: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ExpectedBestResponse(_message.Message):
+    __slots__ = ("experiment", "group_by", "metric", "bootstrap_seed", "bootstrap_samples", "groups", "skipped")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_SEED_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    group_by: str
+    metric: str
+    bootstrap_seed: int
+    bootstrap_samples: int
+    groups: _containers.RepeatedCompositeFieldContainer[ExpectedBestCurve]
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedRun]
+    def __init__(self, experiment: _Optional[str] = ..., group_by: _Optional[str] = ..., metric: _Optional[str] = ..., bootstrap_seed: _Optional[int] = ..., bootstrap_samples: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[ExpectedBestCurve, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedRun, _Mapping]]] = ...) -> None: ...
+
+class WinMatrixRequest(_message.Message):
+    __slots__ = ("selection", "metric", "target")
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    selection: RunSelection
+    metric: str
+    target: float
+    def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ..., metric: _Optional[str] = ..., target: _Optional[float] = ...) -> None: ...
+
+class WinMatrixResponse(_message.Message):
+    __slots__ = ("experiment", "group_by", "metric", "target", "groups", "cells", "pairing", "skipped")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    PAIRING_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    group_by: str
+    metric: str
+    target: float
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    cells: _containers.RepeatedCompositeFieldContainer[PairwiseWin]
+    pairing: str
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedRun]
+    def __init__(self, experiment: _Optional[str] = ..., group_by: _Optional[str] = ..., metric: _Optional[str] = ..., target: _Optional[float] = ..., groups: _Optional[_Iterable[str]] = ..., cells: _Optional[_Iterable[_Union[PairwiseWin, _Mapping]]] = ..., pairing: _Optional[str] = ..., skipped: _Optional[_Iterable[_Union[SkippedRun, _Mapping]]] = ...) -> None: ...
+
+class DeadUnitsRequest(_message.Message):
+    __slots__ = ("selection",)
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    selection: RunSelection
+    def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ...) -> None: ...
+
+class GroupDeadUnits(_message.Message):
+    __slots__ = ("name", "runs", "epochs", "layers", "mean_by_epoch")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_BY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    runs: int
+    epochs: _containers.RepeatedScalarFieldContainer[int]
+    layers: _containers.RepeatedCompositeFieldContainer[LayerSeries]
+    mean_by_epoch: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., runs: _Optional[int] = ..., epochs: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[LayerSeries, _Mapping]]] = ..., mean_by_epoch: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DeadUnitsResponse(_message.Message):
+    __slots__ = ("groups", "skipped")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[GroupDeadUnits]
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedRun]
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupDeadUnits, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedRun, _Mapping]]] = ...) -> None: ...

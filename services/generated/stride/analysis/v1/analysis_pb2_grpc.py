@@ -69,6 +69,31 @@ class AnalysisServiceStub:
                 request_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.RenderComparisonRequest.SerializeToString,
                 response_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.RenderComparisonResponse.FromString,
                 _registered_method=True)
+        self.PerformanceProfile = channel.unary_unary(
+                '/stride.analysis.v1.AnalysisService/PerformanceProfile',
+                request_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.PerformanceProfileRequest.SerializeToString,
+                response_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.PerformanceProfileResponse.FromString,
+                _registered_method=True)
+        self.LearningRateSensitivity = channel.unary_unary(
+                '/stride.analysis.v1.AnalysisService/LearningRateSensitivity',
+                request_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.LearningRateSensitivityRequest.SerializeToString,
+                response_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.LearningRateSensitivityResponse.FromString,
+                _registered_method=True)
+        self.ExpectedBest = channel.unary_unary(
+                '/stride.analysis.v1.AnalysisService/ExpectedBest',
+                request_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.ExpectedBestRequest.SerializeToString,
+                response_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.ExpectedBestResponse.FromString,
+                _registered_method=True)
+        self.WinMatrix = channel.unary_unary(
+                '/stride.analysis.v1.AnalysisService/WinMatrix',
+                request_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.WinMatrixRequest.SerializeToString,
+                response_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.WinMatrixResponse.FromString,
+                _registered_method=True)
+        self.DeadUnits = channel.unary_unary(
+                '/stride.analysis.v1.AnalysisService/DeadUnits',
+                request_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.DeadUnitsRequest.SerializeToString,
+                response_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.DeadUnitsResponse.FromString,
+                _registered_method=True)
 
 
 class AnalysisServiceServicer:
@@ -124,6 +149,43 @@ class AnalysisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PerformanceProfile(self, request, context):
+        """AlgoPerf-style performance profiles over several experiments (workloads): per group,
+        the fraction of workloads it reaches the target on within tau times the best
+        group's time, and the area under that curve as one score.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LearningRateSensitivity(self, request, context):
+        """DeepOBS-style: a validation metric against the learning rate, one curve per group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpectedBest(self, request, context):
+        """The expected best validation metric after k trials of a random search, per group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WinMatrix(self, request, context):
+        """P(A beats B) on a chosen metric for every ordered pair of groups.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeadUnits(self, request, context):
+        """Per group, every activation layer's fraction of dead units over epochs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalysisServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +223,31 @@ def add_AnalysisServiceServicer_to_server(servicer, server):
                     servicer.RenderComparison,
                     request_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.RenderComparisonRequest.FromString,
                     response_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.RenderComparisonResponse.SerializeToString,
+            ),
+            'PerformanceProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.PerformanceProfile,
+                    request_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.PerformanceProfileRequest.FromString,
+                    response_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.PerformanceProfileResponse.SerializeToString,
+            ),
+            'LearningRateSensitivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.LearningRateSensitivity,
+                    request_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.LearningRateSensitivityRequest.FromString,
+                    response_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.LearningRateSensitivityResponse.SerializeToString,
+            ),
+            'ExpectedBest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpectedBest,
+                    request_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.ExpectedBestRequest.FromString,
+                    response_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.ExpectedBestResponse.SerializeToString,
+            ),
+            'WinMatrix': grpc.unary_unary_rpc_method_handler(
+                    servicer.WinMatrix,
+                    request_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.WinMatrixRequest.FromString,
+                    response_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.WinMatrixResponse.SerializeToString,
+            ),
+            'DeadUnits': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeadUnits,
+                    request_deserializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.DeadUnitsRequest.FromString,
+                    response_serializer=stride_dot_analysis_dot_v1_dot_analysis__pb2.DeadUnitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +439,141 @@ class AnalysisService:
             '/stride.analysis.v1.AnalysisService/RenderComparison',
             stride_dot_analysis_dot_v1_dot_analysis__pb2.RenderComparisonRequest.SerializeToString,
             stride_dot_analysis_dot_v1_dot_analysis__pb2.RenderComparisonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PerformanceProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.analysis.v1.AnalysisService/PerformanceProfile',
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.PerformanceProfileRequest.SerializeToString,
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.PerformanceProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LearningRateSensitivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.analysis.v1.AnalysisService/LearningRateSensitivity',
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.LearningRateSensitivityRequest.SerializeToString,
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.LearningRateSensitivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpectedBest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.analysis.v1.AnalysisService/ExpectedBest',
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.ExpectedBestRequest.SerializeToString,
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.ExpectedBestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WinMatrix(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.analysis.v1.AnalysisService/WinMatrix',
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.WinMatrixRequest.SerializeToString,
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.WinMatrixResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeadUnits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.analysis.v1.AnalysisService/DeadUnits',
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.DeadUnitsRequest.SerializeToString,
+            stride_dot_analysis_dot_v1_dot_analysis__pb2.DeadUnitsResponse.FromString,
             options,
             channel_credentials,
             insecure,
