@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stride-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint demo protos lock clean triton-client kserve-peer bench bench-quick soak fuzz
+.PHONY: help setup test lint demo protos lock clean course triton-client triton-server kserve-peer bench bench-quick soak fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,20 @@ $(TRITON_STAMP):
 
 triton-client: $(TRITON_STAMP) ## tritonclient + perf_analyzer in .venv-triton (interop tests, bench)
 
+# Real NVIDIA Triton (tritonserver and its Python backend, from the nvidia-pytriton wheel): the
+# reference the conformance suite diffs against and a peer in `make bench` (bench/triton_peer.py).
+# Its own venv; fails soft: without it those tests and bench rows skip and say why.
+PYTRITON_VENV ?= .venv-pytriton
+PYTRITON_STAMP := $(PYTRITON_VENV)/.stride-installed
+
+$(PYTRITON_STAMP):
+	@{ { test -x $(PYTRITON_VENV)/bin/python || $(PYTHON) -m venv $(PYTRITON_VENV); } && \
+	  $(PYTRITON_VENV)/bin/python -m pip install -q 'nvidia-pytriton==0.7.0' onnxruntime numpy && \
+	  touch $(PYTRITON_STAMP); } || \
+	  echo "note: nvidia-pytriton could not be installed; the Triton conformance tests and bench rows will skip"
+
+triton-server: $(PYTRITON_STAMP) ## Real Triton from nvidia-pytriton in .venv-pytriton (conformance tests, bench)
+
 # KServe's Python model server, the peer in `make bench`; its own venv (it pins protobuf/gRPC).
 KSERVE_VENV ?= .venv-kserve
 KSERVE_STAMP := $(KSERVE_VENV)/.stride-installed
@@ -54,11 +68,11 @@ BENCH_GPU = $(if $(filter 1 yes true,$(GPU)),--gpu)
 SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 300
 
-bench: $(STAMP) $(TRITON_STAMP) ## Every benchmark, one table, JSON in results/ (GPU=1: CUDA; 15-25 min)
+bench: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## Every benchmark, one table, JSON in results/ (GPU=1: CUDA; 15-25 min)
 	@$(MAKE) --no-print-directory kserve-peer || echo "note: KServe not installable; peer skipped"
 	$(PY) bench/run.py $(BENCH_GPU)
 
-bench-quick: $(STAMP) $(TRITON_STAMP) ## The short version of make bench (1-2 min)
+bench-quick: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## The short version of make bench (1-2 min)
 	$(PY) bench/run.py --quick $(BENCH_GPU)
 
 soak: $(STAMP) $(TRITON_STAMP) ## Concurrency 64 against stride serve: model swapped halfway, then a hostile client (2 x SOAK_MINUTES)
@@ -67,7 +81,7 @@ soak: $(STAMP) $(TRITON_STAMP) ## Concurrency 64 against stride serve: model swa
 fuzz: $(STAMP) ## Every atheris harness for FUZZ_SECONDS each (300); corpora in results/fuzz
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
 
-test: $(STAMP) $(TRITON_STAMP) ## Run the test suite (creates .venv first when absent)
+test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## Run the test suite (creates .venv first when absent)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.toml)
@@ -78,6 +92,9 @@ lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.t
 
 demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classify, compare (~4 min)
 	$(VENV)/bin/stride demo
+
+course: $(STAMP) ## Every experiment of docs/course.md: sweeps, tables (docs/_course), figures (~15 min on 2 CPUs)
+	$(VENV)/bin/stride course
 
 protos: $(STAMP) ## Regenerate the Python code for protos/ (pinned grpcio-tools)
 	$(PY) tools/gen_protos.py

@@ -149,6 +149,26 @@ def _peer(f: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _triton(f: dict[str, Any]) -> list[Row]:
+    if "skipped" in f:
+        return [_row("triton", "real Triton", None, "", None, f["skipped"])]
+    out = []
+    for run in f["runs"].values():
+        ours, theirs = run["stride"], run["triton"]
+        note = (
+            f"p50 {ours['p50_us'] / 1000:.2f} vs {theirs['p50_us'] / 1000:.2f} ms; "
+            f"p99 {ours['p99_us'] / 1000:.2f} vs {theirs['p99_us'] / 1000:.2f} ms"
+        )
+        if not (ours.get("stable", 1) and theirs.get("stable", 1)):
+            note += " (windows not stable)"
+        out.append(
+            _row("triton", f"{run['model']}: stride serve infer/s, {run['protocol']}, "
+                 f"concurrency {run['concurrency']}", ours["throughput"],
+                 f"Triton ({f['triton_version']}) infer/s", theirs["throughput"], note)
+        )  # fmt: skip
+    return out
+
+
 def _gpu(f: dict[str, Any]) -> list[Row]:
     if "skipped" in f:
         return [_row("gpu_inference", "CUDA inference", None, "", None, f["skipped"])]
@@ -171,6 +191,7 @@ BUILDERS = {
     "serving": _serving,
     "startup": _startup,
     "peer": _peer,
+    "triton": _triton,
     "gpu_inference": _gpu,
 }
 

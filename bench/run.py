@@ -9,7 +9,8 @@ Each figure is divided by a baseline measured in the same run, next to it in tim
 these machines are noisy, so a ratio measured in one run holds where an absolute
 time does not. Sections: training (bench/training.py), serving (bench/serving.py
 and bench/serving_sweep.py), startup and memory (bench/startup.py), the KServe
-peer (bench/peer.py), and in GPU mode inference on ONNX Runtime's CUDA provider.
+peer (bench/peer.py), real NVIDIA Triton serving the same model.onnx files (bench/triton_peer.py,
+gRPC and HTTP), and in GPU mode inference on ONNX Runtime's CUDA provider.
 The JSON adds the machine, library versions, git revision and every raw figure.
 """
 
@@ -32,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 from bench import environment, rows  # noqa: E402
 
-SECTIONS = ("training", "serving", "startup", "peer", "gpu_inference")
+SECTIONS = ("training", "serving", "startup", "peer", "triton", "gpu_inference")
 
 
 def _training(mode: str, gpu: bool) -> dict[str, Any]:
@@ -91,6 +92,16 @@ def _peer(mode: str, repo: Path) -> dict[str, Any]:
     return peer.measure(repo, {"digits": (1, 8, 8)}, concurrency, seconds=seconds)
 
 
+def _triton(mode: str, repo: Path) -> dict[str, Any]:
+    from bench import triton_peer
+
+    if mode == "full":
+        return triton_peer.measure(repo, ("digits", "cnn"), (1, 16, 64), window_ms=2000)
+    if mode == "smoke":
+        return triton_peer.measure(repo, ("digits",), (1,), ("grpc",), 500, retry=False)
+    return triton_peer.measure(repo, ("digits",), (16,), window_ms=1000, retry=False)
+
+
 def _gpu_inference(mode: str, repo: Path) -> dict[str, Any]:
     from bench import gpu_inference
 
@@ -116,13 +127,14 @@ def run(mode: str, gpu: bool, only: tuple[str, ...], out_dir: Path) -> tuple[dic
     with tempfile.TemporaryDirectory(prefix="stride-bench-repo-") as tmp:
         repo = Path(tmp)
         models = ("digits",) if mode == "smoke" else ("cnn", "digits")
-        if any(s in only for s in ("serving", "startup", "peer", "gpu_inference")):
+        if any(s in only for s in ("serving", "startup", "peer", "triton", "gpu_inference")):
             serving_sweep.write_models(repo, models)
         jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "training": lambda: _training(mode, gpu),
             "serving": lambda: _serving(mode, repo),
             "startup": lambda: _startup(mode, repo),
             "peer": lambda: _peer(mode, repo),
+            "triton": lambda: _triton(mode, repo),
             "gpu_inference": lambda: _gpu_inference(mode, repo),
         }
         for name in SECTIONS:

@@ -54,13 +54,20 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -
 
 
 def start_stride_serve(
-    repo: Path, port: int, *, poll_interval: float = 0, threads: int = 0, metrics_port: int = -1
+    repo: Path,
+    port: int,
+    *,
+    poll_interval: float = 0,
+    threads: int = 0,
+    metrics_port: int = -1,
+    http_port: int = -1,
 ) -> subprocess.Popen[bytes]:
-    """`stride serve` on 127.0.0.1:port over `repo` (not waited for; see `wait_ready`)."""
+    """`stride serve` on 127.0.0.1:port over `repo` (not waited for; see `wait_ready`);
+    REST on `http_port` (-1: none)."""
     args = [
         sys.executable, "-m", "stride.cli", "serve", "--repository", str(repo),
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
-        "--log-format", "text", "--threads", str(threads),
+        "--http-port", str(http_port), "--log-format", "text", "--threads", str(threads),
     ]  # fmt: skip
     if poll_interval:
         args += ["--poll-interval", str(poll_interval)]
@@ -124,17 +131,23 @@ def perf_analyzer_unusable() -> str | None:
 
 
 def perf_run(
-    model: str, port: int, concurrency: int, window_ms: int, retry: bool = True
+    model: str,
+    port: int,
+    concurrency: int,
+    window_ms: int,
+    retry: bool = True,
+    protocol: str = "grpc",
 ) -> dict[str, float]:
-    """One perf_analyzer measurement (batch-1 requests of zeros): throughput (infer/s) and
+    """One perf_analyzer measurement (batch-1 requests of zeros, over `protocol`: grpc or
+    http): throughput (infer/s) and
     p50/p99 latency (us). perf_analyzer wants three windows within 30% of each other; on a
     busy machine that may not happen, so a second try (or, with `retry=False`, the first)
     accepts any three, and then `stable` is 0."""
     stable = 1.0 if retry else 0.0
     for stability in (30, 1000) if retry else (1000,):
         command = [
-            str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "grpc", "-b", "1",
-            "--concurrency-range", str(concurrency), "-p", str(window_ms), "-r", "6",
+            str(PERF_ANALYZER), "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
+            "-b", "1", "--concurrency-range", str(concurrency), "-p", str(window_ms), "-r", "6",
             "-s", str(stability), "--input-data", "zero",
         ]  # fmt: skip
         done = subprocess.run(

@@ -71,7 +71,8 @@ def ready_times(repo: Path, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):  # interleaved: both see the same background load
         port = free_port()
         serve = ["serve", "--repository", str(repo), "--host", "127.0.0.1", "--port", str(port)]
-        command = [sys.executable, "-m", "stride.cli", *serve, "--metrics-port", "-1"]
+        serve += ["--metrics-port", "-1", "--http-port", "-1"]
+        command = [sys.executable, "-m", "stride.cli", *serve]
         stride.append(_ready_seconds(command, port))
         port = free_port()
         command = [sys.executable, "-c", serving.ECHO_SERVER, str(port), config]

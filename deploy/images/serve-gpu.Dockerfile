@@ -45,7 +45,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp/scratch \
     TMPDIR=/tmp/scratch \
     MPLCONFIGDIR=/tmp/scratch/matplotlib
-EXPOSE 8001 8002 8081
+# REST, gRPC, Prometheus metrics, plaintext gRPC health.
+EXPOSE 8000 8001 8002 8081
 USER 10001:10001
 WORKDIR /tmp/scratch
 ENTRYPOINT ["stride"]

@@ -35,8 +35,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp/scratch \
     TMPDIR=/tmp/scratch \
     MPLCONFIGDIR=/tmp/scratch/matplotlib
-# gRPC, Prometheus metrics, plaintext gRPC health (inference); gRPC, health (analysis).
-EXPOSE 8001 8002 8081 8003 8083
+# REST, gRPC, Prometheus metrics, plaintext gRPC health (inference); gRPC, health (analysis).
+EXPOSE 8000 8001 8002 8081 8003 8083
 USER 10001:10001
 WORKDIR /tmp/scratch
 ENTRYPOINT ["stride"]

@@ -39,6 +39,7 @@ from typing import Any
 
 import grpc
 
+from services.common.counters import CallCounters
 from services.common.errors import ResourceExhausted, ServiceError
 from services.common.logs import request_id_var
 from services.common.status import status_for
@@ -83,6 +84,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         streams: StreamGuard | None = None,
         max_concurrent: int | None = None,
         parsers: dict[str, Callable[[bytes], Any]] | None = None,
+        counters: CallCounters | None = None,
     ) -> None:
         self._token = f"Bearer {auth_token}".encode() if auth_token else None
         self._open = frozenset(open_methods)  # exact names: "/package.Service/Method"
@@ -92,6 +94,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self._max_concurrent = max_concurrent
         self._admission = threading.BoundedSemaphore(max_concurrent) if max_concurrent else None
         self._parsers = dict(parsers or {})  # exact method name -> request parser
+        self._counters = counters  # unary calls by method and status code, for metrics
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
@@ -128,11 +131,15 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             des = _refusing(parser)
         if handler.unary_unary is not None:
             if method in self._probes:
-                behaviour = _unary(handler.unary_unary, method, None, None)
+                behaviour = _unary(handler.unary_unary, method, None, None, self._counters)
                 _run_on(behaviour, self._probe_pool)
             else:
                 behaviour = _unary(
-                    handler.unary_unary, method, self._admission, self._max_concurrent
+                    handler.unary_unary,
+                    method,
+                    self._admission,
+                    self._max_concurrent,
+                    self._counters,
                 )
             return grpc.unary_unary_rpc_method_handler(behaviour, des, ser)
         if handler.unary_stream is not None:
@@ -239,10 +246,14 @@ def _unary(
     method: str,
     admission: threading.BoundedSemaphore | None,
     limit: int | None,
+    counters: CallCounters | None = None,
 ) -> Callable[[Any, grpc.ServicerContext], Any]:
+    name = method.rsplit("/", 1)[-1]
+
     def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
         rid, token, start = _begin(context)
         admitted = False
+        outcome = "OK"
         try:
             if admission is not None:
                 admitted = admission.acquire(blocking=False)
@@ -253,11 +264,18 @@ def _unary(
                     )
             return inner(_accept(request), context)
         except Exception as exc:
+            outcome = "ERROR"
             _fail(exc, context, method, rid)
         finally:
             if admitted:
                 assert admission is not None
                 admission.release()
+            if counters is not None:
+                if outcome != "OK":
+                    code = context.code()
+                    outcome = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+                ns = int((time.perf_counter() - start) * 1e9)
+                counters.record("grpc", name, outcome, ns)
             _end(method, start, token)
 
     return unary_unary

@@ -15,7 +15,8 @@ calls run on a `StreamGuard`'s pool (at most `max_streams`, idle ones ended);
 everything else runs on `handler_threads` threads.
 
 Shutdown order: health reports NOT_SERVING for every name, the server stops
-taking new calls and gives the calls in flight `grace_period` seconds, then the
+taking new calls and gives the calls in flight `grace_period` seconds (the
+`on_drain` callbacks, such as another front end's stop, run beside it), then the
 `on_stop` callbacks release what the services hold (models, files).
 """
 
@@ -36,6 +37,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.counters import CallCounters
 from services.common.interceptors import HEALTH_CHECK, HEALTH_METHODS, ServiceInterceptor
 from services.common.streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS, StreamGuard
 
@@ -137,11 +139,15 @@ class ManagedServer:
         options: ServerOptions,
         *,
         on_stop: Sequence[Callable[[], None]] = (),
+        on_drain: Sequence[Callable[[], None]] = (),
+        counters: CallCounters | None = None,
     ) -> None:
         self.options = options
+        self.counters = counters  # unary calls by method and code (metrics per protocol)
         self.services = list(services)
         self.health = health.HealthServicer()
         self._on_stop = list(on_stop)
+        self._on_drain = list(on_drain)  # run beside gRPC's drain (other front ends)
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopping = False
@@ -176,6 +182,7 @@ class ManagedServer:
             streams=self.streams,
             max_concurrent=self.options.max_concurrent_requests,
             parsers=parsers,
+            counters=self.counters,
         )
 
     def _build_main(self) -> grpc.Server:
@@ -276,7 +283,14 @@ class ManagedServer:
         grace = self.options.grace_period if grace is None else grace
         try:
             self.health.enter_graceful_shutdown()  # every name reports NOT_SERVING from now on
+            drains = [
+                threading.Thread(target=_logged(d), name="stride-drain") for d in self._on_drain
+            ]
+            for drain in drains:
+                drain.start()
             self._server.stop(grace).wait()
+            for drain in drains:
+                drain.join()
             if self._health_server is not None:
                 self._health_server.stop(0).wait()
             self._release_threads()
@@ -297,6 +311,16 @@ class ManagedServer:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until `stop` has finished (True) or the timeout passes (False)."""
         return self._stopped.wait(timeout)
+
+
+def _logged(step: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            step()
+        except Exception:  # the other steps go on
+            log.exception("drain step failed during shutdown")
+
+    return run
 
 
 def _discard(server: grpc.Server) -> None:

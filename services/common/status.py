@@ -1,4 +1,4 @@
-"""The one table that maps domain errors to gRPC status codes.
+"""The one table that maps domain errors to gRPC status codes (and those to HTTP statuses).
 
 `status_for(exc)` walks the exception's class hierarchy, so a subclass of
 `InvalidInput` defined by a service maps to INVALID_ARGUMENT without any
@@ -48,3 +48,30 @@ def status_for(exc: BaseException, request_id: str = "-") -> tuple[grpc.StatusCo
         if code is not None:
             return code, str(exc) or cls.__name__, True
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(request_id=request_id), False
+
+
+# The HTTP status of each code, for REST front ends. Where NVIDIA Triton's HTTP server
+# has the code, its choice (INTERNAL 500, NOT_FOUND 404, UNAVAILABLE 503, UNIMPLEMENTED
+# 501, INVALID_ARGUMENT, ALREADY_EXISTS and CANCELLED 400); the others as grpc-gateway
+# maps them (Triton's core has no such codes).
+HTTP_STATUS_FOR_CODE: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.ALREADY_EXISTS: 400,
+    grpc.StatusCode.CANCELLED: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status_for(exc: BaseException, request_id: str = "-") -> tuple[int, str, bool]:
+    """Return (HTTP status, public message, expected): `status_for` for REST."""
+    code, message, expected = status_for(exc, request_id)
+    return HTTP_STATUS_FOR_CODE.get(code, 500), message, expected

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from services.common.counters import CallCounters
 from services.common.server import TlsFiles
 from services.inference.model import ModelVersion
 from services.inference.stats import Snapshot
@@ -98,8 +99,31 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(models: list[ModelVersion]) -> str:
-    """The metrics page for these model versions (Prometheus text format 0.0.4)."""
+CALL_METRICS = (
+    ("stride_requests", "Calls answered, by protocol (grpc, http), method and status", "count"),
+    (
+        "stride_request_duration_us",
+        "Cumulative time calls took to answer in microseconds, by protocol, method and status",
+        "us",
+    ),
+)
+
+
+def _calls(counters: CallCounters) -> list[str]:
+    totals = counters.snapshot()
+    lines = []
+    for name, help_text, what in CALL_METRICS:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} counter")
+        for (protocol, method, outcome), t in totals.items():
+            labels = f'protocol="{protocol}",method="{_label(method)}",status="{_label(outcome)}"'
+            lines.append(f"{name}{{{labels}}} {t.count if what == 'count' else t.ns // 1000}")
+    return lines
+
+
+def render(models: list[ModelVersion], counters: CallCounters | None = None) -> str:
+    """The metrics page for these model versions (Prometheus text format 0.0.4), and the
+    calls per protocol when `counters` are given."""
     snaps = [(m, m.stats.snapshot(pending=m.batcher.pending)) for m in models]
     lines = []
     for name, kind, help_text, value in METRICS:
@@ -108,6 +132,8 @@ def render(models: list[ModelVersion]) -> str:
         for model, snap in snaps:
             labels = f'model="{_label(model.name)}",version="{model.version}"'
             lines.append(f"{name}{{{labels}}} {value(snap)}")
+    if counters is not None:
+        lines += _calls(counters)
     return "\n".join(lines) + "\n"
 
 
@@ -229,6 +255,7 @@ class MetricsServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         timeout: float = DEFAULT_TIMEOUT,
         tls: TlsFiles | None = None,
+        counters: CallCounters | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"metrics connections must be at least 1, got {max_connections}")
@@ -240,7 +267,7 @@ class MetricsServer:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "only /metrics is served here")
                     return
-                body = render(models()).encode()
+                body = render(models(), counters).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

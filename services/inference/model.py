@@ -119,6 +119,10 @@ class ModelVersion:
     def _read_labels(self, model_dir: Path, spec: TensorSpec) -> list[str]:
         if spec.label_filename:
             return read_labels(_file_in(model_dir, spec.label_filename, "label_filename"))
+        if any(o.label_filename for o in self.settings.outputs):
+            # Like Triton: once the config names label files, an output without one has
+            # no labels (its classification strings are "score:index").
+            return []
         if (model_dir / "labels.txt").is_file():
             return read_labels(model_dir / "labels.txt")
         try:

@@ -7,6 +7,7 @@ what Triton does and what tritonclient reads fastest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -62,16 +63,18 @@ def parameter_value(param: pb.InferParameter) -> Any:
     return getattr(param, choice) if choice else None
 
 
-def _int_parameter(param: pb.InferParameter, what: str) -> int:
-    value = parameter_value(param)
+def _int_parameter(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"{what} must be a non-negative integer (int64_param), got {value!r}")
     return value
 
 
-def _check_bytes_count(shape: tuple[int, ...], what: str, limit: int) -> int:
-    # Before a single element is split out: millions of empty elements cost a few bytes each
-    # on the wire but tens of bytes each as Python objects.
+def check_bytes_count(shape: tuple[int, ...], what: str, limit: int) -> int:
+    """The BYTES element count `shape` declares, refused past `limit` (--max-bytes-elements).
+
+    Checked before a single element is split out: millions of empty elements cost a few
+    bytes each on the wire but tens of bytes each as Python objects.
+    """
     count = element_count(shape)
     if count > limit:
         raise InvalidInput(
@@ -79,6 +82,70 @@ def _check_bytes_count(shape: tuple[int, ...], what: str, limit: int) -> int:
             "are accepted in one input (--max-bytes-elements)"
         )
     return count
+
+
+def raw_input(
+    name: str, datatype: str, shape: tuple[int, ...], raw: bytes, max_bytes: int
+) -> InputTensor:
+    """An input sent as raw little-endian bytes (gRPC raw_input_contents, or the binary
+    tensor data of the REST protocol), checked against its shape."""
+    what = f"input {name!r}"
+    check_shape(shape, what)
+    data: np.ndarray | list[bytes]
+    if datatype == BYTES:
+        count = check_bytes_count(shape, what, max_bytes)
+        data = decode_bytes_elements(raw, what, count)
+        if len(data) != count:
+            raise InvalidInput(
+                f"{what}: {len(data)} BYTES elements but shape {list(shape)} needs {count}"
+            )
+    else:
+        data = array_from_raw(raw, datatype, shape, what)
+    return InputTensor(name, datatype, shape, data)
+
+
+def timeout_from(parameters: Mapping[str, Any]) -> int:
+    """Check a request's parameters (plain values); returns its `timeout` in us (0: none)."""
+    timeout_us = 0
+    for key, value in parameters.items():
+        if key not in REQUEST_PARAMETERS:
+            raise InvalidInput(
+                f"unknown request parameter {key!r}; supported: {', '.join(REQUEST_PARAMETERS)}"
+            )
+        if key == "timeout":
+            timeout_us = _int_parameter(value, "request parameter 'timeout' (microseconds)")
+        elif key.startswith("sequence_") and value not in (0, "", False, None):
+            raise InvalidInput(
+                f"request parameter {key!r}: sequence batching is not supported; send "
+                "independent requests"
+            )
+    return timeout_us
+
+
+def output_requests(items: Iterable[tuple[str, Mapping[str, Any]]]) -> list[OutputRequest]:
+    """The requested outputs from (name, parameters as plain values) pairs.
+
+    Each output may be named once: a request naming the same output 400,000 times used
+    to build an answer 400,000 times as large.
+    """
+    outputs = []
+    seen: set[str] = set()
+    for name, parameters in items:
+        if name in seen:
+            raise InvalidInput(
+                f"output {name!r} is requested more than once; name each output once"
+            )
+        seen.add(name)
+        k = 0
+        for key, value in parameters.items():
+            if key not in OUTPUT_PARAMETERS:
+                raise InvalidInput(
+                    f"output {name!r}: unknown parameter {key!r}; supported: "
+                    f"{', '.join(OUTPUT_PARAMETERS)}"
+                )
+            k = _int_parameter(value, f"output {name!r}: parameter 'classification'")
+        outputs.append(OutputRequest(name, k))
+    return outputs
 
 
 def _decode_typed(
@@ -92,7 +159,7 @@ def _decode_typed(
         )
     values = getattr(tensor.contents, field)
     if tensor.datatype == BYTES:
-        count = _check_bytes_count(shape, what, max_bytes)
+        count = check_bytes_count(shape, what, max_bytes)
     else:
         count = element_count(shape)
     if len(values) != count:
@@ -108,26 +175,17 @@ def _decode_input(request: pb.ModelInferRequest, index: int, max_bytes: int) -> 
     tensor = request.inputs[index]
     what = f"input {tensor.name!r}"
     shape = tuple(int(d) for d in tensor.shape)
-    check_shape(shape, what)
     if tensor.parameters:
         raise InvalidInput(f"{what}: unsupported parameters {sorted(tensor.parameters)}")
-    data: np.ndarray | list[bytes]
     if request.raw_input_contents:
         if tensor.HasField("contents"):
             raise InvalidInput(f"{what}: give raw_input_contents or typed contents, not both")
         raw = request.raw_input_contents[index]
-        if tensor.datatype == BYTES:
-            count = _check_bytes_count(shape, what, max_bytes)
-            data = decode_bytes_elements(raw, what, count)
-            if len(data) != count:
-                raise InvalidInput(
-                    f"{what}: {len(data)} BYTES elements but shape {list(shape)} needs {count}"
-                )
-        else:
-            data = array_from_raw(raw, tensor.datatype, shape, what)
-    else:
-        data = _decode_typed(tensor, shape, what, max_bytes)
-    return InputTensor(tensor.name, tensor.datatype, shape, data)
+        return raw_input(tensor.name, tensor.datatype, shape, raw, max_bytes)
+    check_shape(shape, what)
+    return InputTensor(
+        tensor.name, tensor.datatype, shape, _decode_typed(tensor, shape, what, max_bytes)
+    )
 
 
 def request_from_proto(
@@ -135,8 +193,7 @@ def request_from_proto(
 ) -> InferRequest:
     """Decode a ModelInferRequest (raises InvalidInput with what was expected).
 
-    Outputs are read before inputs, and each may be named once: a request naming the
-    same output 400,000 times used to build an answer 400,000 times as large.
+    Outputs are read before inputs (see `output_requests`).
     """
     if not request.inputs:
         raise InvalidInput("request has no inputs")
@@ -145,38 +202,13 @@ def request_from_proto(
             f"raw_input_contents has {len(request.raw_input_contents)} entries but the request "
             f"has {len(request.inputs)} inputs: give one entry per input, in order"
         )
-    timeout_us = 0
-    for key, param in request.parameters.items():
-        if key not in REQUEST_PARAMETERS:
-            raise InvalidInput(
-                f"unknown request parameter {key!r}; supported: {', '.join(REQUEST_PARAMETERS)}"
-            )
-        if key == "timeout":
-            timeout_us = _int_parameter(param, "request parameter 'timeout' (microseconds)")
-        elif key.startswith("sequence_") and parameter_value(param) not in (0, "", False, None):
-            raise InvalidInput(
-                f"request parameter {key!r}: sequence batching is not supported; send "
-                "independent requests"
-            )
+    timeout_us = timeout_from({k: parameter_value(v) for k, v in request.parameters.items()})
     outputs = None
     if request.outputs:
-        outputs = []
-        seen: set[str] = set()
-        for out in request.outputs:
-            if out.name in seen:
-                raise InvalidInput(
-                    f"output {out.name!r} is requested more than once; name each output once"
-                )
-            seen.add(out.name)
-            k = 0
-            for key, param in out.parameters.items():
-                if key not in OUTPUT_PARAMETERS:
-                    raise InvalidInput(
-                        f"output {out.name!r}: unknown parameter {key!r}; supported: "
-                        f"{', '.join(OUTPUT_PARAMETERS)}"
-                    )
-                k = _int_parameter(param, f"output {out.name!r}: parameter 'classification'")
-            outputs.append(OutputRequest(out.name, k))
+        outputs = output_requests(
+            (out.name, {k: parameter_value(v) for k, v in out.parameters.items()})
+            for out in request.outputs
+        )
     return InferRequest(
         model=request.model_name,
         version=request.model_version,

@@ -254,10 +254,10 @@ class ModelRepository:
                     model = entry.versions[max(ready)].model
                     assert model is not None
                     return model
+                if entry.unloaded:  # Triton: NOT_FOUND, "has no available versions"
+                    raise ModelNotFound(f"model {name!r} is not ready: unloaded")
                 reasons = [s.reason for s in entry.versions.values() if s.reason] or [entry.reason]
-                why = "; ".join(r for r in reasons if r) or (
-                    "unloaded" if entry.unloaded else "no version loaded"
-                )
+                why = "; ".join(r for r in reasons if r) or "no version loaded"
                 raise NotReady(f"model {name!r} is not ready: {why}")
             state = entry.versions.get(number)
             if state is None:

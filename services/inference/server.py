@@ -1,6 +1,8 @@
-"""Assemble the inference server: repository, servicer, managed gRPC server, metrics.
+"""Assemble the inference server: repository, the core with its gRPC and REST front ends,
+managed gRPC server, metrics.
 
-server = InferenceServer(Path("repository"), ServerOptions(port=8001), metrics=MetricsOptions())
+server = InferenceServer(Path("repository"), ServerOptions(port=8001), metrics=MetricsOptions(),
+                         http=HttpOptions(port=8000))
 server.start()                    # loads and warms up every model, then serves
 server.install_signal_handlers()  # SIGTERM: NOT_SERVING, drain, release models
 server.wait()
@@ -19,9 +21,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.counters import CallCounters
 from services.common.server import ManagedServer, ServerOptions, Service
 from services.inference.metrics import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, MetricsServer
 from services.inference.repository import ModelRepository
+from services.inference.rest_server import HttpOptions, HttpServer
 from services.inference.runtime import RuntimeOptions
 from services.inference.servicer import PROBES, InferenceServicer, add_to_server
 from services.inference.tensors import RequestLimits
@@ -58,6 +62,7 @@ class InferenceServer:
         runtime: RuntimeOptions | None = None,
         limits: RequestLimits | None = None,
         version: str = "0",
+        http: HttpOptions | None = None,  # None: no REST port
     ) -> None:
         limits = limits or RequestLimits()
         if limits.max_response_bytes is None:  # an answer must fit in one message
@@ -68,6 +73,9 @@ class InferenceServer:
         self._poll_interval = poll_interval
         self._metrics_options = metrics
         self.metrics: MetricsServer | None = None
+        self._http_options = http
+        self.http: HttpServer | None = None
+        self.counters = CallCounters()  # calls per protocol, for the metrics page
         self.repository = ModelRepository(
             repository, runtime, limits=limits, on_health=self._set_health
         )
@@ -82,7 +90,13 @@ class InferenceServer:
             probes=PROBES,
             parsers={"ModelInfer": parse, "ModelStreamInfer": parse},
         )
-        self.grpc = ManagedServer([service], options, on_stop=[self._release])
+        self.grpc = ManagedServer(
+            [service],
+            options,
+            on_stop=[self._release],
+            on_drain=[self._stop_http],
+            counters=self.counters,
+        )
 
     def _set_health(self, name: str, ready: bool) -> None:
         self.grpc.set_health(name, ready)
@@ -110,8 +124,13 @@ class InferenceServer:
                     max_connections=opts.max_connections,
                     timeout=opts.timeout,
                     tls=self.grpc.options.tls if opts.tls else None,
+                    counters=self.counters,
                 ).start()
                 undo.callback(self.metrics.stop)
+            if self._http_options is not None:
+                self.http = HttpServer(self.servicer.core, self._http_options, self.counters)
+                self.http.start()
+                undo.callback(self._stop_http)
             self.grpc.start()  # stops what it started itself if a port is busy
             undo.callback(self.grpc.stop, 0)
             if self._poll_interval:
@@ -130,7 +149,12 @@ class InferenceServer:
     def wait(self, timeout: float | None = None) -> bool:
         return self.grpc.wait(timeout)
 
+    def _stop_http(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+
     def _release(self) -> None:
+        self._stop_http()  # stopped already unless the start failed
         if self.metrics is not None:
             self.metrics.stop()
         self.repository.close()

@@ -1,12 +1,13 @@
 """The GRPCInferenceService servicer: protobuf in, domain calls, protobuf out.
 
-Nothing here decides anything: requests are decoded by `protocol`, served by the
-`ModelRepository`, and errors are raised as domain errors that the shared
-interceptor maps to status codes.
+Nothing here decides anything: requests are decoded by `protocol`, answered by the
+`InferenceCore` (which the REST front end shares), and errors are raised as domain
+errors that the shared interceptor maps to status codes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -14,26 +15,16 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import InvalidInput, ModelNotFound, ServiceError, Unimplemented
+from services.common.errors import ServiceError
 from services.common.status import status_for
 from services.generated.inference import grpc_service_pb2 as pb
 from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from services.inference import protocol
-from services.inference.config import check_model_name, parse_version
+from services.inference.core import InferenceCore
 from services.inference.repository import ModelRepository
 from services.inference.stats import Duration
 
 log = logging.getLogger("stride.inference.servicer")
-
-SERVER_NAME = "stride"
-EXTENSIONS = (
-    "classification",
-    "model_repository",
-    "model_repository(unload_dependents)",
-    "schedule_policy",
-    "model_configuration",
-    "statistics",
-)
 
 
 def _duration(d: Duration) -> pb.StatisticDuration:
@@ -41,7 +32,7 @@ def _duration(d: Duration) -> pb.StatisticDuration:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """KServe v2 / Triton RPCs over a ModelRepository."""
+    """KServe v2 / Triton RPCs over an InferenceCore (built over `repository`)."""
 
     def __init__(
         self,
@@ -50,74 +41,56 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         version: str,
         serving: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.core = InferenceCore(repository, version=version, serving=serving)
         self.repository = repository
-        self.version = version
-        self._serving = serving  # False while the server drains
 
     def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self.core.live())
 
     def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self._serving() and self.repository.all_ready())
+        return pb.ServerReadyResponse(ready=self.core.ready())
 
     def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        check_model_name(request.name)
-        parse_version(request.version)
-        return pb.ModelReadyResponse(ready=self.repository.is_ready(request.name, request.version))
+        return pb.ModelReadyResponse(ready=self.core.model_ready(request.name, request.version))
 
     def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Any
     ) -> pb.ServerMetadataResponse:
+        info = self.core.server_metadata()
         return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=self.version, extensions=EXTENSIONS
+            name=info.name, version=info.version, extensions=info.extensions
         )
 
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Any
     ) -> pb.ModelMetadataResponse:
-        model = self.repository.get(request.name, request.version)
-        s = model.settings
-        batch = [-1] if s.max_batch_size else []
-
-        def tensors(specs: Any) -> list[dict[str, Any]]:
-            return [
-                {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.dims)}
-                for t in specs
-            ]
-
-        versions = [
-            e.version
-            for e in self.repository.index(ready_only=True)
-            if e.name == model.name and e.version
-        ]
+        info = self.core.model_metadata(request.name, request.version)
         return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=versions,
-            platform=model.config.platform,
-            inputs=tensors(s.inputs),
-            outputs=tensors(s.outputs),
+            name=info.name,
+            versions=info.versions,
+            platform=info.platform,
+            inputs=[dataclasses.asdict(t) for t in info.inputs],
+            outputs=[dataclasses.asdict(t) for t in info.outputs],
         )
 
     def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
-        model = self.repository.get(request.name, request.version)
         response = pb.ModelConfigResponse()
-        response.config.CopyFrom(model.config)
+        response.config.CopyFrom(self.core.model_config(request.name, request.version))
         return response
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         remaining = context.time_remaining()  # huge when the client set no deadline
         deadline = None if remaining is None or remaining > 1e6 else time.perf_counter() + remaining
-        decoded = protocol.request_from_proto(request, self.repository.limits.max_bytes_elements)
-        result = self.repository.infer(decoded, deadline)
-        return protocol.response_to_proto(result)
+        decoded = protocol.request_from_proto(request, self.core.max_bytes_elements)
+        return protocol.response_to_proto(self.core.infer(decoded, deadline))
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: Any
     ) -> Iterator[pb.ModelStreamInferResponse]:
-        max_bytes = self.repository.limits.max_bytes_elements
+        max_bytes = self.core.max_bytes_elements
         for request in request_iterator:
             try:
-                result = self.repository.infer(protocol.request_from_proto(request, max_bytes))
+                result = self.core.infer(protocol.request_from_proto(request, max_bytes))
                 yield pb.ModelStreamInferResponse(infer_response=protocol.response_to_proto(result))
             except ServiceError as exc:
                 yield pb.ModelStreamInferResponse(error_message=str(exc))
@@ -129,26 +102,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: Any
     ) -> pb.ModelStatisticsResponse:
-        if request.name:
-            check_model_name(request.name)
-        version = parse_version(request.version)
-        if version is not None and not request.name:
-            raise InvalidInput("a statistics request with a version needs a model name")
-        models = [
-            m
-            for m in self.repository.models()
-            if (not request.name or m.name == request.name)
-            and (version is None or m.version == version)
-        ]
-        if request.name and not models:
-            self.repository.get(request.name, request.version)  # raises the precise error
-            raise ModelNotFound(f"no statistics for model {request.name!r}")
         response = pb.ModelStatisticsResponse()
-        for model in models:
-            snap = model.stats.snapshot()
+        for entry in self.core.statistics(request.name, request.version):
+            snap = entry.snapshot
             stats = response.model_stats.add(
-                name=model.name,
-                version=str(model.version),
+                name=entry.name,
+                version=entry.version,
                 last_inference=snap.last_inference_ms,
                 inference_count=snap.inference_count,
                 execution_count=snap.execution_count,
@@ -160,6 +119,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             infer.compute_input.CopyFrom(_duration(snap.compute_input))
             infer.compute_infer.CopyFrom(_duration(snap.compute_infer))
             infer.compute_output.CopyFrom(_duration(snap.compute_output))
+            infer.cache_hit.SetInParent()  # no response cache: present and zero, as Triton's
+            infer.cache_miss.SetInParent()
             for size, b in snap.batches.items():
                 stats.batch_stats.add(
                     batch_size=size,
@@ -173,7 +134,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: Any
     ) -> pb.RepositoryIndexResponse:
         response = pb.RepositoryIndexResponse()
-        for entry in self.repository.index(ready_only=request.ready):
+        for entry in self.core.index(ready_only=request.ready):
             response.models.add(
                 name=entry.name, version=entry.version, state=entry.state, reason=entry.reason
             )
@@ -182,21 +143,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
-        if request.parameters:
-            raise Unimplemented(
-                f"load parameters {sorted(request.parameters)} are not supported: edit the "
-                "model's files in the repository and load it again"
-            )
-        self.repository.load(request.model_name)
+        self.core.load(request.model_name, request.parameters)
         return pb.RepositoryModelLoadResponse()
 
     def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
-        unknown = sorted(set(request.parameters) - {"unload_dependents"})
-        if unknown:
-            raise InvalidInput(f"unknown unload parameters {unknown}; supported: unload_dependents")
-        self.repository.unload(request.model_name)
+        self.core.unload(request.model_name, request.parameters)
         return pb.RepositoryModelUnloadResponse()
 
 

@@ -1,7 +1,9 @@
-"""`stride serve`: the KServe v2 / Triton gRPC inference server over a model repository.
+"""`stride serve`: the KServe v2 / Triton inference server over a model repository, on
+gRPC and HTTP/REST.
 
 Every option also comes from the environment as STRIDE_<OPTION> (STRIDE_REPOSITORY,
-STRIDE_PORT, STRIDE_METRICS_PORT, STRIDE_HEALTH_PORT, STRIDE_AUTH_TOKEN_FILE, ...),
+STRIDE_PORT, STRIDE_HTTP_PORT, STRIDE_METRICS_PORT, STRIDE_HEALTH_PORT,
+STRIDE_AUTH_TOKEN_FILE, ...),
 which is how containers configure it. A flag beats its variable.
 """
 
@@ -20,7 +22,7 @@ from stride.commands._server import (
 )
 
 NAME = "serve"
-HELP = "serve a model repository over the KServe v2 / Triton gRPC protocol"
+HELP = "serve a model repository over the KServe v2 / Triton protocol (gRPC and HTTP/REST)"
 ORDER = 50
 
 
@@ -51,6 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=env_default("port", "8001"),
         help="gRPC port (env STRIDE_PORT, default 8001; 0 picks a free one)",
+    )
+    add(
+        "--http-port",
+        type=int,
+        default=env_default("http-port", "8000"),
+        help="HTTP/REST port of the same protocol, with the gRPC port's TLS, token and message "
+        "size (env STRIDE_HTTP_PORT, default 8000; 0 picks a free one; -1 disables)",
+    )
+    add(
+        "--http-threads",
+        type=int,
+        default=env_default("http-threads", "64"),
+        help="threads serving REST infer, load and unload calls at once; more wait their turn "
+        "(env STRIDE_HTTP_THREADS, default 64)",
     )
     add(
         "--metrics-port",
@@ -219,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
 
     from services.common import configure_json_logging
     from services.common.server import return_large_allocations_to_the_os
+    from services.inference.rest_server import HttpOptions
     from services.inference.runtime import RuntimeOptions
     from services.inference.server import InferenceServer, MetricsOptions
     from services.inference.tensors import RequestLimits
@@ -242,9 +259,23 @@ def run(args: argparse.Namespace) -> int:
         max_image_scale=args.max_image_scale,
         max_decodes=args.max_decodes,
     )
+    options = server_options(args)
+    http = None
+    if args.http_port >= 0:
+        http = HttpOptions(
+            host=args.host,
+            port=args.http_port,
+            threads=args.http_threads,
+            max_message_mb=args.max_message_mb,
+            max_pending_mb=max(256, 4 * args.max_message_mb),
+            tls=options.tls,
+            auth_token=options.auth_token,
+            grace_period=args.grace_period,
+        )
     server = InferenceServer(
         Path(args.repository),
-        server_options(args),
+        options,
+        http=http,
         metrics=None if args.metrics_port < 0 else metrics,
         poll_interval=args.poll_interval or None,
         runtime=RuntimeOptions(intra_op_threads=args.threads, spinning=args.spin == "on"),
@@ -255,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
     server.install_signal_handlers()
     print(
         f"stride serve: listening on {args.host}:{server.port}"
+        + (f", HTTP on :{server.http.port}" if server.http else "")
         + (f", metrics on :{server.metrics.port}/metrics" if server.metrics else "")
         + (" (TLS)" if server.metrics and server.metrics.tls else ""),
         flush=True,

@@ -29,12 +29,12 @@ def test_smoke_run_writes_the_table_and_json(perf_analyzer: str, tmp_path: Path)
     doc = json.loads(path.read_text())
     assert doc["mode"] == "smoke" and doc["git"]["revision"]
     assert doc["machine"]["cores"] and doc["versions"]["onnxruntime"]
-    assert set(doc["sections"]) == {"training", "serving", "startup", "peer"}
+    assert set(doc["sections"]) == {"training", "serving", "startup", "peer", "triton"}
     assert all("figures" in s for s in doc["sections"].values()), doc["sections"]
     figures = {(r["section"], r["figure"]) for r in doc["table"]}
     for section in ("training", "serving", "startup"):
         assert any(s == section for s, _ in figures), section
-    measured = [r for r in doc["table"] if r["section"] != "peer"]
+    measured = [r for r in doc["table"] if r["section"] not in ("peer", "triton")]
     assert all(r["ratio"] is not None and r["ratio"] > 0 for r in measured), measured
     assert "figure" in done.stdout and str(path) in done.stdout
 
@@ -48,3 +48,22 @@ def test_a_failed_section_is_one_row_and_the_rest_stay() -> None:
     )
     assert [r["figure"] for r in table] == ["FAILED", "KServe peer"]
     assert "server exited" in table[0]["note"]
+
+
+def test_triton_rows_carry_both_servers_and_the_ratio() -> None:
+    run = {"throughput": 100.0, "p50_us": 1000, "p99_us": 2000, "stable": 1.0}
+    figures = {
+        "triton_version": "nvidia-pytriton 0.7.0",
+        "runs": {
+            "digits@16/http": {
+                "model": "digits", "concurrency": 16, "protocol": "http",
+                "stride": {**run, "throughput": 50.0}, "triton": run, "ratio": 0.5,
+            }
+        },
+    }  # fmt: skip
+    (row,) = rows.table({"triton": {"figures": figures}})
+    assert row["figure"] == "digits: stride serve infer/s, http, concurrency 16"
+    assert (row["value"], row["baseline_value"], row["ratio"]) == (50.0, 100.0, 0.5)
+    assert "p99 2.00 vs 2.00 ms" in row["note"]
+    (skipped,) = rows.table({"triton": {"figures": {"skipped": "no tritonserver"}}})
+    assert skipped["note"] == "no tritonserver"

@@ -1,6 +1,9 @@
 """Policy checks over the rendered overlays: what the schemas cannot see.
 
-Probes hit the server's own health port by number; GPU limits equal requests;
+Probes hit the server's own health port by number (or REST's open health paths,
+only where the kubelet can reach them); the REST port is declared, published by
+the Service and admitted by the NetworkPolicy wherever gRPC is, and EXPOSEd by the
+image; GPU limits equal requests;
 selectors find the pods; every container is bounded and locked down; the grace
 period outlasts the drain; secrets are referenced, never inlined; the serving
 pods read the very folders the RayJob writes; and every command line names a
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 import pytest
@@ -51,19 +55,173 @@ def _int(value: str | None, what: str) -> int:
 # ---------------------------------------------------------------- probes and ports
 
 
+REST_HEALTH = {  # the open REST health paths each probe may use
+    "startupProbe": {"/v2/health/live", "/v2/health/ready"},
+    "readinessProbe": {"/v2/health/ready"},
+    "livenessProbe": {"/v2/health/live"},
+}
+
+
+def _rest_port(container: Obj, command: str) -> int | None:
+    """The REST port `stride serve` listens on: --http-port, its variable or its default."""
+    if command != "serve":
+        return None  # serve-analysis has no REST front end
+    value = setting(container, "--http-port", "STRIDE_HTTP_PORT")
+    if value is None:
+        parser, _ = _available()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        (action,) = [a for a in sub.choices["serve"]._actions if a.dest == "http_port"]
+        value = str(action.default)
+    port = _int(value, "http port")
+    return port if port >= 0 else None
+
+
+def _resolve(port: int | str, container: Obj) -> int | None:
+    """A port given by number or by the name of one of the container's ports."""
+    if isinstance(port, int):
+        return port
+    named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+    return named.get(port)
+
+
 def test_probes_use_the_numeric_health_port(docs: list[Obj]) -> None:
+    """Native gRPC probes on --health-port (plaintext, whatever the main port's TLS), or
+    HTTP probes on REST's open health paths where the kubelet can speak to that port: its
+    scheme follows --tls-cert, and never with --tls-ca (the kubelet has no client
+    certificate)."""
     found = 0
-    for pod, container, _ in servers(docs):
+    for pod, container, command in servers(docs):
         found += 1
-        health = _int(setting(container, "--health-port", "STRIDE_HEALTH_PORT"), "health port")
         declared = {p["containerPort"] for p in container.get("ports", [])}
-        assert health in declared, f"{pod.where}: health port {health} not declared"
+        tls = setting(container, "--tls-cert", "STRIDE_TLS_CERT") is not None
+        mutual = setting(container, "--tls-ca", "STRIDE_TLS_CA") is not None
+        rest = _rest_port(container, command)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             spec = container.get(probe)
-            assert spec and "grpc" in spec, f"{pod.where}: no native gRPC {probe}"
-            port = spec["grpc"]["port"]
-            assert isinstance(port, int) and port == health, f"{pod.where} {probe}: {port}"
+            where = f"{pod.where} {probe}"
+            assert spec and ("grpc" in spec or "httpGet" in spec), f"{where}: none or not served"
+            if "grpc" in spec:
+                health = _int(
+                    setting(container, "--health-port", "STRIDE_HEALTH_PORT"), "health port"
+                )
+                assert health in declared, f"{pod.where}: health port {health} not declared"
+                port = spec["grpc"]["port"]
+                assert isinstance(port, int) and port == health, f"{where}: {port}"
+                continue
+            get = spec["httpGet"]
+            assert rest is not None, f"{where}: an HTTP probe on a server without REST"
+            assert _resolve(get["port"], container) == rest, f"{where}: {get['port']} != {rest}"
+            assert get.get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP"), where
+            assert not mutual, f"{where}: with --tls-ca the kubelet cannot connect"
+            assert get["path"] in REST_HEALTH[probe], f"{where}: {get['path']}"
     assert found == 2  # inference and analysis
+
+
+def test_probe_check_matches_the_servers_choice(docs: list[Obj]) -> None:
+    """The manifests' choice: native gRPC probes everywhere (see inference-deployment.yaml)."""
+    for pod, container, _ in servers(docs):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert "grpc" in container[probe], f"{pod.where} {probe}"
+
+
+def test_rest_port_is_wired_consistently(docs: list[Obj]) -> None:
+    ((pod, container),) = [(p, c) for p, c, cmd in servers(docs) if cmd == "serve"]
+    rest = _rest_port(container, "serve")
+    assert rest is not None and rest > 0, f"{pod.where}: REST disabled or on a random port"
+    named = {p.get("name"): p["containerPort"] for p in container["ports"]}
+    assert named.get("http") == rest, f"{pod.where}: containerPort `http` != --http-port {rest}"
+    grpc = _int(setting(container, "--port", "STRIDE_PORT"), "port")
+    assert rest not in (
+        grpc,
+        _int(setting(container, "--metrics-port", "STRIDE_METRICS_PORT"), "metrics port"),
+        _int(setting(container, "--health-port", "STRIDE_HEALTH_PORT"), "health port"),
+    )
+    tls = setting(container, "--tls-cert", "STRIDE_TLS_CERT") is not None
+    services = [s for s in by_kind(docs, "Service") if selects(s["spec"]["selector"], pod.labels)]
+    assert services, f"no Service selects {pod.where}"
+    for service in services:
+        name = f"Service/{service['metadata']['name']}"
+        found = [p for p in service["spec"]["ports"] if p["name"] == "http"]
+        assert len(found) == 1, f"{name}: no port named `http`"
+        assert _resolve(found[0]["targetPort"], container) == rest, f"{name}: targetPort"
+        # REST shares the gRPC port's TLS: HTTPS with it, plain HTTP without.
+        expected = "https" if tls else "http"
+        assert found[0].get("appProtocol") == expected, f"{name}: appProtocol of `http`"
+    policies = _policies_for(docs, pod)
+    assert policies, f"no NetworkPolicy selects {pod.where}"
+    for policy in policies:
+        where = f"NetworkPolicy/{policy['metadata']['name']}"
+        rules = [_admits(rule, container) for rule in policy["spec"].get("ingress", [])]
+        # from the same peers: every rule that admits gRPC admits REST, and no other does
+        assert all(admits(grpc) == admits(rest) for admits in rules), f"{where}: REST != gRPC"
+        assert any(admits(rest) for admits in rules), f"{where}: REST not admitted"
+
+
+def _policies_for(docs: list[Obj], pod: Pod) -> list[Obj]:
+    return [
+        p
+        for p in by_kind(docs, "NetworkPolicy")
+        if selects(p["spec"]["podSelector"].get("matchLabels", {}), pod.labels)
+    ]
+
+
+def _admits(rule: Obj, container: Obj) -> Callable[[int], bool]:
+    """Whether an ingress rule lets TCP to a port of the container through."""
+
+    def admits(port: int) -> bool:
+        if "ports" not in rule:
+            return True  # no ports: every port
+        for allowed in rule["ports"]:
+            if allowed.get("protocol", "TCP") != "TCP":
+                continue
+            if "port" not in allowed:
+                return True
+            first = _resolve(allowed["port"], container)
+            if first is not None and first <= port <= allowed.get("endPort", first):
+                return True
+        return False
+
+    return admits
+
+
+def test_network_policies_admit_every_service_port(docs: list[Obj]) -> None:
+    for service in by_kind(docs, "Service"):
+        for pod in _selected_pods(docs, service["spec"]["selector"]):
+            policies = _policies_for(docs, pod)
+            assert policies, f"no NetworkPolicy selects {pod.where}"
+            for container in containers(pod):
+                for port in service["spec"]["ports"]:
+                    target = _resolve(port["targetPort"], container)
+                    if target is None:
+                        continue  # another container's port
+                    assert any(
+                        _admits(rule, container)(target)
+                        for policy in policies
+                        for rule in policy["spec"].get("ingress", [])
+                    ), f"{service['metadata']['name']} port {port['name']}: no policy admits it"
+
+
+def test_rest_checks_can_fail() -> None:
+    container = {"ports": [{"name": "http", "containerPort": 8000}]}
+    assert _admits({"ports": [{"port": "http"}]}, container)(8000)
+    assert not _admits({"ports": [{"port": 8001}]}, container)(8000)
+    assert not _admits({"ports": [{"port": 8000, "protocol": "UDP"}]}, container)(8000)
+    assert _admits({"ports": [{"port": 7999, "endPort": 8001}]}, container)(8000)
+    assert _resolve("grpc", container) is None
+    line = {"command": ["stride", "serve"], "args": ["--http-port=-1"]}
+    assert _rest_port(line, "serve") is None
+    assert _rest_port({"command": ["stride", "serve"]}, "serve") == 8000  # the default
+
+
+def test_serving_images_expose_the_ports_their_pods_declare(docs: list[Obj]) -> None:
+    for pod, container, _ in servers(docs):
+        name = container["image"].rsplit("/", 1)[-1].split(":")[0]
+        path = DEPLOY / "images" / f"{name.removeprefix('stride-')}.Dockerfile"
+        assert path.is_file(), f"{pod.where}: no Dockerfile for {container['image']}"
+        final = dockerfile.stages(path)[-1]
+        exposed = {int(port.split("/")[0]) for i in final.of("EXPOSE") for port in i.value.split()}
+        declared = {p["containerPort"] for p in container.get("ports", [])}
+        assert declared <= exposed, f"{path.name} does not EXPOSE {sorted(declared - exposed)}"
 
 
 def test_service_ports_target_declared_container_ports(docs: list[Obj]) -> None:

@@ -77,8 +77,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     command = [
         sys.executable, "-m", "stride.cli", "serve", "--repository", str(repo),
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
-        "--auth-token-file", str(root / "token"), "--handler-threads", str(HANDLER_THREADS),
-        "--threads", "1", "--log-format", "text",
+        "--http-port", "-1", "--auth-token-file", str(root / "token"),
+        "--handler-threads", str(HANDLER_THREADS), "--threads", "1", "--log-format", "text",
     ]  # fmt: skip
     log = root / "server.log"
     with log.open("wb") as err:

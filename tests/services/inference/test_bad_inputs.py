@@ -285,7 +285,8 @@ def test_good_request_still_works_after_the_bad_ones(
     assert [o.name for o in response.outputs] == ["logits", "probabilities"]
 
 
-def test_model_unloaded_is_unavailable(tmp_path: Path) -> None:
+def test_model_unloaded_is_not_found(tmp_path: Path) -> None:
+    # Triton answers NOT_FOUND for a model with no available versions (conformance suite).
     add_model(tmp_path, "digits")
     server = InferenceServer(
         tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics=None
@@ -300,7 +301,7 @@ def test_model_unloaded_is_unavailable(tmp_path: Path) -> None:
                 s.ModelInfer(infer_request(X), timeout=10)
     finally:
         server.stop(0)
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "not ready: unloaded" in info.value.details()
 
 

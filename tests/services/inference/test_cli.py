@@ -229,6 +229,7 @@ def test_sigterm_drains_requests_in_flight_and_exits_zero(tmp_path: Path) -> Non
         STRIDE_PORT=str(port),
         STRIDE_HEALTH_PORT=str(health_port),
         STRIDE_METRICS_PORT=str(metrics_port),
+        STRIDE_HTTP_PORT="-1",
         STRIDE_GRACE_PERIOD="20",
         STRIDE_AUTH_TOKEN_FILE=str(tmp_path / "token"),
     )

@@ -60,14 +60,13 @@ def test_tritonclient_grpc_works_unchanged(server: InferenceServer, tmp_path: Pa
     assert "unknown model 'nope'" in seen["unknown_model_message"]
 
 
-@needs_tritonclient
-@pytest.mark.slow
-def test_perf_analyzer_runs_against_the_server(server: InferenceServer) -> None:
+def _perf_analyzer(server: InferenceServer, port: int, protocol: str) -> None:
+    """A short perf_analyzer run over `protocol`; every request must succeed."""
     reason = perf_analyzer_unusable()
     if reason:
         pytest.skip(reason)
     done = subprocess.run(
-        [str(PERF_ANALYZER), "-m", "digits", "-u", f"127.0.0.1:{server.port}", "-i", "grpc",
+        [str(PERF_ANALYZER), "-m", "digits", "-u", f"127.0.0.1:{port}", "-i", protocol,
          "-b", "1", "--concurrency-range", "4", "-p", "500", "-r", "4", "-s", "100",
          "--input-data", "zero"],
         capture_output=True, text=True, timeout=120, env=perf_analyzer_env(),
@@ -76,3 +75,26 @@ def test_perf_analyzer_runs_against_the_server(server: InferenceServer) -> None:
     assert "Throughput:" in done.stdout
     stats = server.repository.get("digits").stats.snapshot()
     assert stats.inference_count > 100 and stats.fail.count == 0
+
+
+@needs_tritonclient
+@pytest.mark.slow
+def test_perf_analyzer_runs_against_the_server(server: InferenceServer) -> None:
+    _perf_analyzer(server, server.port, "grpc")
+
+
+@needs_tritonclient
+@pytest.mark.slow
+def test_perf_analyzer_runs_over_http(repo: Path) -> None:
+    from services.common import ServerOptions
+    from services.inference.rest_server import HttpOptions
+
+    options = ServerOptions(host="127.0.0.1", port=0, grace_period=1)
+    http = HttpOptions(host="127.0.0.1", port=0, grace_period=1)
+    server = InferenceServer(repo, options, metrics=None, http=http).start()
+    assert server.http is not None
+    try:
+        _perf_analyzer(server, server.http.port, "http")
+        assert any(k[:2] == ("http", "infer") for k in server.counters.snapshot())
+    finally:
+        server.stop(0)

@@ -1,0 +1,168 @@
+"""The inference service as the domain sees it: one object that both front ends call.
+
+`InferenceCore` answers every request of the Open Inference Protocol (and Triton's
+extensions) with plain values: booleans, dataclasses, the model's `ModelConfig`,
+statistics snapshots. The gRPC servicer (services.inference.servicer) turns them into
+protobuf, the REST front end (services.inference.http) into JSON; neither decides
+anything, so both answer alike, raise the same domain errors and count on the same
+statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from services.common.errors import InvalidInput, ModelNotFound, Unimplemented
+from services.generated.inference import model_config_pb2 as mc
+from services.inference.config import check_model_name, parse_version
+from services.inference.model import ModelVersion
+from services.inference.repository import IndexEntry, ModelRepository
+from services.inference.stats import Snapshot
+from services.inference.tensors import InferRequest, InferResult
+
+SERVER_NAME = "stride"
+EXTENSIONS = (
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "statistics",
+    "binary_tensor_data",
+)
+UNLOAD_PARAMETERS = ("unload_dependents",)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as model metadata describes it; -1 marks the batch or a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Model metadata (ModelMetadata / GET /v2/models/{name})."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelStatistics:
+    """One loaded version's statistics at the moment they were asked for."""
+
+    name: str
+    version: str
+    snapshot: Snapshot
+
+
+class InferenceCore:
+    """Every call of the protocol over a ModelRepository (raises services.common.errors)."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        *,
+        version: str,
+        serving: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.repository = repository
+        self.version = version
+        self._serving = serving  # False while the server drains
+
+    # Health and metadata ---------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self._serving() and self.repository.all_ready()
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        check_model_name(name)
+        parse_version(version)
+        return self.repository.is_ready(name, version)
+
+    def server_metadata(self) -> ServerInfo:
+        return ServerInfo(SERVER_NAME, self.version, EXTENSIONS)
+
+    def model_metadata(self, name: str, version: str = "") -> ModelInfo:
+        model = self.repository.get(name, version)
+        s = model.settings
+        batch = [-1] if s.max_batch_size else []
+        versions = [
+            e.version
+            for e in self.repository.index(ready_only=True)
+            if e.name == model.name and e.version
+        ]
+        return ModelInfo(
+            name=model.name,
+            versions=versions,
+            platform=model.config.platform,
+            inputs=[TensorInfo(t.name, t.datatype, batch + list(t.dims)) for t in s.inputs],
+            outputs=[TensorInfo(t.name, t.datatype, batch + list(t.dims)) for t in s.outputs],
+        )
+
+    def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
+        return self.repository.get(name, version).config
+
+    # Inference -------------------------------------------------------------------
+
+    def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
+        return self.repository.infer(request, deadline)
+
+    @property
+    def max_bytes_elements(self) -> int:
+        return self.repository.limits.max_bytes_elements
+
+    # Statistics and the repository ---------------------------------------------------
+
+    def statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
+        """Every loaded version's statistics, or those of one model (and version)."""
+        if name:
+            check_model_name(name)
+        number = parse_version(version)
+        if number is not None and not name:
+            raise InvalidInput("a statistics request with a version needs a model name")
+        models: list[ModelVersion] = [
+            m
+            for m in self.repository.models()
+            if (not name or m.name == name) and (number is None or m.version == number)
+        ]
+        if name and not models:
+            self.repository.get(name, version)  # raises the precise error
+            raise ModelNotFound(f"no statistics for model {name!r}")
+        return [ModelStatistics(m.name, str(m.version), m.stats.snapshot()) for m in models]
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        return self.repository.index(ready_only=ready_only)
+
+    def load(self, name: str, parameters: Collection[str] = ()) -> None:
+        if parameters:
+            raise Unimplemented(
+                f"load parameters {sorted(parameters)} are not supported: edit the "
+                "model's files in the repository and load it again"
+            )
+        self.repository.load(name)
+
+    def unload(self, name: str, parameters: Collection[str] = ()) -> None:
+        unknown = sorted(set(parameters) - set(UNLOAD_PARAMETERS))
+        if unknown:
+            raise InvalidInput(
+                f"unknown unload parameters {unknown}; supported: {', '.join(UNLOAD_PARAMETERS)}"
+            )
+        self.repository.unload(name)
