@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,3 +97,36 @@ def test_augmentation_is_per_sample_and_keeps_shape() -> None:
     batch = next(iter(make_loader(plain, 32, shuffle=False, seed=0)))
     assert batch[0].shape == (32, 1, 8, 8) and batch[0].min() >= 0 and batch[0].max() <= 1
     assert build_augment(parse_config({}).data.augment, (8, 8)) is None
+
+
+def _augment(*overrides: str) -> Any:
+    spec = parse_config({}, list(overrides)).data.augment
+    return build_augment(spec, (5, 7))
+
+
+def test_batched_augmentation_matches_its_definition() -> None:
+    """Crop after padding is a whole-pixel shift with zeros coming in, a flip is a flip,
+    a rotation by 0 changes nothing, and each image of a batch gets its own draw."""
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7) + 1
+    torch.manual_seed(0)
+    assert torch.equal(_augment("data.augment.rotation=0.000001")(x), x)
+    flip = _augment("data.augment.horizontal_flip=true")
+    torch.manual_seed(1)
+    out = flip(x)
+    for i in range(2):  # each image either flipped left-right or unchanged
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+    crop = _augment("data.augment.crop_padding=2")
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = crop(x)
+        for i in range(2):
+            padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
+            windows = [padded[:, r : r + 5, c : c + 7] for r in range(5) for c in range(5)]
+            assert any(torch.equal(out[i], w) for w in windows), f"seed {seed} image {i}"
+    torch.manual_seed(0)
+    rotated = _augment("data.augment.rotation=30")(x.repeat(8, 1, 1, 1))
+    assert len({tuple(r.flatten().tolist()) for r in rotated[::2]}) > 1  # drawn per image
+    assert rotated.shape == (16, 3, 5, 7) and set(rotated.unique().tolist()) <= {
+        0.0,
+        *x.unique().tolist(),
+    }
