@@ -90,7 +90,7 @@ lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.t
 	$(VENV)/bin/mypy stride pipeline services runstore bench fuzz tools
 	$(VENV)/bin/lint-imports --no-logo
 
-demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classify, compare (~4 min)
+demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classify, compare (~2 min)
 	$(VENV)/bin/stride demo
 
 course: $(STAMP) ## Every experiment of docs/course.md: sweeps, tables (docs/_course), figures (~15 min on 2 CPUs)
