@@ -169,6 +169,29 @@ def _triton(f: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _frontends(f: dict[str, Any]) -> list[Row]:
+    from bench.frontends import LABELS
+
+    if "skipped" in f:
+        return [_row("frontends", "server models", None, "", None, f["skipped"])]
+    runs = f["runs"]
+    out = []
+    for run in runs.values():
+        c = run["concurrency"]
+        base = runs.get(f"stride@{c}")
+        if run["kind"] == "stride" or base is None:
+            continue
+        note = (
+            f"p50 {run['p50_us'] / 1000:.2f} vs {base['p50_us'] / 1000:.2f} ms; server "
+            f"{run['server_cores']:.2f} vs {base['server_cores']:.2f} cores"
+        )
+        out.append(
+            _row("frontends", f"digits: {LABELS[run['kind']]} infer/s, concurrency {c}",
+                 run["throughput"], "stride serve infer/s", base["throughput"], note)
+        )  # fmt: skip
+    return out
+
+
 def _gpu(f: dict[str, Any]) -> list[Row]:
     if "skipped" in f:
         return [_row("gpu_inference", "CUDA inference", None, "", None, f["skipped"])]
@@ -192,6 +215,7 @@ BUILDERS = {
     "startup": _startup,
     "peer": _peer,
     "triton": _triton,
+    "frontends": _frontends,
     "gpu_inference": _gpu,
 }
 

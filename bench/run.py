@@ -10,7 +10,9 @@ these machines are noisy, so a ratio measured in one run holds where an absolute
 time does not. Sections: training (bench/training.py), serving (bench/serving.py
 and bench/serving_sweep.py), startup and memory (bench/startup.py), the KServe
 peer (bench/peer.py), real NVIDIA Triton serving the same model.onnx files (bench/triton_peer.py,
-gRPC and HTTP), and in GPU mode inference on ONNX Runtime's CUDA provider.
+gRPC and HTTP), server models under the same load (bench/frontends.py: gRPC's threaded
+server and grpc.aio, echo and batching, beside `stride serve`), and in GPU mode inference
+on ONNX Runtime's CUDA provider.
 The JSON adds the machine, library versions, git revision and every raw figure.
 """
 
@@ -33,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 from bench import environment, rows  # noqa: E402
 
-SECTIONS = ("training", "serving", "startup", "peer", "triton", "gpu_inference")
+SECTIONS = ("training", "serving", "startup", "peer", "triton", "frontends", "gpu_inference")
 
 
 def _training(mode: str, gpu: bool) -> dict[str, Any]:
@@ -102,6 +104,16 @@ def _triton(mode: str, repo: Path) -> dict[str, Any]:
     return triton_peer.measure(repo, ("digits",), (16,), window_ms=1000, retry=False)
 
 
+def _frontends(mode: str, repo: Path) -> dict[str, Any]:
+    from bench import frontends
+
+    if mode == "full":
+        return frontends.measure(repo, (1, 16), window_ms=2000)
+    if mode == "smoke":
+        return frontends.measure(repo, (1,), 500, kinds=("aio-batch", "stride"))
+    return frontends.measure(repo, (16,), window_ms=1000)
+
+
 def _gpu_inference(mode: str, repo: Path) -> dict[str, Any]:
     from bench import gpu_inference
 
@@ -127,7 +139,8 @@ def run(mode: str, gpu: bool, only: tuple[str, ...], out_dir: Path) -> tuple[dic
     with tempfile.TemporaryDirectory(prefix="stride-bench-repo-") as tmp:
         repo = Path(tmp)
         models = ("digits",) if mode == "smoke" else ("cnn", "digits")
-        if any(s in only for s in ("serving", "startup", "peer", "triton", "gpu_inference")):
+        served = ("serving", "startup", "peer", "triton", "frontends", "gpu_inference")
+        if any(s in only for s in served):
             serving_sweep.write_models(repo, models)
         jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "training": lambda: _training(mode, gpu),
@@ -135,6 +148,7 @@ def run(mode: str, gpu: bool, only: tuple[str, ...], out_dir: Path) -> tuple[dic
             "startup": lambda: _startup(mode, repo),
             "peer": lambda: _peer(mode, repo),
             "triton": lambda: _triton(mode, repo),
+            "frontends": lambda: _frontends(mode, repo),
             "gpu_inference": lambda: _gpu_inference(mode, repo),
         }
         for name in SECTIONS:

@@ -61,6 +61,7 @@ def start_stride_serve(
     threads: int = 0,
     metrics_port: int = -1,
     http_port: int = -1,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """`stride serve` on 127.0.0.1:port over `repo` (not waited for; see `wait_ready`);
     REST on `http_port` (-1: none)."""
@@ -68,6 +69,7 @@ def start_stride_serve(
         sys.executable, "-m", "stride.cli", "serve", "--repository", str(repo),
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
         "--http-port", str(http_port), "--log-format", "text", "--threads", str(threads),
+        *extra,
     ]  # fmt: skip
     if poll_interval:
         args += ["--poll-interval", str(poll_interval)]

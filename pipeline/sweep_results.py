@@ -41,8 +41,11 @@ class SweepView:
     is printed when a trial changes state, and a progress line every `every` seconds."""
 
     def __init__(
-        self, runs: list[SweepRun], stream: TextIO = sys.stderr, every: float = 15.0
+        self, runs: list[SweepRun], stream: TextIO | None = None, every: float = 15.0
     ) -> None:
+        # sys.stderr as it is now, not as it was at import: a default argument would keep
+        # the stream of the moment the module was imported, closed since (pytest's capture).
+        stream = sys.stderr if stream is None else stream
         self.runs, self.stream, self.every = runs, stream, every
         self.tty = stream.isatty()
         self.drawn = 0

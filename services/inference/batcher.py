@@ -13,22 +13,28 @@ with DeadlineExceeded and never runs.
 
 from __future__ import annotations
 
+import _thread
+import asyncio
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from services.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
 
 Batch = dict[str, np.ndarray]
+# A lone request of a model that runs faster than this (a moving average) runs in the
+# event loop's own thread: longer runs would hold every other call of the server.
+LOOP_RUN_LIMIT_NS = 300_000
 RunFn = Callable[[Batch], Batch]
 
 
-@dataclass(frozen=True)
-class BatchTimes:
+class BatchTimes(NamedTuple):
     """What one execution took, for statistics (nanoseconds)."""
 
     batch_size: int
@@ -38,17 +44,29 @@ class BatchTimes:
 
 
 class _Pending:
-    __slots__ = ("deadline", "done", "enqueued", "error", "inputs", "queue_ns", "result", "rows")
+    """One queued request. `done` is a bare lock, held until the outputs (or the error) are
+    set: the waiting handler thread blocks on it (a threading.Event costs a Condition and
+    two locks per request)."""
+
+    __slots__ = (
+        "deadline", "done", "enqueued", "error", "future", "inputs", "queue_ns", "result", "rows"
+    )  # fmt: skip
 
     def __init__(self, inputs: Batch, rows: int, deadline: float | None) -> None:
+        self.future: asyncio.Future[None] | None = None  # an event loop waits on this instead
         self.inputs = inputs
         self.rows = rows
         self.deadline = deadline
         self.enqueued = time.perf_counter()
-        self.done = threading.Event()
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
         self.result: Batch | None = None
         self.error: BaseException | None = None
         self.queue_ns = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until done (True), or until `timeout` seconds pass (False)."""
+        return self.done.acquire(timeout=-1 if timeout is None else timeout)
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,7 @@ class DynamicBatcher:
         self._cond = threading.Condition()
         self._closed = False
         self._arriving = 0  # requests between `expect()` and `submit()`
+        self._run_ns = float("inf")  # a moving average of one execution's time, unknown yet
         self._executing = 0
         self._free = list(runners)  # runners not executing
         self._on_batch = on_batch
@@ -121,40 +140,116 @@ class DynamicBatcher:
         with self._cond:
             if expected:
                 self._arriving -= 1
-            if self._closed:
-                raise NotReady(f"model {self.name} is unloading; retry")
-            limit = self.settings.max_queue_size
-            if limit and len(self._queue) >= limit:
-                raise ResourceExhausted(
-                    f"the queue of model {self.name} is full ({limit} requests waiting); retry "
-                    "later or raise max_queue_size in its dynamic_batching default_queue_policy"
-                )
+            self._admit()
             direct = bool(not self._queue and self._free and self._arriving == 0)
             if direct:
                 run = self._free.pop()
                 self._executing += 1
             else:
                 self._queue.append(pending)
-                self._cond.notify()
+                if self._free:  # with every runner busy, the next release wakes a worker
+                    self._cond.notify()
         if direct:
             try:
                 self._execute(run, [pending])
             finally:
                 self._release(run, 1)
-        timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
-        if not pending.done.wait(timeout):
-            with self._cond:
-                if pending in self._queue:  # still waiting: withdraw it
-                    self._queue.remove(pending)
-                    raise DeadlineExceeded(
-                        f"request to model {self.name} timed out after "
-                        f"{(time.perf_counter() - pending.enqueued) * 1e3:.1f} ms in the queue"
-                    )
-            pending.done.wait()  # already executing: the result is moments away
+        else:
+            timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            if not pending.wait(timeout):
+                with self._cond:
+                    if pending in self._queue:  # still waiting: withdraw it
+                        self._queue.remove(pending)
+                        raise DeadlineExceeded(
+                            f"request to model {self.name} timed out after "
+                            f"{(time.perf_counter() - pending.enqueued) * 1e3:.1f} ms in the queue"
+                        )
+                pending.wait()  # already executing: the result is moments away
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
         return pending.result, pending.queue_ns
+
+    async def submit_async(
+        self, inputs: Batch, rows: int, deadline: float | None = None, *, expected: bool = False
+    ) -> tuple[Batch, int]:
+        """`submit` for a coroutine on an event loop: the same queue and batches, awaited.
+
+        A request that finds the batcher idle, for a model whose runs take less than
+        LOOP_RUN_LIMIT_NS (a moving average), runs at once in the loop's thread: no
+        hand-over, and the loop is held only that long. Otherwise it is queued for a
+        worker, which runs the queue as batches while the loop goes on reading requests,
+        and wakes the loop once per batch.
+        """
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, rows, deadline)
+        with self._cond:
+            if expected:
+                self._arriving -= 1
+            self._admit()
+            direct = bool(
+                not self._queue
+                and self._free
+                and self._arriving == 0
+                and self._run_ns <= LOOP_RUN_LIMIT_NS
+            )
+            if direct:
+                run = self._free.pop()
+                self._executing += 1
+            else:
+                future = pending.future = loop.create_future()
+                self._queue.append(pending)
+                if self._free:
+                    self._cond.notify()
+        if direct:
+            try:
+                self._execute(run, [pending])
+            finally:
+                self._release(run, 1)
+        else:
+            timer = None
+            if deadline is not None:
+                delay = max(0.0, deadline - time.perf_counter())
+                timer = loop.call_later(delay, self._expire, pending)
+            try:
+                await future
+            except asyncio.CancelledError:  # the caller left: withdraw it if still queued
+                self._withdraw(pending)
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result, pending.queue_ns
+
+    def _admit(self) -> None:
+        """Refuse a request while closing or with a full queue (call holding the lock)."""
+        if self._closed:
+            raise NotReady(f"model {self.name} is unloading; retry")
+        limit = self.settings.max_queue_size
+        if limit and len(self._queue) >= limit:
+            raise ResourceExhausted(
+                f"the queue of model {self.name} is full ({limit} requests waiting); retry "
+                "later or raise max_queue_size in its dynamic_batching default_queue_policy"
+            )
+
+    def _withdraw(self, pending: _Pending) -> bool:
+        with self._cond:
+            if pending in self._queue:
+                self._queue.remove(pending)
+                return True
+        return False
+
+    def _expire(self, pending: _Pending) -> None:
+        """A queued request's deadline passed (on its event loop): fail it if still queued."""
+        if self._withdraw(pending) and pending.future is not None and not pending.future.done():
+            pending.error = DeadlineExceeded(
+                f"request to model {self.name} timed out after "
+                f"{(time.perf_counter() - pending.enqueued) * 1e3:.1f} ms in the queue"
+            )
+            pending.future.set_result(None)
 
     def close(self) -> None:
         """Stop taking requests; the workers finish everything queued, then exit."""
@@ -182,7 +277,8 @@ class DynamicBatcher:
         with self._cond:
             self._free.append(run)
             self._executing -= count
-            self._cond.notify_all()  # a worker may wait for a free runner
+            if self._queue:  # a worker may wait for this runner; else nobody needs waking
+                self._cond.notify()
 
     def _take(self) -> tuple[list[_Pending], RunFn] | None:
         with self._cond:
@@ -229,7 +325,7 @@ class DynamicBatcher:
                     f"request to model {self.name} timed out after {pending.queue_ns / 1e6:.1f} ms "
                     "in the queue"
                 )
-                pending.done.set()
+                _finish([pending])
             else:
                 live.append(pending)
         if not live:
@@ -243,6 +339,8 @@ class DynamicBatcher:
             t1 = time.perf_counter_ns()
             outputs = run(feeds)
             t2 = time.perf_counter_ns()
+            last = self._run_ns
+            self._run_ns = float(t2 - t1) if last == float("inf") else 0.8 * last + 0.2 * (t2 - t1)
             start = 0
             for pending in live:
                 end = start + pending.rows
@@ -258,5 +356,24 @@ class DynamicBatcher:
             for pending in live:
                 pending.error = exc
         finally:
-            for pending in live:
-                pending.done.set()
+            _finish(live)
+
+
+def _settle(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # a caller that left cancelled its future
+            future.set_result(None)
+
+
+def _finish(pendings: list[_Pending]) -> None:
+    """Wake the waiters of finished requests: a thread each, an event loop once per batch."""
+    loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for pending in pendings:
+        if pending.future is None:
+            pending.done.release()
+        else:
+            loops.setdefault(pending.future.get_loop(), []).append(pending.future)
+    for loop, futures in loops.items():
+        # A loop that closed meanwhile has nobody waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, futures)

@@ -125,6 +125,13 @@ class InferenceCore:
     def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
         return self.repository.infer(request, deadline)
 
+    async def infer_async(
+        self, request: InferRequest, deadline: float | None = None
+    ) -> InferResult:
+        """`infer` awaited on an event loop (BYTES images are decoded in the caller's
+        thread, so a loop that serves them should run this in an executor instead)."""
+        return await self.repository.infer_async(request, deadline)
+
     @property
     def max_bytes_elements(self) -> int:
         return self.repository.limits.max_bytes_elements

@@ -144,25 +144,59 @@ class ModelVersion:
     def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
         """Run one request; raises InvalidInput, ResourceExhausted, DeadlineExceeded, ..."""
         start = time.perf_counter_ns()
-        self.batcher.expect()
-        submitted = False
         try:
-            outputs_wanted = self._requested(request)
-            self._check_answer(outputs_wanted, self._declared_rows(request))
-            feeds, rows = self._feeds(request, deadline)
-            deadline = self._deadline(request, deadline)
-            submitted = True
+            wanted, feeds, rows, deadline = self._prepare(request, deadline)
             outputs, queue_ns = self.batcher.submit(feeds, rows, deadline, expected=True)
-            self._check_answer(outputs_wanted, rows, outputs)  # outputs of variable size
-            result = InferResult(self.name, str(self.version), request.id)
-            for name, k in outputs_wanted:
-                result.outputs.append(self._output(name, outputs[name], k))
+            result = self._result(request, wanted, rows, outputs)
         except BaseException:
-            if not submitted:
-                self.batcher.unexpect()
             self.stats.record_failure(time.perf_counter_ns() - start)
             raise
         self.stats.record_success(rows, time.perf_counter_ns() - start, queue_ns)
+        return result
+
+    async def infer_async(
+        self, request: InferRequest, deadline: float | None = None
+    ) -> InferResult:
+        """`infer` for a coroutine on an event loop (the same checks, queue and statistics)."""
+        start = time.perf_counter_ns()
+        try:
+            wanted, feeds, rows, deadline = self._prepare(request, deadline)
+            outputs, queue_ns = await self.batcher.submit_async(
+                feeds, rows, deadline, expected=True
+            )
+            result = self._result(request, wanted, rows, outputs)
+        except BaseException:
+            self.stats.record_failure(time.perf_counter_ns() - start)
+            raise
+        self.stats.record_success(rows, time.perf_counter_ns() - start, queue_ns)
+        return result
+
+    def _prepare(
+        self, request: InferRequest, deadline: float | None
+    ) -> tuple[list[tuple[str, int]], dict[str, np.ndarray], int, float | None]:
+        """Check and decode a request, announced to the batcher (withdrawn if it fails):
+        the outputs wanted, the feeds, their rows and the deadline."""
+        self.batcher.expect()
+        try:
+            wanted = self._requested(request)
+            self._check_answer(wanted, self._declared_rows(request))
+            feeds, rows = self._feeds(request, deadline)
+            return wanted, feeds, rows, self._deadline(request, deadline)
+        except BaseException:
+            self.batcher.unexpect()
+            raise
+
+    def _result(
+        self,
+        request: InferRequest,
+        wanted: list[tuple[str, int]],
+        rows: int,
+        outputs: dict[str, np.ndarray],
+    ) -> InferResult:
+        self._check_answer(wanted, rows, outputs)  # outputs of variable size
+        result = InferResult(self.name, str(self.version), request.id)
+        for name, k in wanted:
+            result.outputs.append(self._output(name, outputs[name], k))
         return result
 
     def _deadline(self, request: InferRequest, deadline: float | None) -> float | None:

@@ -282,6 +282,18 @@ class ModelRepository:
                 raise
             return self.get(request.model).infer(request, deadline)
 
+    async def infer_async(
+        self, request: InferRequest, deadline: float | None = None
+    ) -> InferResult:
+        """`infer` for a coroutine on an event loop."""
+        model = self.get(request.model, request.version)
+        try:
+            return await model.infer_async(request, deadline)
+        except NotReady:
+            if request.version or self.get(request.model) is model:
+                raise
+            return await self.get(request.model).infer_async(request, deadline)
+
     def is_ready(self, name: str, version: str = "") -> bool:
         try:
             self.get(name, version)

@@ -20,6 +20,7 @@ from services.inference.config import ModelConfigError, ModelSettings
 
 log = logging.getLogger("stride.inference.runtime")
 
+SPIN_MODES = ("off", "run", "on")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # ONNX Runtime's tensor element types by the protocol's datatype names.
@@ -44,11 +45,18 @@ class RuntimeOptions:
     """Server-wide session settings."""
 
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
-    # Intra-op workers that spin-wait for work hold a core each for the whole run; on a
-    # machine whose cores the gRPC threads and the clients share, any of those preempts a
-    # worker mid-operator and the run waits for it. On 2 cores this doubled the p99 at
-    # concurrency 1 (figures in docs/performance.md).
-    spinning: bool = False
+    # Whether intra-op workers spin-wait for work: "off" (they sleep), "run" (they spin
+    # between the operators of a run and stop at its end) or "on" (they spin between runs
+    # too). Spinning between runs holds the cores that the gRPC threads and the clients
+    # need: on 2 cores it doubled the p99 at concurrency 1. Sleeping between operators
+    # costs a wake-up per operator, which a small model of many operators feels; "run"
+    # keeps the cores only while a run needs them: a better median and throughput at
+    # concurrency 1 than "off", but a longer tail (figures in docs/performance.md).
+    spin: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.spin not in SPIN_MODES:
+            raise ValueError(f"spin must be one of {', '.join(SPIN_MODES)}, got {self.spin!r}")
 
 
 def choose_providers(use_gpu: bool | None, available: list[str]) -> list[str]:
@@ -80,7 +88,11 @@ def create_session(path: Path, settings: ModelSettings, options: RuntimeOptions)
         1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     }.get(settings.graph_level, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
+    so.add_session_config_entry(
+        "session.intra_op.allow_spinning", "0" if options.spin == "off" else "1"
+    )
+    if options.spin == "run":  # ONNX Runtime stops the spinning when each run ends
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
     except Exception as exc:  # ORT raises its own exception types for corrupt or invalid files

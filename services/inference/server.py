@@ -21,19 +21,28 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.aio_server import AsyncManagedServer
 from services.common.counters import CallCounters
 from services.common.server import ManagedServer, ServerOptions, Service
 from services.inference.metrics import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, MetricsServer
 from services.inference.repository import ModelRepository
 from services.inference.rest_server import HttpOptions, HttpServer
 from services.inference.runtime import RuntimeOptions
-from services.inference.servicer import PROBES, InferenceServicer, add_to_server
+from services.inference.servicer import (
+    PROBES,
+    AsyncInferenceServicer,
+    InferenceServicer,
+    add_to_server,
+)
 from services.inference.tensors import RequestLimits
 from services.inference.wire import parse_infer_request
 
 log = logging.getLogger("stride.inference.server")
 
 SERVICE_NAME = "inference.GRPCInferenceService"
+# The gRPC server: "asyncio" (grpc.aio, one event loop; the default) or "threads" (gRPC's
+# threaded server, a handler thread per call in flight).
+GRPC_SERVERS = ("asyncio", "threads")
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,12 @@ class InferenceServer:
         limits: RequestLimits | None = None,
         version: str = "0",
         http: HttpOptions | None = None,  # None: no REST port
+        grpc_server: str = "asyncio",
     ) -> None:
+        if grpc_server not in GRPC_SERVERS:
+            raise ValueError(
+                f"grpc server must be one of {', '.join(GRPC_SERVERS)}, got {grpc_server!r}"
+            )
         limits = limits or RequestLimits()
         if limits.max_response_bytes is None:  # an answer must fit in one message
             size = int(options.max_message_mb * 1024 * 1024)
@@ -79,7 +93,8 @@ class InferenceServer:
         self.repository = ModelRepository(
             repository, runtime, limits=limits, on_health=self._set_health
         )
-        self.servicer = InferenceServicer(
+        servicer = AsyncInferenceServicer if grpc_server == "asyncio" else InferenceServicer
+        self.servicer = servicer(
             self.repository, version=version, serving=lambda: not self.grpc.stopping
         )
         # Requests are counted on the wire before protobuf builds them (services.inference.wire).
@@ -90,7 +105,8 @@ class InferenceServer:
             probes=PROBES,
             parsers={"ModelInfer": parse, "ModelStreamInfer": parse},
         )
-        self.grpc = ManagedServer(
+        server = AsyncManagedServer if grpc_server == "asyncio" else ManagedServer
+        self.grpc: ManagedServer | AsyncManagedServer = server(
             [service],
             options,
             on_stop=[self._release],

@@ -7,10 +7,11 @@ errors that the shared interceptor maps to status codes.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from services.inference import protocol
 from services.inference.core import InferenceCore
 from services.inference.repository import ModelRepository
 from services.inference.stats import Duration
+from services.inference.tensors import BYTES, InferRequest, InferResult
 
 log = logging.getLogger("stride.inference.servicer")
 
@@ -151,6 +153,42 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         self.core.unload(request.model_name, request.parameters)
         return pb.RepositoryModelUnloadResponse()
+
+
+class AsyncInferenceServicer(InferenceServicer):
+    """The servicer for the asyncio server: ModelInfer and ModelStreamInfer are coroutines
+    on its event loop (the model's run is awaited from the dynamic batcher); every other
+    method is the threaded servicer's, run on the handler threads."""
+
+    async def _infer(self, request: InferRequest, deadline: float | None) -> InferResult:
+        if any(t.datatype == BYTES for t in request.inputs):
+            # Images are decoded in the caller's thread: not the loop's.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self.core.infer, request, deadline)
+        return await self.core.infer_async(request, deadline)
+
+    async def ModelInfer(  # type: ignore[override]
+        self, request: pb.ModelInferRequest, context: Any
+    ) -> pb.ModelInferResponse:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None or remaining > 1e6 else time.perf_counter() + remaining
+        decoded = protocol.request_from_proto(request, self.core.max_bytes_elements)
+        return protocol.response_to_proto(await self._infer(decoded, deadline))
+
+    async def ModelStreamInfer(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        max_bytes = self.core.max_bytes_elements
+        async for request in request_iterator:
+            try:
+                result = await self._infer(protocol.request_from_proto(request, max_bytes), None)
+                yield pb.ModelStreamInferResponse(infer_response=protocol.response_to_proto(result))
+            except ServiceError as exc:
+                yield pb.ModelStreamInferResponse(error_message=str(exc))
+            except Exception as exc:  # report, log, keep the stream open
+                _, message, _ = status_for(exc)
+                log.exception("ModelStreamInfer failed")
+                yield pb.ModelStreamInferResponse(error_message=message)
 
 
 # Cheap answers to "alive?" and "ready?": they run on the server's probe threads (see

@@ -34,6 +34,28 @@ def _on_off(value: str) -> str:
     return value
 
 
+# services.inference.runtime.SPIN_MODES, named here so that --help imports no ONNX Runtime.
+SPIN_MODES = ("off", "run", "on")
+
+
+# services.inference.server.GRPC_SERVERS, named here for the same reason.
+GRPC_SERVERS = ("asyncio", "threads")
+
+
+def _grpc_server(value: str) -> str:
+    if value not in GRPC_SERVERS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(GRPC_SERVERS)}, got {value!r}"
+        )
+    return value
+
+
+def _spin_mode(value: str) -> str:
+    if value not in SPIN_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(SPIN_MODES)}, got {value!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `stride serve` (each with an env default)."""
     add = parser.add_argument
@@ -143,19 +165,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--spin",
-        type=_on_off,
-        metavar="{on,off}",
+        type=_spin_mode,
+        metavar="{" + ",".join(SPIN_MODES) + "}",
         default=env_default("spin", "off"),
-        help="ONNX Runtime intra-op threads spin-wait for work (on) or sleep (off, the "
-        "default: spinning threads hold cores that gRPC and clients need, which lengthens "
-        "the latency tail when cores are few) (env STRIDE_SPIN)",
+        help="ONNX Runtime intra-op threads never spin-wait for work (off, the default), "
+        "spin while a run lasts and sleep between runs (run: a lower median, a longer tail) "
+        "or always spin (on: they hold cores that gRPC and clients need between runs, which "
+        "lengthens the tail when cores are few) (env STRIDE_SPIN)",
+    )
+    add(
+        "--grpc-server",
+        type=_grpc_server,
+        metavar="{" + ",".join(GRPC_SERVERS) + "}",
+        default=env_default("grpc-server", "asyncio"),
+        help="asyncio (the default: grpc.aio, one event loop serves every call; inference "
+        "calls never change threads) or threads (gRPC's threaded server, a handler thread "
+        "per call in flight) (env STRIDE_GRPC_SERVER)",
     )
     add(
         "--handler-threads",
         type=int,
         default=env_default("handler-threads", "128"),
-        help="gRPC handler threads, i.e. requests served at once; probes and streams have "
-        "threads of their own (env STRIDE_HANDLER_THREADS)",
+        help="gRPC handler threads: calls served at once with --grpc-server threads; with "
+        "asyncio, the threads that answer the calls other than inference (metadata, "
+        "statistics, load and unload) (env STRIDE_HANDLER_THREADS)",
     )
     add_stream_arguments(parser)
     add(
@@ -278,9 +311,10 @@ def run(args: argparse.Namespace) -> int:
         http=http,
         metrics=None if args.metrics_port < 0 else metrics,
         poll_interval=args.poll_interval or None,
-        runtime=RuntimeOptions(intra_op_threads=args.threads, spinning=args.spin == "on"),
+        runtime=RuntimeOptions(intra_op_threads=args.threads, spin=args.spin),
         limits=limits,
         version=__version__,
+        grpc_server=args.grpc_server,
     )
     server.start()
     server.install_signal_handlers()

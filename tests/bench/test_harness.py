@@ -29,11 +29,12 @@ def test_smoke_run_writes_the_table_and_json(perf_analyzer: str, tmp_path: Path)
     doc = json.loads(path.read_text())
     assert doc["mode"] == "smoke" and doc["git"]["revision"]
     assert doc["machine"]["cores"] and doc["versions"]["onnxruntime"]
-    assert set(doc["sections"]) == {"training", "serving", "startup", "peer", "triton"}
+    assert set(doc["sections"]) == {"training", "serving", "startup", "peer", "triton", "frontends"}
     assert all("figures" in s for s in doc["sections"].values()), doc["sections"]
     figures = {(r["section"], r["figure"]) for r in doc["table"]}
     for section in ("training", "serving", "startup"):
         assert any(s == section for s, _ in figures), section
+    assert any(s == "frontends" for s, _ in figures)
     measured = [r for r in doc["table"] if r["section"] not in ("peer", "triton")]
     assert all(r["ratio"] is not None and r["ratio"] > 0 for r in measured), measured
     assert "figure" in done.stdout and str(path) in done.stdout
@@ -67,3 +68,17 @@ def test_triton_rows_carry_both_servers_and_the_ratio() -> None:
     assert "p99 2.00 vs 2.00 ms" in row["note"]
     (skipped,) = rows.table({"triton": {"figures": {"skipped": "no tritonserver"}}})
     assert skipped["note"] == "no tritonserver"
+
+
+def test_frontend_rows_divide_each_server_model_by_stride_serve() -> None:
+    def run(kind: str, throughput: float) -> dict[str, float | str | int]:
+        return {
+            "kind": kind, "concurrency": 16, "throughput": throughput,
+            "p50_us": 1000, "p99_us": 2000, "server_cores": 1.2,
+        }  # fmt: skip
+
+    figures = {"runs": {"aio-echo@16": run("aio-echo", 300.0), "stride@16": run("stride", 100.0)}}
+    (row,) = rows.table({"frontends": {"figures": figures}})
+    assert row["figure"] == "digits: grpc.aio, echo infer/s, concurrency 16"
+    assert (row["value"], row["baseline_value"], row["ratio"]) == (300.0, 100.0, 3.0)
+    assert "1.20 vs 1.20 cores" in row["note"]

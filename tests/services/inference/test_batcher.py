@@ -154,3 +154,123 @@ def test_runner_errors_reach_every_request_of_the_batch() -> None:
         b.submit({"x": np.zeros((1, 3))}, 1)
     b.close()
     assert times == []
+
+
+# submit_async: the same queue awaited from an event loop -----------------------------
+
+
+def _busy(b: DynamicBatcher, run: Recorder) -> threading.Thread:
+    """Occupy the only runner with a request from a thread; returns that thread."""
+    run.gate.clear()
+    t = threading.Thread(target=lambda: b.submit({"x": np.zeros((1, 3))}, 1), daemon=True)
+    t.start()
+    assert run.running.wait(5)
+    return t
+
+
+def test_coroutines_batch_together_and_get_their_own_rows() -> None:
+    import asyncio
+
+    run = Recorder()
+    b = batcher(run)
+    first = _busy(b, run)
+    sizes = [3, 1, 2, 2]
+
+    async def main() -> list[np.ndarray]:
+        async def one(i: int) -> np.ndarray:
+            x = np.full((sizes[i], 3), float(i))
+            return (await b.submit_async({"x": x}, sizes[i]))[0]["y"]
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(sizes))]
+        await asyncio.sleep(0.2)  # all four queue behind the busy runner
+        run.gate.set()
+        return list(await asyncio.gather(*tasks))
+
+    results = asyncio.run(main())
+    first.join(5)
+    b.close()
+    assert run.sizes == [1, 8]  # the first alone, then the four coroutines in one batch
+    for i, (size, y) in enumerate(zip(sizes, results, strict=True)):
+        assert y.shape == (size, 3) and (y == 2.0 * i).all()
+
+
+def test_a_lone_coroutine_of_a_fast_model_runs_in_the_loops_thread() -> None:
+    import asyncio
+
+    seen: list[str] = []
+    delay = [0.0]
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(threading.current_thread().name)
+        time.sleep(delay[0])
+        return {"y": feeds["x"]}
+
+    b = DynamicBatcher("m", [run], BatcherSettings(max_batch_size=8, batching=True))
+
+    async def three() -> None:
+        for _ in range(3):
+            out, _ = await b.submit_async({"x": np.ones((2, 3))}, 2)
+            assert out["y"].shape == (2, 3)
+
+    asyncio.run(three())  # the first run is timed on a worker, then the loop runs them
+    assert seen == ["batcher-m-0", "MainThread", "MainThread"]
+    seen.clear()
+    delay[0] = 0.01  # a slow model would hold the loop: back to the worker
+    asyncio.run(three())
+    b.close()
+    assert seen[-1] == "batcher-m-0"
+
+
+def test_a_queued_coroutine_past_its_deadline_fails_and_never_runs() -> None:
+    import asyncio
+
+    run = Recorder()
+    b = batcher(run)
+    first = _busy(b, run)
+
+    async def late() -> None:
+        await b.submit_async({"x": np.zeros((5, 3))}, 5, deadline=time.perf_counter() + 0.1)
+
+    with pytest.raises(DeadlineExceeded, match="timed out after"):
+        asyncio.run(late())
+    run.gate.set()
+    first.join(5)
+    b.close()
+    assert 5 not in run.sizes
+
+
+def test_a_cancelled_coroutine_leaves_the_queue() -> None:
+    import asyncio
+
+    run = Recorder()
+    b = batcher(run)
+    first = _busy(b, run)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(b.submit_async({"x": np.zeros((5, 3))}, 5))
+        await asyncio.sleep(0.1)
+        assert b.pending == 2
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert b.pending == 1  # only the running one
+
+    asyncio.run(main())
+    run.gate.set()
+    first.join(5)
+    b.close()
+    assert run.sizes == [1]
+
+
+def test_runner_errors_and_refusals_reach_coroutines() -> None:
+    import asyncio
+
+    def broken(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise RuntimeError("kaput")
+
+    b = DynamicBatcher("m", [broken], BatcherSettings(max_batch_size=8, batching=True))
+    with pytest.raises(RuntimeError, match="kaput"):
+        asyncio.run(b.submit_async({"x": np.ones((1, 3))}, 1))
+    b.close()
+    with pytest.raises(NotReady, match="unloading"):
+        asyncio.run(b.submit_async({"x": np.ones((1, 3))}, 1))

@@ -221,16 +221,60 @@ def test_hot_reload_through_the_port_under_continuous_requests(tmp_path: Path) -
     assert {1, 2, 3} <= seen
 
 
-@pytest.mark.parametrize("spinning", [False, True])
-def test_intra_op_spinning_follows_the_runtime_options(tmp_path: Path, spinning: bool) -> None:
+@pytest.mark.parametrize(
+    ("spin", "allow", "stop"), [("off", "0", None), ("run", "1", "1"), ("on", "1", None)]
+)
+def test_intra_op_spinning_follows_the_runtime_options(
+    tmp_path: Path, spin: str, allow: str, stop: str | None
+) -> None:
     add_model(tmp_path, "digits")
-    repository = ModelRepository(tmp_path, RuntimeOptions(spinning=spinning))
+    repository = ModelRepository(tmp_path, RuntimeOptions(spin=spin))
     try:
         repository.poll()
-        session = repository.get("digits").sessions[0]
-        entry = session.get_session_options().get_session_config_entry(
-            "session.intra_op.allow_spinning"
-        )
-        assert entry == ("1" if spinning else "0")
+        options = repository.get("digits").sessions[0].get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
+        if stop is None:
+            with pytest.raises(RuntimeError, match="does not have configuration"):
+                options.get_session_config_entry("session.force_spinning_stop")
+        else:
+            assert options.get_session_config_entry("session.force_spinning_stop") == stop
     finally:
         repository.close()
+
+
+def test_an_unknown_spin_mode_is_refused_naming_the_modes() -> None:
+    with pytest.raises(ValueError, match="off, run, on"):
+        RuntimeOptions(spin="sometimes")
+
+
+def test_the_cli_names_the_same_spin_modes_as_the_runtime() -> None:
+    from services.inference.runtime import SPIN_MODES
+    from stride.commands.serve import SPIN_MODES as CLI_SPIN_MODES
+
+    assert CLI_SPIN_MODES == SPIN_MODES
+
+
+def test_the_cli_names_the_same_grpc_servers_as_the_server() -> None:
+    from services.inference.server import GRPC_SERVERS
+    from stride.commands.serve import GRPC_SERVERS as CLI_GRPC_SERVERS
+
+    assert CLI_GRPC_SERVERS == GRPC_SERVERS
+
+
+def test_infer_async_answers_and_counts_as_infer(
+    tmp_path: Path, repository: ModelRepository
+) -> None:
+    import asyncio
+
+    add_model(tmp_path, "digits", versions=(1, 2))
+    repository.poll()
+    sync = repository.infer(request())
+    result = asyncio.run(repository.infer_async(request()))
+    assert np.allclose(logits(result), logits(sync)) and which_seed(logits(result)) == 2
+    bad = InferRequest("digits", "", [InputTensor("input", "FP32", (2, 3), np.zeros((2, 3)))])
+    with pytest.raises(InvalidInput, match="shape"):
+        asyncio.run(repository.infer_async(bad))
+    model = repository.get("digits")
+    snap = model.stats.snapshot()
+    assert (snap.success.count, snap.fail.count, snap.inference_count) == (2, 1, 4)
+    assert model.batcher._arriving == 0  # the failed request's announcement was withdrawn
