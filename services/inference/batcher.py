@@ -136,22 +136,22 @@ class DynamicBatcher:
         `deadline` is a `time.perf_counter()` value; a request still queued then fails.
         `expected`: this request was announced with `expect()` (withdrawn here, atomically).
         """
-        pending = _Pending(inputs, rows, deadline)
+        run = None
         with self._cond:
             if expected:
                 self._arriving -= 1
             self._admit()
-            direct = bool(not self._queue and self._free and self._arriving == 0)
-            if direct:
+            if not self._queue and self._free and self._arriving == 0:
                 run = self._free.pop()
                 self._executing += 1
             else:
+                pending = _Pending(inputs, rows, deadline)
                 self._queue.append(pending)
                 if self._free:  # with every runner busy, the next release wakes a worker
                     self._cond.notify()
-        if direct:
+        if run is not None:
             try:
-                self._execute(run, [pending])
+                return self._run_now(run, inputs, rows, deadline), 0
             finally:
                 self._release(run, 1)
         else:
@@ -179,46 +179,47 @@ class DynamicBatcher:
         LOOP_RUN_LIMIT_NS (a moving average), runs at once in the loop's thread: no
         hand-over, and the loop is held only that long. Otherwise it is queued for a
         worker, which runs the queue as batches while the loop goes on reading requests,
-        and wakes the loop once per batch.
+        and wakes the loop once per batch. (Batching in the loop instead, by a drain
+        scheduled behind the requests already read, formed no batches: grpc.aio starts
+        about one call per loop turn. It only added two turns to each request.)
         """
         loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, rows, deadline)
+        run = None
         with self._cond:
             if expected:
                 self._arriving -= 1
             self._admit()
-            direct = bool(
+            if (
                 not self._queue
                 and self._free
                 and self._arriving == 0
                 and self._run_ns <= LOOP_RUN_LIMIT_NS
-            )
-            if direct:
+            ):
                 run = self._free.pop()
                 self._executing += 1
             else:
+                pending = _Pending(inputs, rows, deadline)
                 future = pending.future = loop.create_future()
                 self._queue.append(pending)
                 if self._free:
                     self._cond.notify()
-        if direct:
+        if run is not None:
             try:
-                self._execute(run, [pending])
+                return self._run_now(run, inputs, rows, deadline), 0
             finally:
                 self._release(run, 1)
-        else:
-            timer = None
-            if deadline is not None:
-                delay = max(0.0, deadline - time.perf_counter())
-                timer = loop.call_later(delay, self._expire, pending)
-            try:
-                await future
-            except asyncio.CancelledError:  # the caller left: withdraw it if still queued
-                self._withdraw(pending)
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
+        timer = None
+        if deadline is not None:
+            delay = max(0.0, deadline - time.perf_counter())
+            timer = loop.call_later(delay, self._expire, pending)
+        try:
+            await future
+        except asyncio.CancelledError:  # the caller left: withdraw it if still queued
+            self._withdraw(pending)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
@@ -259,6 +260,24 @@ class DynamicBatcher:
         for worker in self._workers:
             worker.join()
 
+    def _run_now(self, run: RunFn, inputs: Batch, rows: int, deadline: float | None) -> Batch:
+        """Run one request in the caller's thread (nothing queued, a runner taken): no
+        queue, no copy in or out, so its queue and input/output times are zero."""
+        if deadline is not None and time.perf_counter() > deadline:
+            raise DeadlineExceeded(f"request to model {self.name} timed out before it could run")
+        t1 = time.perf_counter_ns()
+        outputs = run(inputs)
+        infer_ns = time.perf_counter_ns() - t1
+        self._observe(infer_ns)
+        if self._on_batch is not None:
+            self._on_batch(BatchTimes(rows, 0, infer_ns, 0))
+        return outputs
+
+    def _observe(self, run_ns: int) -> None:
+        """Fold one execution's time into the moving average."""
+        last = self._run_ns
+        self._run_ns = float(run_ns) if last == float("inf") else 0.8 * last + 0.2 * run_ns
+
     # Worker side -------------------------------------------------------------
 
     def _ready(self, rows: int, taken: int, oldest: _Pending) -> tuple[bool, float]:
@@ -287,18 +306,23 @@ class DynamicBatcher:
                     if self._closed and not self._queue:
                         return None
                     self._cond.wait()
-                rows, taken = 0, 0
-                for pending in self._queue:
-                    if taken and (not self.settings.batching or rows + pending.rows > self._cap):
-                        break
-                    rows += pending.rows
-                    taken += 1
+                rows, taken = self._head()
                 go, wait = self._ready(rows, taken, self._queue[0])
                 if go:
                     batch = [self._queue.popleft() for _ in range(taken)]
                     self._executing += len(batch)
                     return batch, self._free.pop()
                 self._cond.wait(wait)
+
+    def _head(self) -> tuple[int, int]:
+        """The rows and requests at the head of the queue that fit one execution."""
+        rows, taken = 0, 0
+        for pending in self._queue:
+            if taken and (not self.settings.batching or rows + pending.rows > self._cap):
+                break
+            rows += pending.rows
+            taken += 1
+        return rows, taken
 
     @property
     def _cap(self) -> int:
@@ -339,8 +363,7 @@ class DynamicBatcher:
             t1 = time.perf_counter_ns()
             outputs = run(feeds)
             t2 = time.perf_counter_ns()
-            last = self._run_ns
-            self._run_ns = float(t2 - t1) if last == float("inf") else 0.8 * last + 0.2 * (t2 - t1)
+            self._observe(t2 - t1)
             start = 0
             for pending in live:
                 end = start + pending.rows

@@ -91,8 +91,11 @@ class ModelVersion:
         for session in self.sessions:
             runtime.warm_up(session, settings)
         self._output_names = [o.name for o in settings.outputs]
+        self._every_output = [(name, 0) for name in self._output_names]
         self._inputs = {spec.name: spec for spec in settings.inputs}
         self._outputs = {spec.name: spec for spec in settings.outputs}
+        self._shapes = {spec.name: self._expected_shape(spec) for spec in settings.inputs}
+        self._version = str(version)
         self.stats = ModelStats()
         self.batcher = DynamicBatcher(
             f"{self.name}:{version}",
@@ -194,7 +197,7 @@ class ModelVersion:
         outputs: dict[str, np.ndarray],
     ) -> InferResult:
         self._check_answer(wanted, rows, outputs)  # outputs of variable size
-        result = InferResult(self.name, str(self.version), request.id)
+        result = InferResult(self.name, self._version, request.id)
         for name, k in wanted:
             result.outputs.append(self._output(name, outputs[name], k))
         return result
@@ -215,22 +218,27 @@ class ModelVersion:
         given = {t.name: t for t in request.inputs}
         if len(given) != len(request.inputs):
             raise InvalidInput("each input may appear only once in a request")
-        unknown = sorted(set(given) - set(self._inputs))
-        missing = sorted(set(self._inputs) - set(given))
-        if unknown or missing:
+        if given.keys() != self._inputs.keys():
+            unknown = sorted(set(given) - set(self._inputs))
+            missing = sorted(set(self._inputs) - set(given))
             raise InvalidInput(
                 f"model {self.name} expects inputs {sorted(self._inputs)}; "
                 + (f"unknown: {unknown}" if unknown else f"missing: {missing}")
             )
         feeds: dict[str, np.ndarray] = {}
-        batch_sizes = set()
+        batched = bool(self.settings.max_batch_size)
+        rows = None
         for name, tensor in given.items():
             array = self._input_array(self._inputs[name], tensor, deadline)
             feeds[name] = array
-            batch_sizes.add(array.shape[0] if self.settings.max_batch_size else 1)
-        if len(batch_sizes) > 1:
-            raise InvalidInput(f"inputs have different batch sizes {sorted(batch_sizes)}")
-        return feeds, batch_sizes.pop()
+            size = array.shape[0] if batched else 1
+            if rows is None:
+                rows = size
+            elif size != rows:
+                sizes = sorted({a.shape[0] for a in feeds.values()})
+                raise InvalidInput(f"inputs have different batch sizes {sizes}")
+        assert rows is not None
+        return feeds, rows
 
     def _expected_shape(self, spec: TensorSpec) -> list[int]:
         return [-1, *spec.dims] if self.settings.max_batch_size else list(spec.dims)
@@ -239,9 +247,9 @@ class ModelVersion:
         self, spec: TensorSpec, tensor: InputTensor, deadline: float | None = None
     ) -> np.ndarray:
         what = f"input {spec.name!r} of model {self.name}"
-        if tensor.datatype == BYTES and spec.datatype != BYTES:
-            return self._images(spec, tensor, what, deadline)
         if tensor.datatype != spec.datatype:
+            if tensor.datatype == BYTES:
+                return self._images(spec, tensor, what, deadline)
             hint = " or BYTES (encoded PNG/JPEG images)" if self._takes_images(spec) else ""
             raise InvalidInput(
                 f"{what}: datatype {tensor.datatype} given, expected {spec.datatype}{hint}"
@@ -249,16 +257,20 @@ class ModelVersion:
         assert isinstance(tensor.data, np.ndarray)
         self._check_shape(spec, tensor.shape, what)
         array = tensor.data
-        if spec.datatype in FLOATS and array.size and not np.isfinite(array).all():
+        # logical_and.reduce: ndarray.all() less its Python wrapper.
+        if spec.datatype in FLOATS and not np.logical_and.reduce(np.isfinite(array), axis=None):
             bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             raise InvalidInput(f"{what}: {bad} NaN or infinite values; expected finite numbers")
         return array
 
     def _check_shape(self, spec: TensorSpec, shape: tuple[int, ...], what: str) -> None:
-        expected = self._expected_shape(spec)
-        ok = len(shape) == len(expected) and all(
-            e == -1 or e == s for e, s in zip(expected, shape, strict=True)
-        )
+        expected = self._shapes[spec.name]
+        ok = len(shape) == len(expected)
+        if ok:
+            for e, s in zip(expected, shape, strict=True):
+                if e != -1 and e != s:
+                    ok = False
+                    break
         limit = self.settings.max_batch_size
         if not ok:
             batch = f" (first dimension: batch of 1 to {limit})" if limit else ""
@@ -303,7 +315,7 @@ class ModelVersion:
 
     def _requested(self, request: InferRequest) -> list[tuple[str, int]]:
         if request.outputs is None:
-            return [(name, 0) for name in self._output_names]
+            return self._every_output  # read, never changed
         wanted = []
         seen: set[str] = set()
         for out in request.outputs:
@@ -329,8 +341,11 @@ class ModelVersion:
         limit = self.settings.max_batch_size
         if not limit:
             return 1
-        rows = max((t.shape[0] for t in request.inputs if t.shape), default=1)
-        return max(1, min(rows, limit))
+        rows = 1
+        for tensor in request.inputs:
+            if tensor.shape and tensor.shape[0] > rows:
+                rows = tensor.shape[0]
+        return min(rows, limit)
 
     def _answer_sizes(self) -> dict[str, tuple[int | None, int, int]]:
         """Per output: elements per row (None if a dim is -1), bytes per element, and the

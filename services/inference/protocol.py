@@ -171,17 +171,20 @@ def _decode_typed(
     return np.asarray(values, dtype=NUMPY_DTYPES[tensor.datatype]).reshape(shape)
 
 
-def _decode_input(request: pb.ModelInferRequest, index: int, max_bytes: int) -> InputTensor:
-    tensor = request.inputs[index]
-    what = f"input {tensor.name!r}"
-    shape = tuple(int(d) for d in tensor.shape)
+def _decode_input(tensor: Any, raw: bytes | None, max_bytes: int) -> InputTensor:
+    """One input of a request: `raw` is its raw_input_contents entry, None for typed contents."""
+    shape = tuple(tensor.shape)
     if tensor.parameters:
-        raise InvalidInput(f"{what}: unsupported parameters {sorted(tensor.parameters)}")
-    if request.raw_input_contents:
+        raise InvalidInput(
+            f"input {tensor.name!r}: unsupported parameters {sorted(tensor.parameters)}"
+        )
+    if raw is not None:
         if tensor.HasField("contents"):
-            raise InvalidInput(f"{what}: give raw_input_contents or typed contents, not both")
-        raw = request.raw_input_contents[index]
+            raise InvalidInput(
+                f"input {tensor.name!r}: give raw_input_contents or typed contents, not both"
+            )
         return raw_input(tensor.name, tensor.datatype, shape, raw, max_bytes)
+    what = f"input {tensor.name!r}"
     check_shape(shape, what)
     return InputTensor(
         tensor.name, tensor.datatype, shape, _decode_typed(tensor, shape, what, max_bytes)
@@ -193,29 +196,43 @@ def request_from_proto(
 ) -> InferRequest:
     """Decode a ModelInferRequest (raises InvalidInput with what was expected).
 
-    Outputs are read before inputs (see `output_requests`).
+    Outputs are read before inputs (see `output_requests`). This runs once per request
+    on the server's event loop: the common request (raw contents, no parameters but
+    perf_analyzer's) takes no detour.
     """
-    if not request.inputs:
+    tensors = request.inputs
+    if not tensors:
         raise InvalidInput("request has no inputs")
-    if request.raw_input_contents and len(request.raw_input_contents) != len(request.inputs):
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(tensors):
         raise InvalidInput(
-            f"raw_input_contents has {len(request.raw_input_contents)} entries but the request "
-            f"has {len(request.inputs)} inputs: give one entry per input, in order"
+            f"raw_input_contents has {len(raw)} entries but the request "
+            f"has {len(tensors)} inputs: give one entry per input, in order"
         )
-    timeout_us = timeout_from({k: parameter_value(v) for k, v in request.parameters.items()})
+    parameters = request.parameters
+    timeout_us = (
+        timeout_from({k: parameter_value(v) for k, v in parameters.items()}) if parameters else 0
+    )
     outputs = None
     if request.outputs:
         outputs = output_requests(
-            (out.name, {k: parameter_value(v) for k, v in out.parameters.items()})
+            (
+                out.name,
+                {k: parameter_value(v) for k, v in out.parameters.items()}
+                if out.parameters
+                else {},
+            )
             for out in request.outputs
         )
+    if raw:
+        inputs = [
+            _decode_input(tensor, contents, max_bytes_elements)
+            for tensor, contents in zip(tensors, raw, strict=True)
+        ]
+    else:
+        inputs = [_decode_input(tensor, None, max_bytes_elements) for tensor in tensors]
     return InferRequest(
-        model=request.model_name,
-        version=request.model_version,
-        inputs=[_decode_input(request, i, max_bytes_elements) for i in range(len(request.inputs))],
-        outputs=outputs,
-        id=request.id,
-        timeout_us=timeout_us,
+        request.model_name, request.model_version, inputs, outputs, request.id, timeout_us
     )
 
 

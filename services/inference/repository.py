@@ -242,16 +242,16 @@ class ModelRepository:
 
     def get(self, name: str, version: str = "") -> ModelVersion:
         """The loaded version to serve; ModelNotFound or NotReady with the reason otherwise."""
-        check_model_name(name)
         number = parse_version(version)
         with self._lock:
             entry = self._models.get(name)
             if entry is None:
+                check_model_name(name)  # a name found is valid: folders are checked
                 raise ModelNotFound(f"unknown model {name!r}; see RepositoryIndex for the models")
             if number is None:
-                ready = [v for v, s in entry.versions.items() if s.state == READY]
+                ready = max((v for v, s in entry.versions.items() if s.state == READY), default=0)
                 if ready:
-                    model = entry.versions[max(ready)].model
+                    model = entry.versions[ready].model
                     assert model is not None
                     return model
                 if entry.unloaded:  # Triton: NOT_FOUND, "has no available versions"

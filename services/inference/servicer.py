@@ -161,10 +161,11 @@ class AsyncInferenceServicer(InferenceServicer):
     method is the threaded servicer's, run on the handler threads."""
 
     async def _infer(self, request: InferRequest, deadline: float | None) -> InferResult:
-        if any(t.datatype == BYTES for t in request.inputs):
-            # Images are decoded in the caller's thread: not the loop's.
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, self.core.infer, request, deadline)
+        for tensor in request.inputs:
+            if tensor.datatype == BYTES:
+                # Images are decoded in the caller's thread: not the loop's.
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, self.core.infer, request, deadline)
         return await self.core.infer_async(request, deadline)
 
     async def ModelInfer(  # type: ignore[override]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,7 +67,7 @@ class RequestLimits:
             raise ValueError(f"max decodes must be >= 0, got {self.max_decodes}")
 
 
-@dataclass
+@dataclass(slots=True)
 class InputTensor:
     """A request input: numpy array for numeric types, list of bytes for BYTES."""
 
@@ -76,15 +77,14 @@ class InputTensor:
     data: np.ndarray | list[bytes]
 
 
-@dataclass(frozen=True)
-class OutputRequest:
+class OutputRequest(NamedTuple):
     """A requested output; `classification` > 0 asks for the k best classes as strings."""
 
     name: str
     classification: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class InferRequest:
     """One inference request, already decoded from the wire."""
 
@@ -96,7 +96,7 @@ class InferRequest:
     timeout_us: int = 0  # 0: the model's default
 
 
-@dataclass
+@dataclass(slots=True)
 class OutputTensor:
     """A response output: numeric array, or list of bytes (classification strings)."""
 
@@ -106,7 +106,7 @@ class OutputTensor:
     data: np.ndarray | list[bytes]
 
 
-@dataclass
+@dataclass(slots=True)
 class InferResult:
     model: str
     version: str
@@ -127,9 +127,13 @@ MAX_SHAPE_ELEMENTS = 2**40
 
 
 def check_shape(shape: tuple[int, ...], what: str) -> None:
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"{what}: shape {list(shape)} has a negative dimension")
-    if element_count(tuple(max(d, 1) for d in shape)) > MAX_SHAPE_ELEMENTS:
+    count = 1  # of the non-zero dimensions
+    for dim in shape:
+        if dim < 0:
+            raise InvalidInput(f"{what}: shape {list(shape)} has a negative dimension")
+        if dim:
+            count *= dim
+    if count > MAX_SHAPE_ELEMENTS:
         raise InvalidInput(
             f"{what}: shape {list(shape)} is too large (its non-zero dimensions multiply to "
             f"more than 2**40 elements)"
@@ -184,4 +188,4 @@ def array_from_raw(raw: bytes, datatype: str, shape: tuple[int, ...], what: str)
             f"{what}: raw contents are {len(raw)} bytes but shape {list(shape)} of {datatype} "
             f"needs {expected} bytes"
         )
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return np.ndarray(shape, dtype, raw)  # a read-only view of `raw`, as np.frombuffer

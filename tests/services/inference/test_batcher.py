@@ -85,6 +85,27 @@ def test_a_lone_request_runs_at_once_in_the_callers_thread() -> None:
     assert threads == [threading.current_thread().name]
 
 
+def test_a_lone_request_past_its_deadline_never_runs() -> None:
+    calls: list[int] = []
+    times: list[BatchTimes] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(feeds["x"]))
+        return {"y": feeds["x"]}
+
+    b = DynamicBatcher("m", [run], BatcherSettings(8, True), on_batch=times.append)
+    with pytest.raises(DeadlineExceeded, match="timed out before it could run"):
+        b.submit({"x": np.zeros((1, 3))}, 1, deadline=time.perf_counter() - 1)
+    assert calls == [] and times == []
+    outputs, queue_ns = b.submit({"x": np.zeros((2, 3))}, 2)  # the runner was given back
+    b.close()
+    assert calls == [2] and outputs["y"].shape == (2, 3)
+    # Run at once: no queue, no copy in or out; the model's time is measured.
+    assert queue_ns == 0
+    assert [(t.batch_size, t.input_ns, t.output_ns) for t in times] == [(2, 0, 0)]
+    assert times[0].infer_ns > 0
+
+
 def test_an_announced_request_is_waited_for() -> None:
     run = Recorder()
     b = batcher(run, max_queue_delay_s=2.0)
