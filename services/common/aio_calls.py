@@ -13,7 +13,7 @@ timeout for them), for grpc.aio, where a call is a task on the server's event lo
 - streaming handlers must be coroutines or async generators: each holds one of
   `max_streams` slots, and one that moves no message either way for the idle
   timeout ends with DEADLINE_EXCEEDED. A handler that writes with `context.write`
-  (health Watch) is not seen writing, so it is ended after the idle timeout as a whole.
+  (health Watch) gets a context whose writes count as activity.
 """
 
 from __future__ import annotations
@@ -91,6 +91,38 @@ class PoolContext:
 
     def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Aborted(code, details)
+
+
+class _WriteWatch:
+    """A call's context whose `write` marks the stream active (for the idle timeout)."""
+
+    def __init__(self, context: Any, last: list[float]) -> None:
+        self._context = context
+        self._last = last
+
+    async def write(self, message: Any) -> None:
+        self._last[0] = time.monotonic()
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+async def _until_idle(work: Awaitable[Any], last: list[float], idle: float) -> Any:
+    """Await `work` while `last[0]` (the stream's latest activity) is within `idle`
+    seconds; past that, cancel it and raise _StreamIdle."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            left = last[0] + idle - time.monotonic()
+            done, _ = await asyncio.wait({task}, timeout=max(left, 0.0))
+            if done:
+                return task.result()
+            if time.monotonic() - last[0] >= idle:
+                raise _StreamIdle
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _deadline(context: Any) -> float | None:
@@ -255,14 +287,11 @@ class CallWrapper:
             try:
                 self._take_slot()
                 slot = True
-                if writes_itself:  # seen only as a whole: ended after the idle timeout
-                    try:
-                        await asyncio.wait_for(inner(request, context), idle)
-                    except TimeoutError:
-                        raise _StreamIdle from None
-                    return
                 last = [time.monotonic()]
                 given = _marked(request, last) if reads else _accept(request)
+                if writes_itself:
+                    await _until_idle(inner(given, _WriteWatch(context, last)), last, idle)
+                    return
                 responses = inner(given, context).__aiter__()
                 while True:
                     step = asyncio.ensure_future(responses.__anext__())
