@@ -56,6 +56,7 @@ OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 # bytes, so 16 MB of JSON can take about 200 MB; larger tensors go as binary data.
 MAX_JSON_BYTES = 16 * 1024 * 1024
 JSON = b"application/json"
+PROBE_PATHS = OPEN_PATHS  # health: needs no token, never counted against the limit
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,17 @@ class HttpOptions:
     tls: TlsFiles | None = None
     auth_token: str | None = None
     grace_period: float = 10.0  # seconds requests in flight get when the server stops
+    # Calls in flight (health probes aside) past which a call is answered 429 at once, as
+    # gRPC's RESOURCE_EXHAUSTED under --max-concurrent-requests; None: no limit.
+    max_concurrent: int | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"HTTP threads must be at least 1, got {self.threads}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ValueError(
+                f"max concurrent requests must be at least 1, got {self.max_concurrent}"
+            )
         if self.max_message_mb <= 0 or self.max_pending_mb < self.max_message_mb:
             raise ValueError(
                 "HTTP message size must be positive and at most the pending bytes limit, got "
@@ -109,6 +117,7 @@ class RestApp:
         self._max_body = int(options.max_message_mb * 1024 * 1024)
         self._budget = int(options.max_pending_mb * 1024 * 1024)
         self._pending = 0  # body bytes held now (touched on the event loop only)
+        self._in_flight = 0  # calls being answered, probes aside (the event loop only)
         self.pool = futures.ThreadPoolExecutor(options.threads, thread_name_prefix="http")
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -119,11 +128,15 @@ class RestApp:
         rid = (headers.get("x-request-id") or b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
         token = request_id_var.set(rid)
         endpoint = endpoint_of(scope["path"])
+        admitted = False
         try:
+            admitted = self._admit(scope["path"])
             status, body, extra = await self._answer(scope, headers, receive)
         except Exception as exc:
             status, body, extra = self._error(exc, rid, scope["path"])
         finally:
+            if admitted:
+                self._in_flight -= 1
             request_id_var.reset(token)
         extra = [*extra, (b"x-request-id", rid.encode("latin-1"))]
         try:
@@ -132,6 +145,20 @@ class RestApp:
             if self.counters is not None:
                 ns = time.perf_counter_ns() - start
                 self.counters.record("http", endpoint, str(status), ns)
+
+    def _admit(self, path: str) -> bool:
+        """Count a call in flight (True), or refuse it past `max_concurrent`; probes are
+        neither counted nor refused."""
+        limit = self.options.max_concurrent
+        if limit is None or path in PROBE_PATHS:
+            return False
+        if self._in_flight >= limit:
+            raise ResourceExhausted(
+                f"{limit} calls are in flight, the most this server serves at once "
+                "(--max-concurrent-requests); try again later"
+            )
+        self._in_flight += 1
+        return True
 
     def _error(
         self, exc: Exception, rid: str, path: str
@@ -163,7 +190,7 @@ class RestApp:
         path, method = scope["path"], scope["method"]
         self._authorize(path, headers)
         core = self.core
-        if path in ("/v2/health/live", "/v2/health/ready"):
+        if path in PROBE_PATHS:
             _method(method, "GET")
             ok = core.live() if path.endswith("live") else core.ready()
             return 200 if ok else 400, b"", []

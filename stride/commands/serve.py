@@ -153,8 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-concurrent-requests",
         type=int,
         default=env_default("max-concurrent-requests"),
-        help="calls in flight beyond this answer RESOURCE_EXHAUSTED "
-        "(env STRIDE_MAX_CONCURRENT_REQUESTS, default unlimited)",
+        help="calls in flight beyond this answer RESOURCE_EXHAUSTED (HTTP 429 over REST; "
+        "probes aside) (env STRIDE_MAX_CONCURRENT_REQUESTS, default unlimited)",
     )
     add(
         "--threads",
@@ -304,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
             tls=options.tls,
             auth_token=options.auth_token,
             grace_period=args.grace_period,
+            max_concurrent=args.max_concurrent_requests,
         )
     server = InferenceServer(
         Path(args.repository),

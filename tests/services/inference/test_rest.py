@@ -351,3 +351,65 @@ def test_a_busy_http_port_fails_the_start_cleanly(tmp_path: Path) -> None:
         with pytest.raises(OSError, match="cannot listen for HTTP"):
             server.start()
     assert server.repository.models() == []  # released again
+
+
+def test_calls_past_max_concurrent_are_refused_and_probes_are_not() -> None:
+    """--max-concurrent-requests over REST: a call past the limit is 429 at once, with the
+    reason; health probes neither count nor wait; the slot comes back when a call ends."""
+    import asyncio
+    import threading
+
+    from services.inference.rest_server import RestApp
+    from services.inference.tensors import InferResult
+
+    release = threading.Event()
+
+    class SlowCore:
+        max_bytes_elements = 16
+
+        def live(self) -> bool:
+            return True
+
+        def ready(self) -> bool:
+            return True
+
+        def infer(self, request: Any, deadline: Any) -> InferResult:
+            release.wait(10)
+            return InferResult(request.model, "1", request.id)
+
+    app = RestApp(SlowCore(), HttpOptions(max_concurrent=1))  # type: ignore[arg-type]
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], "data": [0.5]}]}
+    ).encode()
+
+    async def request(path: str, method: str = "POST", payload: bytes = b"") -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": payload, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": path, "method": method, "headers": []}
+        await app(scope, receive, send)
+        if sent[0]["status"] == 429:
+            assert b"--max-concurrent-requests" in sent[1]["body"]
+        return int(sent[0]["status"])
+
+    async def scenario() -> list[int]:
+        first = asyncio.ensure_future(request("/v2/models/m/infer", payload=body))
+        while app._in_flight == 0:
+            await asyncio.sleep(0.01)
+        refused = await request("/v2/models/m/infer", payload=body)
+        probes = [await request(p, "GET") for p in ("/v2/health/live", "/v2/health/ready")]
+        release.set()
+        done = await first
+        again = await request("/v2/health/ready", "GET")
+        return [refused, *probes, done, again, app._in_flight]
+
+    try:
+        assert asyncio.run(scenario()) == [429, 200, 200, 200, 200, 0]
+    finally:
+        release.set()
+        app.close()
