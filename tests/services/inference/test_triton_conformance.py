@@ -68,6 +68,7 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     add_model(repo, "digits")
     add_model(repo, "spare")
     _ties_model(repo)
+    add_model(repo, "versioned", versions=(1, 2, 3), policy="latest { num_versions: 2 }")
     triton_peer.triton_repository(repo, root / "triton", threads=1)
     triton = triton_peer.start(root / "triton", log=root / "triton.log", explicit=True)
     options = ServerOptions(host="127.0.0.1", port=0, grace_period=1)
@@ -307,3 +308,45 @@ def test_bad_requests_get_the_same_status(seen: dict[str, Any], section: str) ->
         assert ok["status"] == 200 and ok["binary_bytes"] == 40
         assert ok["body"] == theirs_all["binary_ok"]["body"]
         assert ours_all["classification"]["body"]["id"] == "r1"
+
+
+def test_stream_answers_agree(seen: dict[str, Any]) -> None:
+    """ModelStreamInfer: the same answers, an error where Triton answers one (the stream
+    stays open after it), the same outputs otherwise."""
+    ours_all, theirs_all = seen["stride"]["stream"], seen["triton"]["stream"]
+    assert set(ours_all) == set(theirs_all)
+    for case, ours in ours_all.items():
+        theirs = theirs_all[case]
+        assert ("error" in ours) == ("error" in theirs), (case, ours, theirs)
+        if "error" in ours:
+            continue
+        assert ours["id"] == theirs["id"], case
+        assert list(ours["outputs"]) == list(theirs["outputs"]), case
+        for name in ours["outputs"]:
+            _same_tensor(ours["outputs"][name], theirs["outputs"][name], f"{case}/{name}")
+    assert [c for c, a in ours_all.items() if "error" in a] == [
+        "unknown_model", "unknown_output", "batch_over_max", "unknown_version", "versioned_1"
+    ]  # fmt: skip
+    assert ours_all["after_errors"]["id"] == "s3"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_versions_agree(seen: dict[str, Any], protocol: str) -> None:
+    """Three versions on disk, the latest two served: metadata, readiness, the version
+    each request reaches, and the error for the one not served."""
+    ours, theirs = _both(seen, f"versions_{protocol}")
+    assert set(ours) == set(theirs)
+    assert ours["ready"] == theirs["ready"] == {"": True, "1": False, "2": True, "3": True}
+    assert ours["metadata_1"]["status"] == theirs["metadata_1"]["status"] != "OK"
+    assert ours["infer_1"]["status"] == theirs["infer_1"]["status"] != "OK"
+    ours_meta, theirs_meta = dict(ours["metadata"]), dict(theirs["metadata"])
+    assert ours_meta.pop("platform") == "onnxruntime_onnx"
+    theirs_meta.pop("platform")
+    assert ours_meta == theirs_meta
+    for key in ("infer_latest", "infer_2", "infer_3"):
+        assert ours[key]["model_version"] == theirs[key]["model_version"], key
+        for name in ours[key]["outputs"]:
+            _same_tensor(ours[key]["outputs"][name], theirs[key]["outputs"][name], key)
+    assert ours["infer_latest"]["model_version"] == "3"
+    # Each version is its own model (seed = version): 2 and 3 answer differently.
+    assert ours["infer_2"]["outputs"] != ours["infer_3"]["outputs"]

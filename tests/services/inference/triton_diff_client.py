@@ -11,6 +11,7 @@ tritonclient refuses most of them before sending.
 from __future__ import annotations
 
 import json
+import queue
 import sys
 import urllib.error
 import urllib.request
@@ -25,6 +26,86 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 X = np.linspace(-1, 1, 3 * 64, dtype=np.float32).reshape(3, 1, 8, 8)
+
+
+def _answer(result: Any, response: dict[str, Any]) -> dict[str, Any]:
+    """An infer answer as JSON: its id, and each output's datatype, shape and values."""
+    out: dict[str, Any] = {"id": response.get("id", ""), "outputs": {}}
+    for meta in response["outputs"]:
+        array = result.as_numpy(meta["name"])
+        values = (
+            array.tolist()
+            if array.dtype != object
+            else [
+                [v.decode() if isinstance(v, bytes) else str(v) for v in row]
+                for row in array.reshape(len(array), -1)
+            ]
+        )
+        out["outputs"][meta["name"]] = {
+            "datatype": meta["datatype"],
+            "shape": [int(d) for d in meta["shape"]],
+            "data": values,
+        }
+    return out
+
+
+def stream(url: str) -> dict[str, Any]:
+    """ModelStreamInfer through tritonclient's stream API, one request at a time (an error
+    comes back without its request's id): each answer, or that it was an error."""
+    client = grpcclient.InferenceServerClient(url)
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+
+    def send(x: np.ndarray = X, model: str = "digits", version: str = "", rid: str = "",
+             outputs: list[tuple[str, int]] | None = None) -> dict[str, Any]:  # fmt: skip
+        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        requested = None
+        if outputs is not None:
+            requested = [grpcclient.InferRequestedOutput(n, class_count=k) for n, k in outputs]
+        client.async_stream_infer(model, [inp], model_version=version, outputs=requested,
+                                  request_id=rid)  # fmt: skip
+        result, error = answers.get(timeout=30)
+        if error is not None:
+            return {"error": True, "message": str(error)}
+        return _answer(result, result.get_response(as_json=True))
+
+    seen = {
+        "first": send(rid="s1"),
+        "top3": send(rid="s2", outputs=[("probabilities", 3)]),
+        "unknown_model": send(model="nope"),
+        "unknown_output": send(outputs=[("nope", 0)]),
+        "batch_over_max": send(x=np.zeros((9, 1, 8, 8), np.float32)),
+        "unknown_version": send(version="7"),
+        "after_errors": send(x=X[:1], rid="s3"),
+        "versioned_latest": send(model="versioned"),
+        "versioned_2": send(model="versioned", version="2"),
+        "versioned_1": send(model="versioned", version="1"),
+    }
+    client.stop_stream()
+    return seen
+
+
+def versions(client: Any, module: Any, protocol: str) -> dict[str, Any]:
+    """A model with versions 1, 2 and 3 on disk and a policy that serves the latest two."""
+    grpc_json = {"as_json": True} if protocol == "grpc" else {}
+    seen: dict[str, Any] = {
+        "metadata": client.get_model_metadata("versioned", **grpc_json),
+        "ready": {v: client.is_model_ready("versioned", v) for v in ("", "1", "2", "3")},
+        "metadata_1": _error(lambda: client.get_model_metadata("versioned", "1")),
+    }
+
+    def infer(version: str) -> dict[str, Any]:
+        inp = module.InferInput("input", list(X.shape), "FP32")
+        inp.set_data_from_numpy(X)
+        result = client.infer("versioned", [inp], model_version=version)
+        response = result.get_response(**grpc_json) if protocol == "grpc" else result.get_response()
+        return {"model_version": response.get("model_version"), **_answer(result, response)}
+
+    for version in ("", "2", "3"):
+        seen[f"infer_{version or 'latest'}"] = infer(version)
+    seen["infer_1"] = _error(lambda: infer("1"))
+    return seen
 
 
 def _error(call: Any) -> dict[str, Any]:
@@ -73,23 +154,7 @@ def observe(client: Any, module: Any, protocol: str) -> dict[str, Any]:
                 requested.append(module.InferRequestedOutput(name, class_count=k, **kw))
         result = client.infer(model, [inp], outputs=requested, request_id=rid)
         response = result.get_response(**grpc_json) if protocol == "grpc" else result.get_response()
-        out: dict[str, Any] = {"id": response.get("id", ""), "outputs": {}}
-        for meta in response["outputs"]:
-            array = result.as_numpy(meta["name"])
-            values = (
-                array.tolist()
-                if array.dtype != object
-                else [
-                    [v.decode() if isinstance(v, bytes) else str(v) for v in row]
-                    for row in array.reshape(len(array), -1)
-                ]
-            )
-            out["outputs"][meta["name"]] = {
-                "datatype": meta["datatype"],
-                "shape": [int(d) for d in meta["shape"]],
-                "data": values,
-            }
-        return out
+        return _answer(result, response)
 
     seen["infer"] = {
         "all": infer(None, rid="diff-1"),
@@ -292,6 +357,9 @@ def main(grpc_url: str, http_url: str) -> None:
         "http": observe(httpclient.InferenceServerClient(http_url), httpclient, "http"),
         "bad_grpc": bad_grpc(grpc_url),
         "bad_http": bad_http(f"http://{http_url}"),
+        "stream": stream(grpc_url),
+        "versions_grpc": versions(grpcclient.InferenceServerClient(grpc_url), grpcclient, "grpc"),
+        "versions_http": versions(httpclient.InferenceServerClient(http_url), httpclient, "http"),
     }
     print(json.dumps(seen))
 
