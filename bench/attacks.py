@@ -6,6 +6,9 @@ codes its calls ended with and how long it took. The resilience tests
 (tests/services/test_resilience_*.py) run each one scaled down to seconds;
 `bench/soak.py` cycles through them for the whole adversarial phase.
 
+The REST attacks (item 7) send items 1, 4 and 5 over HTTP/REST, and bodies that never
+finish arriving.
+
 `Probe` is the normal client meanwhile: every 100 ms it calls health and a
 normal request, each with a 1 s deadline, and records the slowest answer and
 every failure.
@@ -43,6 +46,7 @@ class Target:
     token: str | None = None
     metrics_port: int | None = None
     host: str = "127.0.0.1"
+    http_port: int | None = None  # REST (`--http-port`), for the REST attacks
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -405,3 +409,160 @@ def inference_checks(target: Target, channel: grpc.Channel) -> dict[str, Callabl
         stub.ModelInfer(request, metadata=target.metadata, timeout=timeout)
 
     return {"health": check_health, "infer": infer}
+
+
+# Item 7: REST -------------------------------------------------------------------
+
+
+def rest_call(
+    target: Target,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> int:
+    """One REST call with the target's token; returns the HTTP status."""
+    import http.client
+
+    if target.http_port is None:
+        raise ValueError("the target has no REST port (http_port)")
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if target.token:
+        sent["Authorization"] = f"Bearer {target.token}"
+    connection = http.client.HTTPConnection(target.host, target.http_port, timeout=timeout)
+    try:
+        connection.request("GET" if body is None else "POST", path, body=body, headers=sent)
+        reply = connection.getresponse()
+        reply.read()
+        return reply.status
+    finally:
+        connection.close()
+
+
+def _infer_path(target: Target) -> str:
+    return f"/v2/models/{target.model}/infer"
+
+
+def rest_binary_body(tensors: list[dict[str, Any]], data: list[bytes]) -> tuple[bytes, str]:
+    """A REST infer body with binary tensor data: the JSON header, then each input's bytes;
+    returns the body and its Inference-Header-Content-Length."""
+    import json
+
+    for tensor, raw in zip(tensors, data, strict=True):
+        tensor.setdefault("parameters", {})["binary_data_size"] = len(raw)
+    header = json.dumps({"inputs": tensors}).encode()
+    return header + b"".join(data), str(len(header))
+
+
+def rest_repeated_outputs_body(count: int, batch: int = 64) -> tuple[bytes, str]:
+    """Item 1 over REST: a batch of `batch` inputs naming `probabilities` `count` times."""
+    import json
+
+    raw = np.zeros((batch, 1, 8, 8), np.float32).tobytes()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [batch, 1, 8, 8]}
+    body, length = rest_binary_body([tensor], [raw])
+    header = json.loads(body[: int(length)])
+    header["outputs"] = [{"name": "probabilities"}] * count
+    text = json.dumps(header).encode()
+    return text + raw, str(len(text))
+
+
+def rest_empty_bytes_body(count: int) -> tuple[bytes, str]:
+    """Item 5 over REST: a BYTES input of `count` empty elements as binary data."""
+    tensor = {"name": "input", "datatype": "BYTES", "shape": [count]}
+    return rest_binary_body([tensor], [b"\0\0\0\0" * count])
+
+
+def rest_image_body(side: int) -> tuple[bytes, str]:
+    """Item 4 over REST: one PNG of side x side pixels as a BYTES input."""
+    png = large_png(side)
+    tensor = {"name": "input", "datatype": "BYTES", "shape": [1]}
+    return rest_binary_body([tensor], [struct.pack("<I", len(png)) + png])
+
+
+def rest_attack(
+    target: Target, name: str, bodies: list[tuple[bytes, str]], parallel: int = 1
+) -> Outcome:
+    """POST each body (built before the clock runs) to the model's infer path, `parallel`
+    copies at once; the outcome counts HTTP statuses."""
+
+    def attack(out: Outcome) -> None:
+        lock = threading.Lock()
+
+        def one(body: bytes, length: str) -> None:
+            headers = {"Inference-Header-Content-Length": length}
+            status = rest_call(target, _infer_path(target), body, headers)
+            with lock:
+                out.add(str(status))
+
+        for body, length in bodies:
+            senders = [threading.Thread(target=one, args=(body, length)) for _ in range(parallel)]
+            for sender in senders:
+                sender.start()
+            for sender in senders:
+                sender.join(90)
+
+    return _timed(name, attack)
+
+
+def slow_bodies(target: Target, count: int, hold: float, size: int = 1 << 20) -> Outcome:
+    """`count` infer requests that announce a body of `size` bytes, send 10 of them and
+    wait `hold` seconds; the outcome counts how each connection ended ("answered <status>"
+    or "open" when the server still waited for the body)."""
+
+    def attack(out: Outcome) -> None:
+        assert target.http_port is not None
+        head = (
+            f"POST {_infer_path(target)} HTTP/1.1\r\nHost: {target.host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {size}\r\n"
+            + (f"Authorization: Bearer {target.token}\r\n" if target.token else "")
+            + "\r\n"
+        ).encode()
+        sockets = []
+        try:
+            for _ in range(count):
+                conn = socket.create_connection((target.host, target.http_port), timeout=5)
+                conn.sendall(head + b'{"inputs"')
+                sockets.append(conn)
+            time.sleep(hold)
+            for conn in sockets:
+                conn.settimeout(0.2)
+                try:
+                    reply = conn.recv(64)
+                except TimeoutError:
+                    out.add("open")
+                    continue
+                status = reply.split(b" ", 2)[1].decode() if reply.startswith(b"HTTP/") else "?"
+                out.add(f"answered {status}" if reply else "closed")
+        finally:
+            for conn in sockets:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    return _timed("slow REST bodies", attack)
+
+
+def rest_checks(target: Target) -> dict[str, Callable[[float], Any]]:
+    """REST's ready probe and a normal REST infer (JSON in, JSON out)."""
+    import json
+
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+
+    def ready(timeout: float) -> None:
+        status = rest_call(target, "/v2/health/ready", timeout=timeout)
+        if status != 200:
+            raise RuntimeError(f"REST ready answered {status}")
+
+    def infer(timeout: float) -> None:
+        status = rest_call(target, _infer_path(target), body, timeout=timeout)
+        if status != 200:
+            raise RuntimeError(f"REST infer answered {status}")
+
+    return {"rest_ready": ready, "rest_infer": infer}

@@ -91,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(env STRIDE_HTTP_THREADS, default 64)",
     )
     add(
+        "--http-body-timeout",
+        type=float,
+        default=env_default("http-body-timeout", "60"),
+        help="seconds a REST request body may take to arrive, all told; past it: 408 "
+        "(env STRIDE_HTTP_BODY_TIMEOUT, default 60)",
+    )
+    add(
         "--metrics-port",
         type=int,
         default=env_default("metrics-port", "8002"),
@@ -305,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
             auth_token=options.auth_token,
             grace_period=args.grace_period,
             max_concurrent=args.max_concurrent_requests,
+            body_timeout=args.http_body_timeout,
         )
     server = InferenceServer(
         Path(args.repository),

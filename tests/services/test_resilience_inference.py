@@ -13,6 +13,9 @@ took the probe past 1 s (RSS to ~390 MiB); 3,000 made-up method names kept 10 MB
 8 idle streams took every handler thread and the probe timed out; the 4000x4000
 PNGs were decoded and answered; 2 million empty BYTES elements took 4.8 s; every
 half-open metrics connection kept a thread until the client left.
+
+Item 7 sends items 1, 4 and 5 over REST (the same port serves both protocols), and
+bodies that never finish arriving; the probe then also calls REST's ready and infer.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ LIMITS = {
     "STRIDE_STREAM_IDLE_TIMEOUT": str(IDLE_TIMEOUT_S),
     "STRIDE_METRICS_MAX_CONNECTIONS": str(METRICS_CONNECTIONS),
     "STRIDE_METRICS_TIMEOUT": "1",
+    "STRIDE_HTTP_BODY_TIMEOUT": "2",
 }
 PROBE_LIMIT_S = 1.0
 
@@ -73,11 +77,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     repo = root / "repository"
     linear_model(repo, "digits", max_batch=64)
     (root / "token").write_text(TOKEN)
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     command = [
         sys.executable, "-m", "stride.cli", "serve", "--repository", str(repo),
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
-        "--http-port", "-1", "--auth-token-file", str(root / "token"),
+        "--http-port", str(http_port), "--auth-token-file", str(root / "token"),
         "--handler-threads", str(HANDLER_THREADS), "--threads", "1", "--log-format", "text",
     ]  # fmt: skip
     log = root / "server.log"
@@ -87,7 +91,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
     try:
         wait_ready(port, proc, timeout=90)
-        served = Served(Target(port, "digits", TOKEN, metrics_port), proc, log)
+        target = Target(port, "digits", TOKEN, metrics_port, http_port=http_port)
+        served = Served(target, proc, log)
         with served.target.channel() as ch:  # warm the allocator before any baseline
             for check in attacks.inference_checks(served.target, ch).values():
                 for _ in range(20):
@@ -109,10 +114,13 @@ class Watch:
 
 
 @contextlib.contextmanager
-def probed(served: Served) -> Iterator[Watch]:
-    """Probe health and ModelInfer while the block runs, then require they never suffered."""
+def probed(served: Served, rest: bool = False) -> Iterator[Watch]:
+    """Probe health and ModelInfer (and with `rest`, REST's ready and infer) while the block
+    runs, then require they never suffered."""
     with served.target.channel() as ch:
         checks = attacks.inference_checks(served.target, ch)
+        if rest:
+            checks.update(attacks.rest_checks(served.target))
         watch = Watch(Probe(checks, rss_of=served.proc.pid, timeout=PROBE_LIMIT_S), served.rss)
         with watch.probe as probe:
             yield watch
@@ -201,3 +209,44 @@ def test_half_open_metrics_connections_are_bounded_and_timed_out(served: Served)
     time.sleep(0.3)  # the handler threads notice their closed sockets
     assert "nv_inference_request_success" in attacks.scrape(served.target)
     assert b"Traceback" not in served.log.read_bytes()
+
+
+def test_rest_repeated_outputs_are_refused_before_any_work(served: Served) -> None:
+    """Item 7 (item 1 over REST): 20,000 repeats of an output of batch 64."""
+    body = attacks.rest_repeated_outputs_body(20_000)
+    with probed(served, rest=True) as watch:
+        outcome = attacks.rest_attack(served.target, "repeated outputs", [body])
+    assert outcome.codes == Counter({"400": 1}), outcome
+    assert outcome.seconds < 1.0, outcome
+    assert watch.growth < 30, watch
+
+
+def test_rest_large_images_are_refused_from_their_header(served: Served) -> None:
+    """Item 7 (item 4 over REST): four 4000x4000 PNGs at once."""
+    body = attacks.rest_image_body(4000)
+    with probed(served, rest=True) as watch:
+        outcome = attacks.rest_attack(served.target, "large images", [body], parallel=4)
+    assert outcome.codes == Counter({"400": 4}), outcome
+    assert outcome.seconds < 1.0, outcome
+    assert watch.growth < 30, watch
+
+
+def test_rest_empty_bytes_elements_are_refused_by_count(served: Served) -> None:
+    """Item 7 (item 5 over REST): 2 million empty BYTES elements as binary data."""
+    body = attacks.rest_empty_bytes_body(2_000_000)
+    with probed(served, rest=True) as watch:
+        outcome = attacks.rest_attack(served.target, "empty BYTES elements", [body])
+    assert outcome.codes == Counter({"400": 1}), outcome
+    assert outcome.seconds < 2.0, outcome
+    assert watch.growth < 60, watch
+
+
+def test_rest_bodies_that_never_arrive_hold_nothing_and_time_out(served: Served) -> None:
+    """Item 7: 40 REST requests that announce 64 MB (the message limit) and send 9 bytes,
+    held for 3 s, while gRPC and REST probes call every 100 ms. Bodies used to hold the
+    bytes they declared: four took the whole 256 MB budget and every other REST request
+    was answered 429 until they left. Now a body holds what has arrived, and the body
+    timeout (2 s here) answers 408."""
+    with probed(served, rest=True):
+        outcome = attacks.slow_bodies(served.target, count=40, hold=3.0, size=64 << 20)
+    assert outcome.codes == Counter({"answered 408": 40}), outcome
