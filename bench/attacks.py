@@ -6,8 +6,8 @@ codes its calls ended with and how long it took. The resilience tests
 (tests/services/test_resilience_*.py) run each one scaled down to seconds;
 `bench/soak.py` cycles through them for the whole adversarial phase.
 
-The REST attacks (item 7) send items 1, 4 and 5 over HTTP/REST, and bodies that never
-finish arriving.
+The REST attacks (item 7) send items 1, 4 and 5 over HTTP/REST, and bodies or headers
+that never finish arriving.
 
 `Probe` is the normal client meanwhile: every 100 ms it calls health and a
 normal request, each with a 1 s deadline, and records the slowest answer and
@@ -540,6 +540,42 @@ def slow_bodies(target: Target, count: int, hold: float, size: int = 1 << 20) ->
                     conn.close()
 
     return _timed("slow REST bodies", attack)
+
+
+def slow_headers(target: Target, count: int, hold: float) -> Outcome:
+    """`count` REST connections, half sending part of a request line and headers, half
+    nothing, held `hold` seconds; the outcome counts how each ended ("answered <status>",
+    "closed", or "open" when the server still waited)."""
+
+    def attack(out: Outcome) -> None:
+        assert target.http_port is not None
+        part = f"POST {_infer_path(target)} HTTP/1.1\r\nHost: {target.host}\r\nX-Slow: ".encode()
+        sockets = []
+        try:
+            for i in range(count):
+                conn = socket.create_connection((target.host, target.http_port), timeout=5)
+                if i % 2:
+                    conn.sendall(part)
+                sockets.append(conn)
+            time.sleep(hold)
+            for conn in sockets:
+                conn.settimeout(0.2)
+                try:
+                    reply = conn.recv(64)
+                except TimeoutError:
+                    out.add("open")
+                    continue
+                except OSError:
+                    out.add("closed")
+                    continue
+                status = reply.split(b" ", 2)[1].decode() if reply.startswith(b"HTTP/") else "?"
+                out.add(f"answered {status}" if reply else "closed")
+        finally:
+            for conn in sockets:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+    return _timed("slow REST headers", attack)
 
 
 def rest_checks(target: Target) -> dict[str, Callable[[float], Any]]:

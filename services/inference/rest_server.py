@@ -77,10 +77,15 @@ class HttpOptions:
     # Seconds a request body may take to arrive, all told (a body that never comes would
     # hold its connection and what it sent); past it: 408.
     body_timeout: float = 60.0
+    # Seconds a connection may take to send a request's headers (from the connection or
+    # the request's first byte); past it: 408 and closed (services/inference/http_protocol).
+    header_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.body_timeout > 0:
-            raise ValueError(f"HTTP body timeout must be positive, got {self.body_timeout}")
+        for name in ("body_timeout", "header_timeout"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"HTTP {name.replace('_', ' ')} must be positive, got {value}")
         if self.threads < 1:
             raise ValueError(f"HTTP threads must be at least 1, got {self.threads}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -445,13 +450,15 @@ class HttpServer:
     ) -> None:
         import uvicorn
 
+        from services.inference.http_protocol import with_header_timeout
+
         self.options = options
         self.app = RestApp(core, options, counters)
         tls = options.tls
         config = uvicorn.Config(
             self.app,
             loop="uvloop",
-            http="httptools",
+            http=with_header_timeout(options.header_timeout),
             lifespan="off",
             access_log=False,
             log_config=None,

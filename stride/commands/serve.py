@@ -98,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(env STRIDE_HTTP_BODY_TIMEOUT, default 60)",
     )
     add(
+        "--http-header-timeout",
+        type=float,
+        default=env_default("http-header-timeout", "10"),
+        help="seconds a REST connection may take to send a request's headers; past it: 408 "
+        "and closed (env STRIDE_HTTP_HEADER_TIMEOUT, default 10)",
+    )
+    add(
         "--metrics-port",
         type=int,
         default=env_default("metrics-port", "8002"),
@@ -313,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
             grace_period=args.grace_period,
             max_concurrent=args.max_concurrent_requests,
             body_timeout=args.http_body_timeout,
+            header_timeout=args.http_header_timeout,
         )
     server = InferenceServer(
         Path(args.repository),

@@ -15,7 +15,7 @@ PNGs were decoded and answered; 2 million empty BYTES elements took 4.8 s; every
 half-open metrics connection kept a thread until the client left.
 
 Item 7 sends items 1, 4 and 5 over REST (the same port serves both protocols), and
-bodies that never finish arriving; the probe then also calls REST's ready and infer.
+bodies and headers that never finish arriving; the probe then also calls REST's ready and infer.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ LIMITS = {
     "STRIDE_METRICS_MAX_CONNECTIONS": str(METRICS_CONNECTIONS),
     "STRIDE_METRICS_TIMEOUT": "1",
     "STRIDE_HTTP_BODY_TIMEOUT": "2",
+    "STRIDE_HTTP_HEADER_TIMEOUT": "2",
 }
 PROBE_LIMIT_S = 1.0
 
@@ -249,4 +250,14 @@ def test_rest_bodies_that_never_arrive_hold_nothing_and_time_out(served: Served)
     timeout (2 s here) answers 408."""
     with probed(served, rest=True):
         outcome = attacks.slow_bodies(served.target, count=40, hold=3.0, size=64 << 20)
+    assert outcome.codes == Counter({"answered 408": 40}), outcome
+
+
+def test_rest_connections_that_never_finish_their_headers_are_closed(served: Served) -> None:
+    """Item 7: 40 REST connections, half with part of a request line and headers, half
+    silent, held for 3 s. uvicorn alone kept them all open for as long as the client
+    did (each a file descriptor, shared with the gRPC port); the header timeout (2 s
+    here) answers 408 and closes them."""
+    with probed(served, rest=True):
+        outcome = attacks.slow_headers(served.target, count=40, hold=3.0)
     assert outcome.codes == Counter({"answered 408": 40}), outcome
