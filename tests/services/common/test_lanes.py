@@ -113,11 +113,15 @@ def test_streams_past_the_limit_are_refused_and_the_rest_keep_serving(serve: Any
     server = serve(handler_threads=2, max_streams=3)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         opened = [idle_chat(ch) for _ in range(3)]
-        follow_call = ch.unary_stream(f"/{STREAMS}/Follow")(b"", timeout=30)
+        follow_call = None
         try:
             deadline = time.monotonic() + 5
             while server.streams.open_count < 3 and time.monotonic() < deadline:
                 time.sleep(0.02)
+            assert server.streams.open_count == 3
+            # Started only now: started with the chats, it could take a slot before the
+            # third chat did (and was served, one test run in two).
+            follow_call = ch.unary_stream(f"/{STREAMS}/Follow")(b"", timeout=30)
             with pytest.raises(grpc.RpcError) as info:
                 next(follow_call)  # a fourth stream, of another kind
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -129,6 +133,8 @@ def test_streams_past_the_limit_are_refused_and_the_rest_keep_serving(serve: Any
             for stream, release in opened:
                 release.set()
                 stream.cancel()
+            if follow_call is not None:
+                follow_call.cancel()
 
 
 def test_idle_streams_end_with_a_reason_and_busy_ones_stay(serve: Any) -> None:
