@@ -10,8 +10,9 @@ statistics.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.errors import InvalidInput, ModelNotFound, Unimplemented
 from services.generated.inference import model_config_pb2 as mc
@@ -125,12 +126,13 @@ class InferenceCore:
     def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
         return self.repository.infer(request, deadline)
 
-    async def infer_async(
+    def infer_async(
         self, request: InferRequest, deadline: float | None = None
-    ) -> InferResult:
-        """`infer` awaited on an event loop (BYTES images are decoded in the caller's
-        thread, so a loop that serves them should run this in an executor instead)."""
-        return await self.repository.infer_async(request, deadline)
+    ) -> Coroutine[Any, Any, InferResult]:
+        """`infer` to await on an event loop (BYTES images are decoded in the caller's
+        thread, so a loop that serves them should run `infer` in an executor instead).
+        The repository's coroutine itself: no frame of its own per request."""
+        return self.repository.infer_async(request, deadline)
 
     @property
     def max_bytes_elements(self) -> int:

@@ -136,9 +136,10 @@ class ModelVersion:
 
     def _runner(self, session: Any) -> Any:
         names = self._output_names
+        call = runtime.binding_run(session)
 
         def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return dict(zip(names, session.run(names, feeds), strict=True))
+            return dict(zip(names, call(names, feeds), strict=True))
 
         return run
 
@@ -257,10 +258,13 @@ class ModelVersion:
         assert isinstance(tensor.data, np.ndarray)
         self._check_shape(spec, tensor.shape, what)
         array = tensor.data
-        # logical_and.reduce: ndarray.all() less its Python wrapper.
-        if spec.datatype in FLOATS and not np.logical_and.reduce(np.isfinite(array), axis=None):
+        # A NaN or an infinity makes the sum NaN or infinite, so a finite sum clears the
+        # array in one pass with no temporary; only a sum that is not finite (which
+        # large finite values can also give) counts the values themselves.
+        if spec.datatype in FLOATS and not math.isfinite(np.add.reduce(array, axis=None)):
             bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-            raise InvalidInput(f"{what}: {bad} NaN or infinite values; expected finite numbers")
+            if bad:
+                raise InvalidInput(f"{what}: {bad} NaN or infinite values; expected finite numbers")
         return array
 
     def _check_shape(self, spec: TensorSpec, shape: tuple[int, ...], what: str) -> None:

@@ -246,5 +246,5 @@ def response_to_proto(result: InferResult) -> pb.ModelInferResponse:
         if isinstance(out.data, list):
             response.raw_output_contents.append(encode_bytes_elements(out.data))
         else:
-            response.raw_output_contents.append(np.ascontiguousarray(out.data).tobytes())
+            response.raw_output_contents.append(out.data.tobytes())  # C order, any strides
     return response

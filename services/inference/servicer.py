@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -160,13 +160,13 @@ class AsyncInferenceServicer(InferenceServicer):
     on its event loop (the model's run is awaited from the dynamic batcher); every other
     method is the threaded servicer's, run on the handler threads."""
 
-    async def _infer(self, request: InferRequest, deadline: float | None) -> InferResult:
+    def _infer(self, request: InferRequest, deadline: float | None) -> Awaitable[InferResult]:
         for tensor in request.inputs:
             if tensor.datatype == BYTES:
                 # Images are decoded in the caller's thread: not the loop's.
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(None, self.core.infer, request, deadline)
-        return await self.core.infer_async(request, deadline)
+                return loop.run_in_executor(None, self.core.infer, request, deadline)
+        return self.core.infer_async(request, deadline)
 
     async def ModelInfer(  # type: ignore[override]
         self, request: pb.ModelInferRequest, context: Any

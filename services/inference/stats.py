@@ -92,7 +92,9 @@ class ModelStats:
             self._input.add(times.input_ns)
             self._infer.add(times.infer_ns)
             self._output.add(times.output_ns)
-            per = self._batches.setdefault(times.batch_size, BatchStats())
+            per = self._batches.get(times.batch_size)
+            if per is None:  # not setdefault: that builds four objects on every call
+                per = self._batches[times.batch_size] = BatchStats()
             per.compute_input.add(times.input_ns)
             per.compute_infer.add(times.infer_ns)
             per.compute_output.add(times.output_ns)

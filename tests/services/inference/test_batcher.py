@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.common.errors import DeadlineExceeded, NotReady, ResourceExhausted
-from services.inference.batcher import BatcherSettings, BatchTimes, DynamicBatcher
+from services.inference.batcher import BatcherSettings, BatchTimes, DynamicBatcher, stack_rows
 
 
 class Recorder:
@@ -295,3 +295,25 @@ def test_runner_errors_and_refusals_reach_coroutines() -> None:
     b.close()
     with pytest.raises(NotReady, match="unloading"):
         asyncio.run(b.submit_async({"x": np.ones((1, 3))}, 1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64", "int64", "uint8", "bool"])
+def test_stack_rows_is_concatenate(dtype: str) -> None:
+    rng = np.random.default_rng(0)
+    arrays = [(rng.random((rows, 3, 4)) * 100).astype(dtype) for rows in (1, 2, 5, 1)]
+    stacked = stack_rows(arrays)
+    expected = np.concatenate(arrays)
+    assert stacked.dtype == expected.dtype and stacked.shape == expected.shape == (9, 3, 4)
+    np.testing.assert_array_equal(stacked, expected)
+
+
+def test_stack_rows_of_strided_or_mismatched_arrays_falls_back_to_concatenate() -> None:
+    base = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    strided = base[:, :, ::2]  # not contiguous: copied by numpy
+    np.testing.assert_array_equal(
+        stack_rows([strided, strided]), np.concatenate([strided, strided])
+    )
+    with pytest.raises(ValueError):  # numpy's own error for rows of different shapes
+        stack_rows([base, base[:, :2]])
+    mixed = stack_rows([base, base.astype(np.float64)])  # numpy's type promotion
+    assert mixed.dtype == np.float64 and mixed.shape == (4, 3, 4)
