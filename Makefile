@@ -87,7 +87,7 @@ test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## Run the test suite (creates 
 lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.toml)
 	$(VENV)/bin/ruff check stride pipeline services runstore tests tools bench fuzz
 	$(VENV)/bin/ruff format --check stride pipeline services runstore tests tools bench fuzz
-	$(VENV)/bin/mypy stride pipeline services runstore bench fuzz tools
+	$(VENV)/bin/mypy stride pipeline services runstore bench fuzz tools tests
 	$(VENV)/bin/lint-imports --no-logo
 
 demo: $(STAMP) ## The whole pipeline on the digits: sweep, export, serve, classify, compare (~2 min)

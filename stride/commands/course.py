@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,7 +31,8 @@ from stride.commands._paths import local_path, store_location
 NAME = "course"
 HELP = "run every experiment of docs/course.md (sweeps, comparisons, tables, figures)"
 ORDER = 70
-CONFIGS = Path("configs/course")
+# the course is its committed configs: taken from the source tree, whatever the working directory
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "course"
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "seeds": seeds,
-        "runs": args.runs.uri,
+        "runs": _shown(args.runs.uri),
         "experiments": [],
     }
     started = time.perf_counter()
@@ -296,12 +298,12 @@ def run(args: argparse.Namespace) -> int:
         table = tables.write_table(exp.table, args.runs, folders, exp.by, exp.target)
         path = args.out / f"{exp.name}.md"
         path.write_text(table.markdown)
-        entry.update(experiments=folders, table=str(path), numbers=table.numbers)
+        entry.update(experiments=folders, table=_shown(str(path)), numbers=table.numbers)
         summary["experiments"].append(entry)
     example = worked_example()
     (args.out / "convolution.md").write_text(format_markdown(example))
     summary["convolution"] = {
-        "table": str(args.out / "convolution.md"),
+        "table": _shown(str(args.out / "convolution.md")),
         "flip_matches_definition": example.flip_matches,
         "unflipped_differs": example.unflipped_differs,
     }
@@ -383,7 +385,7 @@ def _compare(exp: Experiment, folder: str, args: argparse.Namespace) -> dict[str
     path = args.out / f"{folder}.compare.json"
     start = step.output.find("{")  # compare prints only its JSON with --json
     path.write_text(step.output[start:] if start >= 0 else step.output)
-    return {**result, "json": str(path), "figure": str(plot)}
+    return {**result, "json": _shown(str(path)), "figure": _shown(str(plot))}
 
 
 def _stride(argv: list[str], in_subprocess: bool) -> Step:
@@ -423,7 +425,17 @@ def _run_command(argv: list[str]) -> int:
 
 
 def _step_json(step: Step) -> dict[str, Any]:
-    return {"argv": step.argv, "rc": step.rc, "seconds": step.seconds}
+    return {"argv": [_shown(a) for a in step.argv], "rc": step.rc, "seconds": step.seconds}
+
+
+def _shown(text: str) -> str:
+    """`text` for summary.json: an absolute path inside the working directory becomes
+    relative to it. Commands get the absolute form (Ray workers start elsewhere); the
+    summary is committed beside the docs, where a path of one machine means nothing."""
+    if "://" in text or not os.path.isabs(text):
+        return text
+    relative = os.path.relpath(text)
+    return text if relative == ".." or relative.startswith(".." + os.sep) else relative
 
 
 def _log(message: str) -> None:

@@ -21,7 +21,7 @@ def test_default_config_reaches_97_percent_and_exports(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "digits.yaml", ["training.progress=false"])
     run, summary = train_local(cfg, runs=tmp_path / "runs", experiment="e2e", name="digits")
     assert summary.status == "completed"
-    assert summary.test_accuracy >= 0.97, summary
+    assert summary.test_accuracy is not None and summary.test_accuracy >= 0.97, summary
     result = export_run(run.path, tmp_path / "repo")
     # Score the exported model on the same test split, preprocessing from its metadata.
     meta = read_metadata(result.path)["stride.preprocess"]

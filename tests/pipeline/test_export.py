@@ -49,6 +49,7 @@ def _every_layer_model(activation: str) -> torch.nn.Module:
     with torch.no_grad():  # non-trivial batch-norm statistics
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     return model

@@ -46,8 +46,9 @@ def test_bf16_channels_last_run_on_cuda(tmp_path: Path) -> None:
     precision = Precision.choose(cfg, torch.device("cuda"))
     assert precision.name in ("bf16", "fp16") and precision.channels_last
     run, summary = train_local(cfg, runs=tmp_path, experiment="gpu", name="r")
-    assert summary.device.startswith("cuda") and summary.precision == precision.name
-    assert summary.test_accuracy > 0.8
+    assert summary.device is not None and summary.device.startswith("cuda")
+    assert summary.precision == precision.name
+    assert summary.test_accuracy is not None and summary.test_accuracy > 0.8
     assert [r.epoch for r in run.read_metrics()] == [1, 2, 3, 4]
 
 
@@ -57,4 +58,5 @@ def test_fp16_uses_a_grad_scaler(tmp_path: Path) -> None:
     precision = Precision.choose(cfg, torch.device("cuda"))
     assert precision.scaler is not None
     _, summary = train_local(cfg, runs=tmp_path, experiment="gpu", name="fp16")
-    assert summary.precision == "fp16" and summary.test_accuracy > 0.8
+    assert summary.precision == "fp16"
+    assert summary.test_accuracy is not None and summary.test_accuracy > 0.8

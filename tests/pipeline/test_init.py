@@ -12,7 +12,8 @@ from torch import nn
 from pipeline.config import ConfigError, parse_config
 from pipeline.initialisers import INITIALISERS, fans, following_gains
 from pipeline.layers import Conv2d
-from pipeline.model import build_model
+from pipeline.model import CNN, build_model
+from tests.pipeline.typed import layer
 
 # The standard deviation each scheme must give a weight, from its textbook formula.
 STDS = {
@@ -24,7 +25,7 @@ STDS = {
 }
 
 
-def _model(init: str, activation: str = "relu", **act: float) -> nn.Module:
+def _model(init: str, activation: str = "relu", **act: float) -> CNN:
     cfg = parse_config(
         {
             "model": {
@@ -72,7 +73,7 @@ def test_initialiser_gives_the_std_of_its_formula(
             assert torch.count_nonzero(module.bias) == 0
         if init.endswith("uniform"):
             assert module.weight.abs().max().item() <= math.sqrt(3) * want * (1 + 1e-6)
-    bn = model.features[1].bn
+    bn = layer(model.features[1].bn, nn.BatchNorm2d)
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)  # batch norm keeps its own
 
 
@@ -80,12 +81,13 @@ def test_gain_comes_from_the_activation_after_each_weight_layer() -> None:
     model = _model("he_normal", "leaky_relu", negative_slope=0.2)
     gains = following_gains(model)
     a = math.sqrt(2 / 1.04)
-    assert gains[model.features[0].conv] == pytest.approx(a)
-    assert gains[model.features[1].conv] == pytest.approx(a)  # batch norm in between
-    assert gains[model.head.fc0] == pytest.approx(a)
-    assert gains[model.head.fc] == 1.0  # the output layer
+    assert gains[layer(model.features[0].conv, Conv2d)] == pytest.approx(a)
+    assert gains[layer(model.features[1].conv, Conv2d)] == pytest.approx(a)  # batch norm in between
+    assert gains[layer(model.head.fc0, nn.Linear)] == pytest.approx(a)
+    assert gains[layer(model.head.fc, nn.Linear)] == 1.0  # the output layer
     maxout = _model("he_normal", "maxout")
-    assert following_gains(maxout)[maxout.head.fc0] == pytest.approx(1.0, abs=1e-6)
+    fc0 = layer(maxout.head.fc0, nn.Linear)
+    assert following_gains(maxout)[fc0] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_default_init_is_the_framework_reset_with_the_same_draws() -> None:
@@ -93,7 +95,7 @@ def test_default_init_is_the_framework_reset_with_the_same_draws() -> None:
     model = _model("default")
     torch.manual_seed(0)
     direct = nn.Conv2d(1, 64, 3, padding=1)
-    torch.testing.assert_close(model.features[0].conv.weight, direct.weight)
+    torch.testing.assert_close(layer(model.features[0].conv, Conv2d).weight, direct.weight)
 
 
 def test_every_tensor_is_written_when_materialised() -> None:

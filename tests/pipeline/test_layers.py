@@ -133,6 +133,7 @@ def test_flat_region_is_where_the_slope_is_below_one_percent_of_its_peak(name: s
         assert flat[:, 1].tolist() == (pair[:, 0] > 0).tolist()
         return
     act(x).sum().backward()
+    assert x.grad is not None
     slope = x.grad[:, 0]
     peak = slope.max()
     want = slope < 0.01 * peak

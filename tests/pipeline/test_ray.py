@@ -21,6 +21,7 @@ from pipeline.sweep_results import best_run, summarise
 from runstore import RunDir
 from tests.pipeline.conftest import tiny_config
 from tests.pipeline.faults import kill_workers_when, train_in_thread
+from tests.pipeline.typed import not_none
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -35,14 +36,15 @@ def test_two_workers_reach_the_single_process_band(ray_cluster: object, tmp_path
     two = parse_config(cfg.to_dict(), ["scaling.workers=2"])
     run, summary = train_on_ray(two, runs=tmp_path, experiment="band", name="two")
     assert summary.status == "completed" and summary.workers == 2
-    assert abs(summary.test_accuracy - local.test_accuracy) < 0.04, (summary, local)
+    accuracy, local_accuracy = not_none(summary.test_accuracy), not_none(local.test_accuracy)
+    assert abs(accuracy - local_accuracy) < 0.04, (summary, local)
     assert _epochs(run) == list(range(1, 9))
     effective = run.read_config().effective
     assert effective["workers"] == 2 and effective["batch_size"] == 64
     assert effective["batch_size_per_worker"] == 32
     # Metrics are of the whole epoch, reduced across both workers' shards.
     first = run.read_metrics()[0]
-    assert 0 < first.train_accuracy <= 1 and first.images_per_second > 0
+    assert 0 < not_none(first.train_accuracy) <= 1 and not_none(first.images_per_second) > 0
 
 
 def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path) -> None:
@@ -65,15 +67,15 @@ def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path
     folders = sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir())
     assert folders == sorted([".tune", *(r.run_id for r in runs)])
     rows = {row["label"]: row for row in summarise(runs)}
-    adam = [r.summary.test_accuracy for r in runs if r.label == "adam"]
+    adam = [not_none(not_none(r.summary).test_accuracy) for r in runs if r.label == "adam"]
     assert rows["adam"]["completed"] == 2
     assert rows["adam"]["test_accuracy_mean"] == pytest.approx(sum(adam) / 2)
     assert rows["adam"]["test_accuracy_std"] == pytest.approx(abs(adam[0] - adam[1]) / 2**0.5)
     best = best_run(runs)  # by validation accuracy, never by the test set
-    assert best is not None and best.summary.val_accuracy == max(
-        r.summary.val_accuracy for r in runs
-    )
-    assert all(0 < r.summary.val_accuracy <= 1 and r.summary.val_loss > 0 for r in runs)
+    summaries = [not_none(r.summary) for r in runs]
+    accuracies = [not_none(s.val_accuracy) for s in summaries]
+    assert best is not None and not_none(best.summary).val_accuracy == max(accuracies)
+    assert all(0 < not_none(s.val_accuracy) <= 1 and not_none(s.val_loss) > 0 for s in summaries)
     record = json.loads((tmp_path / "sw" / "sweep.json").read_text())
     assert record["best"]["run_id"] == best.run_id and len(record["trials"]) == 4
     assert record["best"]["config"]["optimizer"]["name"] == best.label
@@ -89,7 +91,8 @@ def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path
     failed = next(r for r in runs if r.state == "failed")
     summary = RunDir(tmp_path / "sw" / failed.run_id).read_summary()
     assert summary is not None and summary.status == "failed"
-    assert "diverged" in summary.reason and "diverged" in failed.error
+    assert summary.reason is not None and "diverged" in summary.reason
+    assert "diverged" in failed.error
 
 
 def test_a_two_worker_trial_fits_on_two_cpus(ray_cluster: dict, tmp_path: Path) -> None:
@@ -99,7 +102,7 @@ def test_a_two_worker_trial_fits_on_two_cpus(ray_cluster: dict, tmp_path: Path) 
     sweep = prepare(base, [], build_plan([]))
     assert concurrency(sweep.variants, ray_cluster) == 1
     (run,) = run_sweep(sweep, store=tmp_path, experiment="two", max_concurrent=1)
-    assert run.state == "completed" and run.summary.workers == 2
+    assert run.state == "completed" and not_none(run.summary).workers == 2
     assert run.epoch == 2  # the workers' epochs came through Tune's report callback
     assert _epochs(RunDir(tmp_path / "two" / run.run_id)) == [1, 2]
 
@@ -133,5 +136,6 @@ def test_resume_after_the_whole_job_died(ray_cluster: dict, tmp_path: Path) -> N
     done_before = _epochs(run)
     assert done_before[:2] == [1, 2]
     run, summary = train_on_ray(cfg, runs=tmp_path, experiment="ft", name="died", resume=True)
-    assert summary.status == "completed" and summary.resumed_from_epoch >= 1
+    assert summary.status == "completed"
+    assert summary.resumed_from_epoch is not None and summary.resumed_from_epoch >= 1
     assert _epochs(run) == [1, 2, 3, 4, 5, 6]

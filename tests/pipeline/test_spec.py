@@ -14,6 +14,7 @@ from pipeline.data import describe
 from pipeline.layers import Conv2d, conv_output_size, padding_amounts
 from pipeline.model import build_model, summarize
 from pipeline.spec import format_plan, validate
+from tests.pipeline.typed import layer
 
 ROOT = Path(__file__).resolve().parents[2]
 MIXED = {
@@ -103,8 +104,12 @@ def test_weights_are_those_of_building_each_module_directly() -> None:
     ]
     torch.manual_seed(0)
     model = build_model(cfg.model, input_shape=(1, 8, 8), num_classes=10)
-    built = [model.features[0].conv, model.features[0].bn, model.features[1].conv]
-    built += [model.head.fc0, model.head.fc]
+    built: list[nn.Module] = [
+        layer(model.features[0].conv, Conv2d),
+        layer(model.features[0].bn, nn.BatchNorm2d),
+        layer(model.features[1].conv, Conv2d),
+    ]
+    built += [layer(model.head.fc0, nn.Linear), layer(model.head.fc, nn.Linear)]
     for want, got in zip(direct, built, strict=True):
         for (name, a), b in zip(want.state_dict().items(), got.state_dict().values(), strict=True):
             assert torch.equal(a, b), name

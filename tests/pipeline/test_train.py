@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from pipeline.config import EarlyStoppingSpec
+from pipeline.layers import Conv2d
+from pipeline.model import CNN
 from pipeline.run import train_local
 from pipeline.train import EarlyStopping
-from runstore import RunDir, check_name
+from runstore import EpochRecord, RunDir, check_name
 from tests.pipeline.conftest import tiny_config
+from tests.pipeline.typed import layer, not_none
 
 
 def test_early_stopping_counts_patience_and_min_delta() -> None:
@@ -42,12 +46,15 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path: Path) -> Non
     )
     run, summary = train_local(cfg, runs=tmp_path, experiment="es", name="r1")
     metrics = run.read_metrics()
-    assert summary.stopped_early and summary.epochs_run < 30
+    assert summary.stopped_early
+    assert summary.epochs_run is not None and summary.epochs_run < 30
     assert len(metrics) == summary.epochs_run
-    best = max((r for r in metrics if r.epoch <= summary.best_epoch), key=lambda r: r.epoch)
+    best_epoch = not_none(summary.best_epoch)
+    best = max((r for r in metrics if r.epoch <= best_epoch), key=lambda r: r.epoch)
     assert summary.best_value == best.val_loss
-    after = [r.val_loss for r in metrics if r.epoch > best.epoch]
-    assert all(v > best.val_loss - 0.3 for v in after)
+    after = [not_none(r.val_loss) for r in metrics if r.epoch > best.epoch]
+    best_loss = not_none(best.val_loss)
+    assert all(v > best_loss - 0.3 for v in after)
     assert summary.epochs_run == best.epoch + 2  # patience 2
     # The saved final model is the best epoch's, not the last epoch's.
     final = torch.load(run.checkpoints / "model.pt", weights_only=True)
@@ -128,7 +135,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     class Stop(Exception):
         pass
 
-    def stop_after_two(record: dict) -> None:
+    def stop_after_two(record: EpochRecord) -> None:
         if record.epoch == 2:
             raise Stop
 
@@ -136,7 +143,8 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(Stop):
         train_local(cfg, runs=tmp_path, experiment="e", name="r", on_epoch=stop_after_two)
     run = RunDir(tmp_path / "e" / "r")
-    assert run.read_summary().status == "failed"  # type: ignore[union-attr]
+    failed = run.read_summary()
+    assert failed is not None and failed.status == "failed"
     (run.path / "summary.json").unlink()  # as if the whole job died
     with open(run.path / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3, "train_lo')  # a crash mid-line
@@ -161,7 +169,8 @@ def test_diverging_run_is_marked_failed(tmp_path: Path) -> None:
     with pytest.raises(FloatingPointError, match="diverged"):
         train_local(cfg, runs=tmp_path, experiment="e", name="boom")
     summary = RunDir(tmp_path / "e" / "boom").read_summary()
-    assert summary is not None and summary.status == "failed" and "diverged" in summary.reason
+    assert summary is not None and summary.status == "failed"
+    assert summary.reason is not None and "diverged" in summary.reason
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "x" * 200, "a b"])
@@ -189,20 +198,30 @@ def test_dead_units_and_weight_norm_on_the_fixed_batch(tmp_path: Path) -> None:
     cfg = tiny_config(**{"training.epochs": 1})
     trainer = Trainer(cfg, LocalContext(), None)
     model = trainer.raw_model
+    assert isinstance(model, CNN)
+    conv = layer(model.features[0].conv, Conv2d)
+    assert conv.bias is not None
     with torch.no_grad():  # kill 3 of the 8 channels: a large negative bias
-        model.features[0].conv.bias[:3] = -1e3
+        conv.bias[:3] = -1e3
     model.train()
     dead, norm = trainer.probe_units()
     assert model.training  # the probe leaves the mode as it found it
     assert dict(dead)["features.0.act"] == pytest.approx(3 / 8)
-    inputs = {}
-    handle = model.head.act0.register_forward_pre_hook(lambda m, i: inputs.setdefault("x", i[0]))
+    inputs: dict[str, torch.Tensor] = {}
+    act0 = layer(model.head.act0, nn.Module)
+    handle = act0.register_forward_pre_hook(lambda m, i: inputs.setdefault("x", i[0]))
     model.eval()
     with torch.no_grad():
         model(trainer.probe)
     handle.remove()
     want = (inputs["x"] <= 0).all(dim=0).float().mean().item()
     assert dict(dead)["head.act0"] == pytest.approx(want)
-    weights = [model.features[0].conv.weight, model.head.fc0.weight, model.head.fc.weight]
-    assert norm == pytest.approx(torch.sqrt(sum((w**2).sum() for w in weights)).item(), rel=1e-5)
+    weights = [
+        conv.weight,
+        layer(model.head.fc0, nn.Linear).weight,
+        layer(model.head.fc, nn.Linear).weight,
+    ]
+    squares = sum((w**2).sum() for w in weights)  # a Tensor: weights is not empty
+    assert isinstance(squares, torch.Tensor)
+    assert norm == pytest.approx(torch.sqrt(squares).item(), rel=1e-5)
     assert trainer.probe.shape[0] == min(256, len(trainer.splits.val))

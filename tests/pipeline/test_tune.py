@@ -23,6 +23,7 @@ from pipeline.tuning import TuningPlan, prepare_tuning, run_tuning
 from runstore import RunDir, StoreLocation
 from stride.cli import main
 from tests.pipeline.conftest import tiny_config
+from tests.pipeline.typed import not_none
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -67,8 +68,10 @@ def test_asha_stops_the_hopeless_trial(ray_cluster: dict, tmp_path: Path) -> Non
     ]
     assert hopeless.state == "stopped"
     summary = RunDir(tmp_path / "asha" / hopeless.run_id).read_summary()
+    assert summary is not None
     assert summary.status == "stopped" and summary.stopped_by == "asha"
-    assert summary.stopped_at_epoch == 1 and "val_accuracy" in summary.reason
+    assert summary.stopped_at_epoch == 1
+    assert summary.reason is not None and "val_accuracy" in summary.reason
     assert _epochs(RunDir(tmp_path / "asha" / hopeless.run_id)) == [1]
     record = json.loads((tmp_path / "asha" / "sweep.json").read_text())
     assert [t["status"] for t in record["trials"]] == ["completed", "stopped"]
@@ -117,10 +120,11 @@ def test_a_sweep_resumes_after_its_driver_was_killed(
     assert len(trials) == 2  # every planned trial once
     for p in trials:
         run = RunDir(p)
-        assert run.read_summary().status == "completed"
+        assert not_none(run.read_summary()).status == "completed"
         assert _epochs(run) == [1, 2, 3, 4]  # contiguous, each epoch once
     assert (first.path / "summary.json").read_bytes() == finished  # not run again
     resumed = next(RunDir(p) for p in trials if p != first.path).read_summary()
+    assert resumed is not None
     assert resumed.resumed_from_epoch is not None and resumed.resumed_from_epoch >= 1
 
 
@@ -141,6 +145,6 @@ def test_the_tuned_comparison_writes_both_experiments(ray_cluster: dict, tmp_pat
         for run in runs:
             config = run.read_config().config
             assert config["optimizer"]["lr"] == rates[config["optimizer"]["name"]]
-            assert run.read_summary().status == "completed"
+            assert not_none(run.read_summary()).status == "completed"
     with pytest.raises(ValueError, match="already holds a sweep"):
         prepare_tuning(base, [], plan, store, "fair")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,6 @@ from pipeline.conv_example import convolve_by_definition, format_markdown, worke
 from runstore import ConfigRecord, EpochRecord, RunDir, StoreLocation, SummaryRecord
 from stride.commands import _course_tables as tables
 from stride.commands import course
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_convolution_flips_the_kernel_and_conv2d_cross_correlates() -> None:
@@ -34,7 +33,7 @@ def test_every_sweep_of_the_plan_loads(exp: course.Experiment) -> None:
     """Each committed config with each grid value and override is a valid run config."""
     assert exp.table in {"vanishing", "epochs_to_target", "dead_units", "cost", "regularisation"}
     for sweep in exp.sweeps:
-        path = ROOT / course.CONFIGS / sweep.config
+        path = course.CONFIGS / sweep.config
         for axis in sweep.grid or ("seed=1",):
             key, _, values = axis.partition("=")
             for value in values.split(","):
@@ -97,6 +96,18 @@ def test_claim_tables_on_a_store_with_known_answers(tmp_path: Path) -> None:
     assert empty.markdown.startswith("(no runs")
 
 
+def test_summary_paths_are_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert course._shown(str(tmp_path / "runs" / "course")) == os.path.join("runs", "course")
+    assert course._shown(str(tmp_path)) == "."
+    outside = str(tmp_path.parent / "elsewhere")
+    assert course._shown(outside) == outside  # outside the working directory: kept absolute
+    assert course._shown("s3://bucket/runs?region=x") == "s3://bucket/runs?region=x"
+    assert course._shown("--seeds") == "--seeds" and course._shown("runs") == "runs"
+
+
 def test_unknown_experiment_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown experiment; valid: vanishing"):
         course._selected(["nope"])
@@ -105,14 +116,16 @@ def test_unknown_experiment_is_refused() -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_quick_course_runs_sweeps_compare_and_writes_tables(
-    tmp_path: Path, ray_cluster: dict[str, float]
+    tmp_path: Path, ray_cluster: dict[str, float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reduced course: one sweep (2 runs of 1 epoch) through `stride sweep`, its
-    comparison and figure, the tables and summary.json."""
+    comparison and figure, the tables and summary.json. The run store is given relative,
+    as its default is; the sweep gets it resolved, the summary shows it as given."""
     from stride.commands._paths import store_location
 
+    monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(
-        runs=store_location(str(tmp_path / "runs")),
+        runs=store_location("runs"),
         out=tmp_path / "out",
         img=tmp_path / "img",
         seeds=3,
@@ -127,6 +140,8 @@ def test_quick_course_runs_sweeps_compare_and_writes_tables(
     assert summary["mode"] == "quick" and summary["seeds"] == 1
     (exp,) = summary["experiments"]
     assert exp["name"] == "dying-relu" and exp["sweeps"][0]["rc"] == 0
+    assert summary["runs"] == "runs" and str(tmp_path) not in json.dumps(summary)
+    assert list((tmp_path / "runs").rglob("summary.json"))  # the runs landed where asked
     assert set(exp["numbers"]) == {"activation=relu lr=0.05", "activation=leaky_relu lr=0.05"}
     assert (tmp_path / "out" / "dying-relu.md").read_text().startswith("| group |")
     assert summary["convolution"]["flip_matches_definition"] is True

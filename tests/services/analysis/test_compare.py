@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runstore import RunStore
-from services.analysis.compare import Selection, compare, gradient_flow, select
+from services.analysis.compare import Comparison, Selection, compare, gradient_flow, select
 from services.analysis.errors import InvalidRequest, NoRuns
 from tests.services.analysis.runstore import (
     CURVES,
@@ -22,8 +23,8 @@ from tests.services.analysis.runstore import (
 )
 
 
-def _compare(root: Path, **kwargs: object):  # type: ignore[no-untyped-def]
-    selection = Selection("opt", **kwargs)  # type: ignore[arg-type]
+def _compare(root: Path, **kwargs: Any) -> Comparison:
+    selection = Selection("opt", **kwargs)
     return compare(select(RunStore(str(root)), selection), bootstrap_samples=2000)
 
 

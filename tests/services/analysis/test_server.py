@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -35,7 +35,8 @@ def server(known_store: Path) -> Iterator[AnalysisServer]:
     (known_store / "opt" / "broken" / "summary.json").write_text('{"status": "completed"}')
     srv = AnalysisServer(
         RunStore(str(known_store)), ServerOptions(host="127.0.0.1", port=0, grace_period=1)
-    ).start()
+    )
+    srv.start()  # returns the server typed as ManagedServer; keep the AnalysisServer
     yield srv
     srv.stop(0)
 
@@ -92,7 +93,12 @@ def test_compare_and_render_through_a_port(stub: pb_grpc.AnalysisServiceStub) ->
         ),
     ],
 )
-def test_errors_map_to_status_codes(stub, call, code: str, text: str) -> None:  # type: ignore[no-untyped-def]
+def test_errors_map_to_status_codes(
+    stub: pb_grpc.AnalysisServiceStub,
+    call: Callable[[pb_grpc.AnalysisServiceStub], object],
+    code: str,
+    text: str,
+) -> None:
     with pytest.raises(grpc.RpcError) as info:
         call(stub)
     assert info.value.code() == getattr(grpc.StatusCode, code)

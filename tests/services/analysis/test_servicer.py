@@ -48,7 +48,9 @@ def servicer(known_store: Path) -> AnalysisServicer:
     return AnalysisServicer(RunStore(str(known_store)))
 
 
-def test_list_experiments_counts_runs_by_status(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+def test_list_experiments_counts_runs_by_status(
+    servicer: AnalysisServicer, context: FakeContext
+) -> None:
     out = servicer.ListExperiments(pb.ListExperimentsRequest(), context)
     [exp] = out.experiments
     assert (exp.name, exp.runs, exp.completed, exp.failed, exp.running, exp.malformed) == (
@@ -61,7 +63,9 @@ def test_list_experiments_counts_runs_by_status(servicer: AnalysisServicer, cont
     )
 
 
-def test_list_runs_filters_and_reports_malformed(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+def test_list_runs_filters_and_reports_malformed(
+    servicer: AnalysisServicer, context: FakeContext
+) -> None:
     out = servicer.ListRuns(
         pb.ListRunsRequest(experiment="opt", statuses=["completed"], where=["seed=3"]), context
     )
@@ -78,7 +82,9 @@ def test_list_runs_filters_and_reports_malformed(servicer: AnalysisServicer, con
     assert not running.runs[0].HasField("test_accuracy")
 
 
-def test_get_run_has_config_history_and_summary(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+def test_get_run_has_config_history_and_summary(
+    servicer: AnalysisServicer, context: FakeContext
+) -> None:
     out = servicer.GetRun(pb.GetRunRequest(experiment="opt", run_id=run_id("adam", 1)), context)
     assert json.loads(out.config_json)["config"]["optimizer"]["name"] == "adam"
     assert [e.val_accuracy for e in out.history] == pytest.approx([0.5, 0.96, 0.97])
@@ -94,7 +100,7 @@ def test_get_run_has_config_history_and_summary(servicer: AnalysisServicer, cont
         servicer.GetRun(pb.GetRunRequest(experiment="opt"), context)
 
 
-def test_compare_runs(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+def test_compare_runs(servicer: AnalysisServicer, context: FakeContext) -> None:
     request = pb.CompareRunsRequest(
         selection=pb.RunSelection(experiment="opt"), bootstrap_seed=5, bootstrap_samples=500
     )
@@ -119,7 +125,9 @@ def test_compare_runs(servicer: AnalysisServicer, context) -> None:  # type: ign
     assert again.groups[0].final_val_accuracy == adam.final_val_accuracy  # same seed, same CI
 
 
-def test_compare_explicit_groups_and_options(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+def test_compare_explicit_groups_and_options(
+    servicer: AnalysisServicer, context: FakeContext
+) -> None:
     selection = pb.RunSelection(
         experiment="opt",
         groups=[
@@ -137,7 +145,7 @@ def test_compare_explicit_groups_and_options(servicer: AnalysisServicer, context
         servicer.CompareRuns(pb.CompareRunsRequest(), context)
 
 
-def test_gradient_flow(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+def test_gradient_flow(servicer: AnalysisServicer, context: FakeContext) -> None:
     out = servicer.GradientFlow(
         pb.GradientFlowRequest(selection=pb.RunSelection(experiment="opt")), context
     )
@@ -152,7 +160,9 @@ def test_gradient_flow(servicer: AnalysisServicer, context) -> None:  # type: ig
     assert list(adam.layers[2].mean) == pytest.approx([1.0, 1.0, 1.0])
 
 
-def test_render_comparison_is_a_png_of_the_asked_size(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+def test_render_comparison_is_a_png_of_the_asked_size(
+    servicer: AnalysisServicer, context: FakeContext
+) -> None:
     out = servicer.RenderComparison(
         pb.RenderComparisonRequest(
             selection=pb.RunSelection(experiment="opt"), width=640, height=480
@@ -204,7 +214,7 @@ def test_watch_run_follows_a_run_being_written(known_store: Path) -> None:
     assert events[-1].summary.status == "completed"
 
 
-def test_watch_run_after_epoch_and_finished_run(known_store: Path, context) -> None:  # type: ignore[no-untyped-def]
+def test_watch_run_after_epoch_and_finished_run(known_store: Path, context: FakeContext) -> None:
     servicer = AnalysisServicer(RunStore(str(known_store)))
     request = pb.WatchRunRequest(experiment="opt", run_id=run_id("adam", 1), after_epoch=2)
     events = list(servicer.WatchRun(request, context))
@@ -231,7 +241,7 @@ def test_watch_run_ends_at_the_deadline_and_on_cancel(known_store: Path) -> None
         list(servicer.WatchRun(pb.WatchRunRequest(experiment="live", run_id="x"), context))
 
 
-def test_get_run_pages_a_long_history(servicer: AnalysisServicer, context) -> None:  # type: ignore[no-untyped-def]
+def test_get_run_pages_a_long_history(servicer: AnalysisServicer, context: FakeContext) -> None:
     # A 200 MB metrics.jsonl could never be fetched whole: the history comes in pages.
     whole = servicer.GetRun(pb.GetRunRequest(experiment="opt", run_id=run_id("adam", 1)), context)
     assert whole.total_epochs == len(whole.history) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,9 @@ def test_a_whole_last_line_without_newline_is_read(tmp_path: Path) -> None:
         (lambda d: (d / "metrics.jsonl").write_bytes(b"\xff\xfe{}\n"), "line 1 is not valid JSON"),
     ],
 )
-def test_malformed_runs_are_reported_and_skipped(tmp_path: Path, damage, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_runs_are_reported_and_skipped(
+    tmp_path: Path, damage: Callable[[Path], object], reason: str
+) -> None:
     _run(tmp_path, "good", epochs=[epoch_line(1, 0.5)], summary=summary(0.5, 1))
     bad = _run(tmp_path, "bad", epochs=[epoch_line(1, 0.5)], summary=summary(0.5, 1))
     damage(bad)

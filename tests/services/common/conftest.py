@@ -67,7 +67,7 @@ def start(echo: Echo) -> Iterator[Callable[..., ManagedServer]]:
 
 
 def call(channel: grpc.Channel, payload: bytes, **kwargs: object) -> bytes:
-    return channel.unary_unary(f"/{SERVICE}/Echo")(payload, timeout=10, **kwargs)  # type: ignore[no-any-return]
+    return channel.unary_unary(f"/{SERVICE}/Echo")(payload, timeout=10, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ def weights(shape: tuple[int, int, int], classes: int, seed: int) -> tuple[np.nd
 
 def expected(x: np.ndarray, seed: int = 0, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """(logits, probabilities) the model of `seed` gives for a float batch (N, C, H, W)."""
-    w, b = weights(tuple(x.shape[1:]), classes, seed)  # type: ignore[arg-type]
+    w, b = weights(tuple(x.shape[1:]), classes, seed)
     logits = x.reshape(len(x), -1).astype(np.float64) @ w + b
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
     return logits, z / z.sum(axis=1, keepdims=True)

@@ -207,13 +207,13 @@ def _metrics(port: int) -> str:
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
-        return page.read().decode()  # type: ignore[no-any-return]
+        return page.read().decode()
 
 
 def _health(port: int) -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = health_pb2_grpc.HealthStub(ch)
-        return stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status  # type: ignore[no-any-return]
+        return stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from services.common.errors import FailedPrecondition, InvalidInput, ModelNotFound, NotReady
 from services.inference.repository import ModelRepository
 from services.inference.runtime import RuntimeOptions
-from services.inference.tensors import InferRequest, InputTensor
+from services.inference.tensors import InferRequest, InferResult, InputTensor
 from tests.services.inference.onnx_models import add_model, classifier, expected
 
 X = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
@@ -23,8 +24,10 @@ def request(model: str = "digits", version: str = "") -> InferRequest:
     return InferRequest(model, version, [InputTensor("input", "FP32", X.shape, X)])
 
 
-def logits(result: object) -> np.ndarray:
-    return result.outputs[0].data  # type: ignore[attr-defined, no-any-return]
+def logits(result: InferResult) -> np.ndarray:
+    data = result.outputs[0].data
+    assert isinstance(data, np.ndarray)
+    return data
 
 
 def which_seed(out: np.ndarray, seeds: range = range(1, 6)) -> int:
@@ -32,7 +35,7 @@ def which_seed(out: np.ndarray, seeds: range = range(1, 6)) -> int:
 
 
 @pytest.fixture
-def repository(tmp_path: Path):  # type: ignore[no-untyped-def]
+def repository(tmp_path: Path) -> Iterator[ModelRepository]:
     repo = ModelRepository(tmp_path)
     yield repo
     repo.close()

@@ -6,6 +6,7 @@ import io
 import threading
 import time
 import urllib.request
+from typing import TypeAlias
 
 import grpc
 import numpy as np
@@ -18,7 +19,7 @@ from services.inference.tensors import decode_bytes_elements, encode_bytes_eleme
 from tests.services.inference.conftest import infer_request, output_array
 from tests.services.inference.onnx_models import LABELS, MEAN, STD, expected
 
-Stub = pb_grpc.GRPCInferenceServiceStub
+Stub: TypeAlias = pb_grpc.GRPCInferenceServiceStub
 RNG = np.random.default_rng(4)
 
 
