@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ ONNX_TYPES = {
 class RuntimeOptions:
     """Server-wide session settings."""
 
-    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per core)
+    # 0: one per core for a model with one CPU instance (ONNX Runtime's default), the
+    # cores divided among them for a model with several (intra_op_threads_for)
+    intra_op_threads: int = 0
     # Whether intra-op workers spin-wait for work: "off" (they sleep), "run" (they spin
     # between the operators of a run and stop at its end) or "on" (they spin between runs
     # too). Spinning between runs holds the cores that the gRPC threads and the clients
@@ -74,13 +77,36 @@ def choose_providers(use_gpu: bool | None, available: list[str]) -> list[str]:
     return [CPU]
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity: a container's cpuset counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def intra_op_threads_for(
+    options: RuntimeOptions, settings: ModelSettings, providers: list[str]
+) -> int:
+    """Intra-op threads for each session of a model. A model with `count: N` CPU
+    instances runs N batches at once; at one thread per core each, N threads would
+    share every core, and a thread taken off its core mid-operator stalls its run's
+    other threads: the reference CNN at count 2 on 2 cores served 311-358 infer/s at
+    concurrency 16-64 with 1 thread per instance against 277-327 with 2, though a lone
+    request took longer (p50 7.3-8.0 ms against 5.0-5.3; docs/performance.md). So
+    without an explicit --threads the cores are divided among the instances."""
+    if options.intra_op_threads or settings.instance_count < 2 or providers != [CPU]:
+        return options.intra_op_threads
+    return max(1, available_cores() // settings.instance_count)
+
+
 def create_session(path: Path, settings: ModelSettings, options: RuntimeOptions) -> Any:
     """Open `path` with ONNX Runtime and check it against the config (raises ModelConfigError)."""
     import onnxruntime as ort
 
     providers = choose_providers(settings.use_gpu, ort.get_available_providers())
     so = ort.SessionOptions()
-    so.intra_op_num_threads = options.intra_op_threads
+    so.intra_op_num_threads = intra_op_threads_for(options, settings, providers)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = {

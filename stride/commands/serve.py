@@ -174,8 +174,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=env_default("threads", "0"),
-        help="ONNX Runtime intra-op threads per model instance, 0 for one per core "
-        "(env STRIDE_THREADS); the gRPC side is --handler-threads",
+        help="ONNX Runtime intra-op threads per model instance; 0: one per core, divided "
+        "among a model's CPU instances when it has several (env STRIDE_THREADS); the gRPC "
+        "side is --handler-threads",
     )
     add(
         "--spin",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -243,6 +244,36 @@ def test_intra_op_spinning_follows_the_runtime_options(
             assert options.get_session_config_entry("session.force_spinning_stop") == stop
     finally:
         repository.close()
+
+
+@pytest.mark.parametrize(
+    ("count", "threads", "expected"), [(1, 0, 0), (2, 0, 4), (3, 0, 2), (16, 0, 1), (2, 3, 3)]
+)
+def test_cpu_instances_divide_the_cores_unless_threads_are_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int, threads: int, expected: int
+) -> None:
+    """8 cores: one instance keeps ONNX Runtime's default (0, one per core); N instances
+    get 8 // N threads each (at least 1); an explicit --threads is kept as given."""
+    from services.inference import runtime
+
+    monkeypatch.setattr(runtime, "available_cores", lambda: 8)
+    folder = add_model(tmp_path, "digits")
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace("count: 1", f"count: {count}"))
+    repository = ModelRepository(tmp_path, RuntimeOptions(intra_op_threads=threads))
+    try:
+        repository.poll()
+        sessions = repository.get("digits").sessions
+        assert len(sessions) == count
+        assert {s.get_session_options().intra_op_num_threads for s in sessions} == {expected}
+    finally:
+        repository.close()
+
+
+def test_available_cores_counts_this_process_s_cpus() -> None:
+    from services.inference.runtime import available_cores
+
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
 
 
 def test_an_unknown_spin_mode_is_refused_naming_the_modes() -> None:
