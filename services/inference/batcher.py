@@ -337,12 +337,20 @@ class DynamicBatcher:
             if taken is None:
                 return
             batch, run = taken
+            done: list[_Pending] = []
             try:
-                self._execute(run, batch)
+                done = self._execute(run, batch)
             finally:
+                # The runner is free before its requests' waiters wake: a caller's next
+                # request, sent the moment its answer comes, must find it free (and a lone
+                # one of a fast model run at once) rather than queue behind a release.
                 self._release(run, len(batch))
+                _finish(done)
 
-    def _execute(self, run: RunFn, batch: list[_Pending]) -> None:
+    def _execute(self, run: RunFn, batch: list[_Pending]) -> list[_Pending]:
+        """Run the live requests of `batch` as one execution; returns them, each with its
+        result or error, for the caller to wake (requests past their deadline are woken
+        here, unrun)."""
         now = time.perf_counter()
         live = []
         for pending in batch:
@@ -356,7 +364,7 @@ class DynamicBatcher:
             else:
                 live.append(pending)
         if not live:
-            return
+            return live
         try:
             t0 = time.perf_counter_ns()
             if len(live) == 1 or self.settings.max_batch_size == 0:
@@ -381,8 +389,7 @@ class DynamicBatcher:
         except BaseException as exc:  # the requests must learn of it; the worker lives on
             for pending in live:
                 pending.error = exc
-        finally:
-            _finish(live)
+        return live
 
 
 def stack_rows(arrays: list[np.ndarray]) -> np.ndarray:
