@@ -57,6 +57,34 @@ def ensure_ray(address: str | None = None) -> dict[str, float]:
     return {k: float(v) for k, v in ray.cluster_resources().items()}
 
 
+def needs(cfg: RunConfig) -> dict[str, float]:
+    """The CPUs and GPUs one run takes while it trains (all its workers)."""
+    s = cfg.scaling
+    need = {"CPU": s.workers * s.cpus_per_worker}
+    if s.use_gpu:
+        need["GPU"] = s.workers * s.gpus_per_worker
+    return need
+
+
+def check_fits(cfg: RunConfig, resources: dict[str, float], what: str = "the run") -> None:
+    """Refuse a run the cluster can never place, rather than wait for it forever: Ray
+    queues a placement group that does not fit until nodes join (the deploy's cluster is
+    fixed-size). One worker must fit on one node; this checks the cluster's totals."""
+    need = needs(cfg)
+    if all(resources.get(k, 0.0) + 1e-9 >= v for k, v in need.items()):
+        return
+    wanted = " and ".join(f"{v:g} {k}" for k, v in need.items())
+    have = " and ".join(f"{resources.get(k, 0.0):g} {k}" for k in need)
+    if need.get("GPU") and not resources.get("GPU"):
+        hint = "drop --gpu (scaling.use_gpu) or connect to a cluster with GPUs (--address)"
+    else:
+        hint = (
+            "lower scaling.workers, scaling.cpus_per_worker or scaling.gpus_per_worker, "
+            "or add nodes"
+        )
+    raise ValueError(f"{what} needs {wanted} but the cluster has {have}; {hint}")
+
+
 class RayContext:
     """The TrainContext of one Ray Train worker."""
 

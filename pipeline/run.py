@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipeline.config import RunConfig
 from pipeline.optim import optimizer_kwargs
 from pipeline.train import LocalContext, Trainer
@@ -131,6 +133,11 @@ def train_local(
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> tuple[RunDir, SummaryRecord]:
     """Train one run in this process (no Ray) and write its run directory."""
+    if cfg.scaling.use_gpu and not torch.cuda.is_available():  # before the folder is made
+        raise ValueError(
+            "scaling.use_gpu is true but this machine has no CUDA device; drop --gpu or "
+            "train on a GPU machine"
+        )
     run = resolve_run(StoreLocation.parse(runs), experiment, name, cfg, resume)
     ctx = LocalContext(cfg.scaling.use_gpu, run, resume=resume)
     try:

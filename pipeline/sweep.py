@@ -24,6 +24,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from pipeline.config import ConfigError, RunConfig, parse_config
+from pipeline.ray_train import check_fits, needs
 from pipeline.search import (
     SweepPlan,
     check_scheduler,
@@ -91,31 +92,12 @@ def prepare(base: dict[str, Any], overrides: list[str], plan: SweepPlan) -> Swee
     return sweep
 
 
-def needs(cfg: RunConfig) -> dict[str, float]:
-    """The CPUs and GPUs one run takes while it trains (all its workers)."""
-    s = cfg.scaling
-    need = {"CPU": s.workers * s.cpus_per_worker}
-    if s.use_gpu:
-        need["GPU"] = s.workers * s.gpus_per_worker
-    return need
-
-
-def _fits(need: dict[str, float], free: dict[str, float]) -> bool:
-    return all(free.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
-
-
 def concurrency(configs: list[RunConfig], resources: dict[str, float]) -> int:
     """The most trials that can train at once. Every variant must fit alone (a grid may
     vary `scaling.*`); the smallest one sets the limit, and Tune starts a trial when its
     reservation fits (a multi-worker trial's workers wait for their own group)."""
     for cfg in configs:
-        need = needs(cfg)
-        if not _fits(need, resources):
-            wanted = " and ".join(f"{v:g} {k}" for k, v in need.items())
-            raise ValueError(
-                f"a trial needs {wanted} but the cluster has {resources}; lower "
-                "scaling.workers / scaling.cpus_per_worker or add nodes"
-            )
+        check_fits(cfg, resources, "a trial")
     smallest = min((needs(c) for c in configs), key=lambda n: n["CPU"])
     fits = min(resources.get(k, 0.0) / v for k, v in smallest.items() if v > 0)
     return max(1, math.floor(fits + 1e-9))

@@ -100,11 +100,11 @@ def print_epoch(record: EpochRecord) -> None:
 
 def train_with_progress(cfg: Any, args: argparse.Namespace, name: str | None) -> tuple[Any, Any]:
     """Run on Ray in a thread while this thread prints the epochs from the run store."""
-    from pipeline.ray_train import ensure_ray, follow_run, train_on_ray
+    from pipeline.ray_train import check_fits, ensure_ray, follow_run, train_on_ray
     from pipeline.run import resolve_run
 
-    run = resolve_run(args.runs, args.experiment, name, cfg, args.resume)  # before Ray starts
-    ensure_ray(args.address)
+    check_fits(cfg, ensure_ray(args.address))  # before the run's folder is made
+    run = resolve_run(args.runs, args.experiment, name, cfg, args.resume)
     result: dict[str, Any] = {}
     done = threading.Event()
 

@@ -100,6 +100,28 @@ def test_train_on_ray_then_export_from_the_command_line(
     assert "already completed" in capsys.readouterr().err
 
 
+def test_train_refuses_a_run_the_cluster_cannot_place(
+    ray_cluster: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ray would queue it forever (seen: `stride train --gpu` on a machine without a GPU
+    waited until it was killed); the command says why and makes no run folder."""
+    config = str(ROOT / "configs" / "digits.yaml")
+    base = ["train", "--config", config, "--runs", str(tmp_path), "--quiet"]
+    want_gpu = [*base, "--gpu"] if not ray_cluster.get("GPU") else [*base, "--workers", "64"]
+    assert main(want_gpu) == 2
+    err = capsys.readouterr().err
+    assert "but the cluster has" in err and ("drop --gpu" in err or "scaling.workers" in err)
+    cpus = ray_cluster["CPU"]
+    assert main([*base, "--set", f"scaling.cpus_per_worker={cpus + 1:g}"]) == 2
+    err = capsys.readouterr().err
+    assert f"needs {cpus + 1:g} CPU but the cluster has {cpus:g} CPU" in err
+    assert "scaling.cpus_per_worker" in err
+    if not ray_cluster.get("GPU"):
+        assert main([*base, "--gpu", "--local"]) == 2
+        assert "no CUDA device; drop --gpu" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_local_training_and_resume_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
