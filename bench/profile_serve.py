@@ -35,6 +35,14 @@ def py_spy() -> str:
     return found
 
 
+def portable(svg: Path, spy: str) -> None:
+    """Drop this machine's paths from the graph's title (py-spy puts its command line
+    there): the graph is committed to the docs."""
+    text = svg.read_text()
+    text = text.replace(spy, "py-spy").replace(str(svg.resolve()), svg.name)
+    svg.write_text(text.replace(str(ROOT) + "/", ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -65,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             recorder.wait(timeout=args.seconds + 60)
         finally:
             stop(server)
+    portable(args.out, spy)
     print(
         f"{args.out}: {args.model}, concurrency {args.concurrency}, "
         f"{run['throughput']:.0f} infer/s while sampled"

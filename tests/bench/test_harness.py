@@ -82,3 +82,19 @@ def test_frontend_rows_divide_each_server_model_by_stride_serve() -> None:
     assert row["figure"] == "digits: grpc.aio, echo infer/s, concurrency 16"
     assert (row["value"], row["baseline_value"], row["ratio"]) == (300.0, 100.0, 3.0)
     assert "1.20 vs 1.20 cores" in row["note"]
+
+
+def test_the_flame_graph_keeps_no_machine_path(tmp_path: Path) -> None:
+    from bench.profile_serve import ROOT, portable
+
+    svg = tmp_path / "serve.svg"
+    spy = "/opt/venv/bin/py-spy"
+    svg.write_text(
+        f'<text id="title">{spy} record --pid 7 --output {svg}</text>'
+        f"<title>infer_async ({ROOT}/services/inference/model.py:120)</title>"
+    )
+    portable(svg, spy)
+    text = svg.read_text()
+    assert "py-spy record --pid 7 --output serve.svg" in text
+    assert "(services/inference/model.py:120)" in text
+    assert str(ROOT) not in text and str(tmp_path) not in text
