@@ -27,6 +27,7 @@ is the server's own work (gRPC, batching, the swap), not matrix arithmetic.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -110,13 +111,14 @@ def _swap(folder: Path, port: int, start: float, delay: float, events: dict[str,
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         request = pb.ModelReadyRequest(name=folder.name, version="2")
         deadline = time.perf_counter() + 60
-        while time.perf_counter() < deadline:
-            try:
-                if stub.ModelReady(request, timeout=5).ready:
-                    break
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
+        ready = False
+        while not ready and time.perf_counter() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                ready = stub.ModelReady(request, timeout=5).ready
+            if not ready:
+                time.sleep(0.05)
+    if not ready:
+        return  # version 1 stays: `check` reports the swap as not completed
     events["version_2_ready_s"] = time.perf_counter() - start
     remove_version(folder, 1)
     events["version_1_removed_s"] = time.perf_counter() - start
@@ -222,8 +224,12 @@ def soak(minutes: float, window_s: float = 60, concurrency: int = 64) -> dict[st
     }
 
 
-def check(result: dict[str, Any]) -> list[str]:
-    """The pass criteria that failed (empty: the soak passed)."""
+def check(result: dict[str, Any], *, latency: bool = True) -> list[str]:
+    """The pass criteria that failed (empty: the soak passed).
+
+    `latency=False` leaves out the p99 trend: a latency figure over minutes of a shared
+    machine is the bench's to print, not a test's to assert (tests/bench/test_soak.py).
+    """
     failed = []
     if result["perf_analyzer_errors"] or result["server_failures"]:
         failed.append(
@@ -240,7 +246,7 @@ def check(result: dict[str, Any]) -> list[str]:
     if growth is None or growth >= MAX_MEMORY_GROWTH:
         failed.append(f"resident memory grew {growth} (limit {MAX_MEMORY_GROWTH:.0%})")
     p99 = result["p99_growth"]
-    if p99 is None or p99 > MAX_P99_GROWTH:
+    if latency and (p99 is None or p99 > MAX_P99_GROWTH):
         failed.append(f"p99 latency grew {p99} (limit {MAX_P99_GROWTH:.0%})")
     return failed
 

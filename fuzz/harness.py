@@ -61,5 +61,10 @@ def main(
     for option in DEFAULTS:
         if not any(a.startswith(option.split("=")[0] + "=") for a in argv):
             argv.append(option)
+    # Warm up on the seeds before libFuzzer's clock starts: the first input of a harness
+    # otherwise pays for its lazy imports (torch, for the run config), and on a busy
+    # machine that alone can pass the per-input timeout, a hang that is not one.
+    for seed in seeds():
+        test_one_input(seed)
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()

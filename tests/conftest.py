@@ -1,10 +1,39 @@
-"""Fixtures shared across the test tree."""
+"""Fixtures shared across the test tree, and the session's own temporary folder."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# Set by pytest_configure: the folder every temporary file of this session lives under.
+_SESSION_TMP: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this test process a temporary folder of its own (TMPDIR, tempfile, Ray's).
+
+    The suite checks what it leaves behind (checkpoint staging folders, Ray's session
+    files); on a machine where other work runs beside it (a second checkout's suite,
+    a CI neighbour) those checks would count the neighbours' files, and two local Ray
+    instances would share `/tmp/ray`. Servers, `stride` commands and Ray's workers
+    started by the tests inherit TMPDIR. The name stays short: Ray's Unix sockets live
+    under it and a socket path may not exceed 107 bytes.
+    """
+    global _SESSION_TMP
+    parent = Path(os.environ.get("TMPDIR") or "/tmp")
+    _SESSION_TMP = Path(tempfile.mkdtemp(prefix="st-", dir=parent))
+    os.environ["TMPDIR"] = str(_SESSION_TMP)
+    tempfile.tempdir = None  # recomputed from TMPDIR on the next call
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SESSION_TMP is not None:
+        shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
