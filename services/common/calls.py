@@ -362,9 +362,10 @@ class CallGate:
 
         async def responses() -> AsyncIterator[Any]:
             run = contextvars.copy_context().run
-            produced = await loop.run_in_executor(pool, run, inner, given, context)
-            if produced is None or context.aborted is not None:
-                context.raise_if_failed()
+            produced = await loop.run_in_executor(
+                pool, run, _finish_in_thread, inner, given, context
+            )
+            if produced is None:
                 return
             iterator = iter(produced)
             try:

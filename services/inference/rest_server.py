@@ -282,7 +282,7 @@ class RestApp:
         header, binary = rest.parse_header(body, length.decode("latin-1") if length else None)
         max_bytes = self.core.max_bytes_elements
         request, default = rest.request_from_json(
-            name, version, header, binary, max_bytes, self.core.counters
+            name, version, header, binary, max_bytes, getattr(self.core, "counters", None)
         )
         # The request's `timeout` parameter applies as the model's queue policy allows (there
         # is no call deadline over HTTP).

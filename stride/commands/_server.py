@@ -70,6 +70,13 @@ def add_stream_arguments(parser: argparse.ArgumentParser, idle_default: str = "3
         "(env STRIDE_MAX_CONNECTIONS, default 512)",
     )
     parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=env_default("handshake-timeout", "10"),
+        help="seconds a new gRPC connection may take for its TLS handshake and HTTP/2 "
+        "preface before it is closed (env STRIDE_HANDSHAKE_TIMEOUT, default 10)",
+    )
+    parser.add_argument(
         "--stream-idle-timeout",
         type=float,
         default=env_default("stream-idle-timeout", idle_default),
@@ -85,4 +92,5 @@ def stream_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_health_watches": args.max_health_watches,
         "stream_idle_timeout": args.stream_idle_timeout,
         "max_connections": args.max_connections,
+        "handshake_timeout": args.handshake_timeout,
     }
