@@ -70,6 +70,8 @@ MAX_REQUEST_ID = 128
 _ID_PREFIX = os.urandom(4).hex()
 _ID_COUNTER = itertools.count()
 _END = object()  # a response stream's end
+# The longest a call arriving while the server drains waits for the port to close.
+DRAIN_HOLD_S = 1.0
 
 
 def _new_request_id() -> str:
@@ -151,6 +153,7 @@ class CallGate:
         self.in_flight = 0
         self.ended_idle = 0
         self.draining = False  # set when the server stops: new calls answer UNAVAILABLE
+        self.closing = asyncio.Event()  # set once gRPC has begun to close the port
 
     # Registration ------------------------------------------------------------------
 
@@ -177,12 +180,8 @@ class CallGate:
     def _caller(self, metadata: tuple[Any, ...], method: str) -> bool:
         """Whether the call may read its request; raises when it may not go on at all.
 
-        While the server drains, probes and health answer (NOT_SERVING, not ready) and
-        other calls are refused (UNAVAILABLE). Without the token only open methods go on,
-        and they do not read their request.
+        Without the token only open methods go on, and they do not read their request.
         """
-        if self.draining and method not in self._probes and method not in self._open:
-            raise NotReady("the server is shutting down; retry (another replica will answer)")
         if self._token is None:
             return self._read_open or method not in self._open
         why = self._token.refusal(authorization_values(metadata))
@@ -191,6 +190,17 @@ class CallGate:
                 raise Unauthenticated(why)
             return False
         return self._read_open or method not in self._open
+
+    async def _refuse_if_draining(self, method: str) -> None:
+        """While the server drains, probes and health answer (NOT_SERVING, not ready) and
+        other calls are refused (UNAVAILABLE), once the port is closing: held until then,
+        a client does not send its next call into the moment gRPC stops, where a call it
+        had accepted but not yet started is answered CANCELLED."""
+        if not self.draining or method in self._probes or method in self._open:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), DRAIN_HOLD_S)
+        raise NotReady("the server is shutting down; retry (another replica will answer)")
 
     async def _read(self, context: Any, parse: Any, method: str) -> Any:
         raw = await context.read()
@@ -237,6 +247,7 @@ class CallGate:
             outcome = "OK"
             admitted = False
             try:
+                await self._refuse_if_draining(method)
                 reads = self._caller(metadata, method)
                 if limited:
                     if self.in_flight >= self._max_concurrent:  # type: ignore[operator]
@@ -306,6 +317,7 @@ class CallGate:
             held: str | None = None
             thread_context: ThreadContext | None = None
             try:
+                await self._refuse_if_draining(method)
                 reads = self._caller(metadata, method)
                 held = slots.take(context.peer())
                 last = [time.monotonic()]

@@ -258,6 +258,16 @@ class ManagedServer:
             if gate is not None:
                 gate.draining = True
 
+    async def _close(self, server: grpc.aio.Server, grace: float) -> None:
+        """gRPC's stop (it closes the port and says GOAWAY at once), then the calls held
+        by the draining gates are answered UNAVAILABLE."""
+        stopping = asyncio.ensure_future(server.stop(grace))
+        await asyncio.sleep(0.01)
+        for gate in (self.calls, self._health_gate):
+            if gate is not None:
+                gate.closing.set()
+        await stopping
+
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING everywhere, drain calls in flight for the grace period, then release."""
         with self._stop_lock:
@@ -278,7 +288,7 @@ class ManagedServer:
             if running and grace > 0:
                 self._stopped.wait(min(DRAIN_NOTICE_S, grace))
             if self._server is not None and running:
-                self._call(self._server.stop(grace), timeout=grace + 30)
+                self._call(self._close(self._server, grace), timeout=grace + 30)
             for drain in drains:
                 drain.join()
             if self._health_server is not None and running:
