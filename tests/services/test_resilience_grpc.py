@@ -141,15 +141,17 @@ def test_withheld_messages_without_the_token_cost_no_memory(
     served: Served = request.getfixturevalue(which)
     path = INFER if which == "inference" else GET_RUN
     before = served.rss
-    with _health_probe(served) as probe:
-        with WithheldMessages(
+    with (
+        _health_probe(served) as probe,
+        WithheldMessages(
             "127.0.0.1", served.port, path, streams=40, size=60 << 20, tls=served.tls
-        ) as attack:
-            attack.push(seconds=3)
-            peak = served.rss
-            attack.hold(1)
-            statuses = attack.statuses()
-            accepted = attack.accepted
+        ) as attack,
+    ):
+        attack.push(seconds=3)
+        peak = served.rss
+        attack.hold(1)
+        statuses = attack.statuses()
+        accepted = attack.accepted
     growth = max(peak, probe.peak_rss) - before
     print(f"\n{which}: {accepted / 2**20:.1f} MiB sent, RSS {before:.0f} MiB + {growth:.1f}")
     assert statuses == Counter(UNAUTHENTICATED=40), statuses
