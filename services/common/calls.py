@@ -7,7 +7,8 @@ methods included) into one that, in order:
    refuses a call that arrives while the server drains (UNAVAILABLE);
 2. admits it: a unary call counts against `max_concurrent`, a stream takes a slot
    (`services.common.slots`; health Watch streams have slots of their own);
-3. only then reads the request message, and parses it with the service's parser;
+3. only then reads the request message (within `receive_timeout` seconds), and parses it
+   with the service's parser;
 4. runs the handler: coroutines and async generators on the event loop, plain
    functions on a bounded thread pool (probes, which take microseconds, on the loop);
 5. maps what it raised to a status code (`services.common.status`), counts the call
@@ -45,6 +46,7 @@ import grpc
 from services.common.auth import BearerToken, authorization_values
 from services.common.counters import CallCounters
 from services.common.errors import (
+    DeadlineExceeded,
     InvalidInput,
     NotReady,
     ResourceExhausted,
@@ -137,6 +139,7 @@ class CallGate:
         streams: Slots,
         watches: Slots,
         idle_timeout: float = 300.0,
+        receive_timeout: float = 60.0,
     ) -> None:
         self._pool = pool
         self._stream_pool = stream_pool
@@ -150,6 +153,7 @@ class CallGate:
         self.streams = streams
         self.watches = watches
         self.idle_timeout = idle_timeout
+        self.receive_timeout = receive_timeout  # seconds an admitted request may take to arrive
         self.in_flight = 0
         self.ended_idle = 0
         self.draining = False  # set when the server stops: new calls answer UNAVAILABLE
@@ -203,7 +207,14 @@ class CallGate:
         raise NotReady("the server is shutting down; retry (another replica will answer)")
 
     async def _read(self, context: Any, parse: Any, method: str) -> Any:
-        raw = await context.read()
+        try:
+            async with asyncio.timeout(self.receive_timeout):
+                raw = await context.read()
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the request message did not arrive within {self.receive_timeout:g} s "
+                "(--receive-timeout)"
+            ) from None
         if raw is grpc.aio.EOF:
             raise InvalidInput(f"{method}: the call carried no request message")
         return _parse(parse, raw, method)

@@ -76,6 +76,9 @@ class ServerOptions:
     # cannot take the slots of the work streams; one address may hold a quarter of them.
     max_health_watches: int = 16
     stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds without a message either way
+    # Seconds an admitted unary request's message may take to arrive (the memory it holds
+    # meanwhile is held no longer than this).
+    receive_timeout: float = 60.0
     max_message_mb: float = DEFAULT_MAX_MESSAGE_MB  # per message, both directions
     # The largest request (KB), when requests are far smaller than answers (the analysis
     # service's requests are a few hundred bytes, its answers megabytes); None: as above.
@@ -106,6 +109,7 @@ class ServerOptions:
                 raise ValueError(f"{what} must be at least 1, got {value}")
         timeouts = {
             "stream idle timeout": self.stream_idle_timeout,
+            "receive timeout": self.receive_timeout,
             "handshake timeout": self.handshake_timeout,
             "connection idle timeout": self.connection_idle_timeout,
         }

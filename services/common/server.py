@@ -61,6 +61,7 @@ __all__ = [
 log = logging.getLogger("stride.services.server")
 
 T = TypeVar("T")
+MAX_METADATA_BYTES = 8192  # gRPC's default soft limit, made explicit
 # A health request is a service name: the health port reads nothing larger.
 HEALTH_PORT_MAX_REQUEST = 4096
 # Between telling new calls UNAVAILABLE and closing the port: calls already on their way
@@ -138,6 +139,7 @@ class ManagedServer:
                 per_peer=max(1, opts.max_health_watches // 4),
             ),
             idle_timeout=opts.stream_idle_timeout,
+            receive_timeout=opts.receive_timeout,
         )
 
     def _grpc_options(self, max_receive: int) -> list[tuple[str, int]]:
@@ -151,6 +153,9 @@ class ManagedServer:
             ("grpc.max_concurrent_streams", opts.max_connection_streams),
             ("grpc.server_handshake_timeout_ms", int(opts.handshake_timeout * 1000)),
             ("grpc.max_connection_idle_ms", int(opts.connection_idle_timeout * 1000)),
+            # A call's headers, the only bytes held before its token is checked.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", 2 * MAX_METADATA_BYTES),
         ]
 
     def _new_server(self, max_receive: int) -> grpc.aio.Server:

@@ -70,6 +70,13 @@ def add_stream_arguments(parser: argparse.ArgumentParser, idle_default: str = "3
         "(env STRIDE_MAX_CONNECTIONS, default 512)",
     )
     parser.add_argument(
+        "--receive-timeout",
+        type=float,
+        default=env_default("receive-timeout", "60"),
+        help="seconds a gRPC request message may take to arrive once its call is admitted; "
+        "past it DEADLINE_EXCEEDED (env STRIDE_RECEIVE_TIMEOUT, default 60)",
+    )
+    parser.add_argument(
         "--handshake-timeout",
         type=float,
         default=env_default("handshake-timeout", "10"),
@@ -93,4 +100,5 @@ def stream_options(args: argparse.Namespace) -> dict[str, Any]:
         "stream_idle_timeout": args.stream_idle_timeout,
         "max_connections": args.max_connections,
         "handshake_timeout": args.handshake_timeout,
+        "receive_timeout": args.receive_timeout,
     }

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.grpc_attacks import WithheldMessages
 from services.common import ManagedServer, ServerOptions, Service
 from services.common.auth import BearerToken
 from services.common.counters import CallCounters
@@ -199,21 +200,35 @@ def test_watches_without_the_token_cannot_take_the_work_streams(
 def test_a_refused_call_is_answered_before_its_message_is_read(
     started: list[ManagedServer], echo: Echo
 ) -> None:
-    # A client announces a message and sends half of it: refused from its headers, the
-    # call ends at once, without waiting for the rest (gRPC read it all first before).
+    # Streams announce a 1 MB message each and send part of it, without the token: refused
+    # from their headers at once (gRPC read the whole message first before, so they were
+    # answered only once it was complete, here never).
     server = serve(started, [echo_service(echo)], auth_token="s3cret")
-    released = threading.Event()
-
-    def half_a_message() -> Iterator[bytes]:
-        yield b"part"
-        released.wait(10)
-
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-        start = time.monotonic()
-        method = ch.stream_unary(f"/{SERVICE}/Echo")
-        with pytest.raises(grpc.RpcError) as info:
-            method(half_a_message(), timeout=10)
-        released.set()
-    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert time.monotonic() - start < 5
+    with WithheldMessages(
+        "127.0.0.1", server.port, f"/{SERVICE}/Echo", streams=4, size=1 << 20
+    ) as attack:
+        attack.push(seconds=0.3)
+        deadline = time.monotonic() + 20
+        while attack.statuses()["open"] and time.monotonic() < deadline:
+            attack.hold(0.1)
+        assert attack.statuses() == Counter(UNAUTHENTICATED=4)
     assert echo.calls == 0
+
+
+def test_an_admitted_message_must_arrive_within_the_receive_timeout(
+    started: list[ManagedServer], echo: Echo
+) -> None:
+    # A client with the token that announces a message and never finishes it held the
+    # bytes it had sent for as long as it liked.
+    server = serve(started, [echo_service(echo)], auth_token="s3cret", receive_timeout=0.5)
+    with WithheldMessages(
+        "127.0.0.1", server.port, f"/{SERVICE}/Echo", streams=2, size=1 << 20, metadata=TOKEN
+    ) as attack:
+        attack.push(seconds=0.3)
+        deadline = time.monotonic() + 20
+        while attack.statuses()["open"] and time.monotonic() < deadline:
+            attack.hold(0.1)
+        assert attack.statuses() == Counter(DEADLINE_EXCEEDED=2)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        assert call(ch, b"x", metadata=TOKEN) == b"x"
+    assert echo.calls == 1
