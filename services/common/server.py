@@ -62,6 +62,8 @@ log = logging.getLogger("stride.services.server")
 
 T = TypeVar("T")
 MAX_METADATA_BYTES = 8192  # gRPC's default soft limit, made explicit
+KEEPALIVE_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
 # A health request is a service name: the health port reads nothing larger.
 HEALTH_PORT_MAX_REQUEST = 4096
 # Between telling new calls UNAVAILABLE and closing the port: calls already on their way
@@ -153,6 +155,11 @@ class ManagedServer:
             ("grpc.max_concurrent_streams", opts.max_connection_streams),
             ("grpc.server_handshake_timeout_ms", int(opts.handshake_timeout * 1000)),
             ("grpc.max_connection_idle_ms", int(opts.connection_idle_timeout * 1000)),
+            # Ping a connection quiet this long; one that does not answer is closed (a
+            # client that vanished without closing would otherwise keep its slot). No
+            # maximum connection age: it would cut WatchRun and ModelStreamInfer streams.
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             # A call's headers, the only bytes held before its token is checked.
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", 2 * MAX_METADATA_BYTES),
