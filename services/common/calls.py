@@ -200,7 +200,7 @@ class CallGate:
         other calls are refused (UNAVAILABLE), once the port is closing: held until then,
         a client does not send its next call into the moment gRPC stops, where a call it
         had accepted but not yet started is answered CANCELLED."""
-        if not self.draining or method in self._probes or method in self._open:
+        if method in self._probes or method in self._open:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.closing.wait(), DRAIN_HOLD_S)
@@ -258,7 +258,8 @@ class CallGate:
             outcome = "OK"
             admitted = False
             try:
-                await self._refuse_if_draining(method)
+                if self.draining:
+                    await self._refuse_if_draining(method)
                 reads = self._caller(metadata, method)
                 if limited:
                     if self.in_flight >= self._max_concurrent:  # type: ignore[operator]
@@ -328,7 +329,8 @@ class CallGate:
             held: str | None = None
             thread_context: ThreadContext | None = None
             try:
-                await self._refuse_if_draining(method)
+                if self.draining:
+                    await self._refuse_if_draining(method)
                 reads = self._caller(metadata, method)
                 held = slots.take(context.peer())
                 last = [time.monotonic()]
