@@ -7,13 +7,13 @@ driven one after another by the same perf_analyzer (batch-1 requests of zeros):
 
 - `threaded echo`: gRPC's threaded server, a fixed answer, no model (the floor of
   any threaded Python server; bench/serving.py's ECHO_SERVER);
-- `ManagedServer echo`: the same answer behind Stride's own server (its interceptor:
-  token check, request ids, counters, error mapping, the ModelInfer parser);
+- `ManagedServer echo`: the same answer behind Stride's own server on grpc.aio (its call
+  gate: token check, request ids, admission, counters, error mapping, the ModelInfer
+  parser);
 - `aio echo`: grpc.aio, one event loop, a fixed answer;
 - `aio + batcher`: grpc.aio with a batching task on the loop that runs ONNX Runtime on
   each batch (the server model issue 13 proposes, without Stride's checks);
-- `stride serve --grpc-server threads`: Stride on gRPC's threaded server;
-- `stride serve` itself (grpc.aio, the default).
+- `stride serve` itself (grpc.aio; the threaded server it once had is gone).
 
 Each figure comes with the server process's CPU use (cores: CPU seconds over wall
 seconds), which says whether a server is held by one core (the GIL) or waits.
@@ -46,13 +46,12 @@ from bench.servers import (  # noqa: E402
     wait_ready,
 )
 
-KINDS = ("threaded-echo", "managed-echo", "aio-echo", "aio-batch", "stride-threads", "stride")
+KINDS = ("threaded-echo", "managed-echo", "aio-echo", "aio-batch", "stride")
 LABELS = {
     "threaded-echo": "gRPC threaded server, echo",
     "managed-echo": "Stride's ManagedServer, echo",
     "aio-echo": "grpc.aio, echo",
     "aio-batch": "grpc.aio + batching task + ORT",
-    "stride-threads": "stride serve --grpc-server threads",
     "stride": "stride serve (asyncio)",
 }
 OUTPUTS = ("logits", "probabilities")
@@ -124,7 +123,24 @@ def _servicer(config_path: str, asynchronous: bool, infer: Any = None) -> Any:
     return Async()
 
 
-def _serve_threaded(port: int, config: str, managed: bool) -> None:
+def _serve_managed(port: int, config: str) -> None:
+    from services.common.counters import CallCounters
+    from services.common.server import ManagedServer, ServerOptions, Service
+    from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
+    from services.inference.wire import parse_infer_request
+
+    servicer = _servicer(config, asynchronous=True)
+    service = Service(
+        "inference.GRPCInferenceService",
+        lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
+        probes=("ServerLive", "ServerReady", "ModelReady"),
+        parsers={"ModelInfer": parse_infer_request},
+    )
+    options = ServerOptions(host="127.0.0.1", port=port)
+    ManagedServer([service], options, counters=CallCounters()).start().wait()
+
+
+def _serve_threaded(port: int, config: str) -> None:
     from concurrent import futures
 
     import grpc
@@ -133,20 +149,6 @@ def _serve_threaded(port: int, config: str, managed: bool) -> None:
     from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
 
     servicer = _servicer(config, asynchronous=False)
-    if managed:
-        from services.common.counters import CallCounters
-        from services.common.server import ManagedServer, ServerOptions, Service
-        from services.inference.wire import parse_infer_request
-
-        service = Service(
-            "inference.GRPCInferenceService",
-            lambda s: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, s),
-            probes=("ServerLive", "ServerReady", "ModelReady"),
-            parsers={"ModelInfer": parse_infer_request},
-        )
-        options = ServerOptions(host="127.0.0.1", port=port)
-        ManagedServer([service], options, counters=CallCounters()).start().wait()
-        return
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=128))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
@@ -218,8 +220,6 @@ def _cpu_seconds(pid: int) -> float:
 def _start(kind: str, repo: Path, port: int) -> subprocess.Popen[bytes]:
     if kind == "stride":
         return start_stride_serve(repo, port)
-    if kind == "stride-threads":
-        return start_stride_serve(repo, port, extra=("--grpc-server", "threads"))
     config, onnx = repo / "digits" / "config.pbtxt", repo / "digits" / "1" / "model.onnx"
     return subprocess.Popen(
         [sys.executable, __file__, "--serve", kind, str(port), str(config), str(onnx)],
@@ -278,11 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", nargs=4, metavar=("KIND", "PORT", "CONFIG", "ONNX"))
     parser.add_argument("--concurrency", default="1,16", help="comma-separated, e.g. 1,16")
     parser.add_argument("--window-ms", type=int, default=2000)
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}"
+    )
     args = parser.parse_args(argv)
     if args.serve:
         kind, port, config, onnx = args.serve
-        if kind in ("threaded-echo", "managed-echo"):
-            _serve_threaded(int(port), config, managed=kind == "managed-echo")
+        if kind == "threaded-echo":
+            _serve_threaded(int(port), config)
+        elif kind == "managed-echo":
+            _serve_managed(int(port), config)
         elif kind in ("aio-echo", "aio-batch"):
             _serve_aio(int(port), config, onnx if kind == "aio-batch" else None)
         else:
@@ -293,7 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
     with tempfile.TemporaryDirectory(prefix="stride-bench-frontends-") as tmp:
         serving_sweep.write_models(Path(tmp), ("digits",))
-        print_table(measure(Path(tmp), concurrency, args.window_ms))
+        kinds = tuple(k for k in args.kinds.split(",") if k.strip())
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            parser.error(f"unknown server kinds {unknown}; known: {', '.join(KINDS)}")
+        print_table(measure(Path(tmp), concurrency, args.window_ms, kinds))
     return 0
 
 

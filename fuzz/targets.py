@@ -12,6 +12,7 @@ name that stays inside its folder).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from collections.abc import Callable
@@ -131,7 +132,8 @@ def build_request(case: InferCase) -> pb.ModelInferRequest:
 def check_infer_request(request: pb.ModelInferRequest) -> None:
     """ModelInfer through the servicer in-process: served, or refused with a domain error."""
     try:
-        response = workspace().servicer.ModelInfer(request, CONTEXT)
+        # ModelInfer is a coroutine of the server's event loop; here, one loop per call.
+        response = asyncio.run(workspace().servicer.ModelInfer(request, CONTEXT))
     except ServiceError:
         return
     assert len(response.raw_output_contents) == len(response.outputs), response

@@ -116,7 +116,7 @@ def _repository(repo: Path) -> tuple[Any, Any]:
     # One intra-op thread: fuzzing runs many tiny batches, and the machine is shared.
     repository = ModelRepository(repo, RuntimeOptions(intra_op_threads=1))
     repository.poll()
-    return repository, InferenceServicer(repository, version="fuzz")
+    return repository, InferenceServicer(repository, version="fuzz", model_control=True)
 
 
 @functools.cache

@@ -9,7 +9,10 @@ from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc
 
 
 class AnalysisServer(ManagedServer):
-    """ManagedServer hosting AnalysisService; on stop, WatchRun streams end before the drain."""
+    """ManagedServer hosting AnalysisService; on stop, WatchRun streams end before the drain.
+
+    Its calls are plain functions: the server runs them on its handler threads, and each
+    WatchRun stream on a stream thread of its own (services.common.calls)."""
 
     def __init__(self, store: RunStore, options: ServerOptions) -> None:
         self.servicer = AnalysisServicer(store)

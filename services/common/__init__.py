@@ -1,4 +1,4 @@
-"""What every Stride gRPC server shares: lifecycle, health, interceptors, errors, TLS, auth.
+"""What every Stride gRPC server shares: lifecycle, health, the call gate, errors, TLS, auth.
 
 Torch-free and Ray-free. How a service uses it::
 
@@ -8,7 +8,7 @@ Torch-free and Ray-free. How a service uses it::
     class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
         def GetRun(self, request, context):
             run = store.get(request.run_id)   # raise errors.ModelNotFound / InvalidInput ...
-            return to_proto(run)              # ... the interceptor maps them to status codes
+            return to_proto(run)              # ... the call gate maps them to status codes
 
     server = ManagedServer(
         [Service("stride.analysis.v1.AnalysisService",
@@ -24,8 +24,11 @@ Torch-free and Ray-free. How a service uses it::
   ModelNotFound a LookupError, NotReady, ResourceExhausted, DeadlineExceeded, ...);
   `services.common.status.STATUS_FOR_ERROR` is the one table of codes. Any other
   exception answers INTERNAL with a generic message and is logged with its traceback.
+- Handlers: coroutines and async generators run on the server's event loop, plain
+  functions on `handler_threads` threads (services.common.calls has every duty of a call).
 - Health: `server.set_health(name, serving)` for names of your own (the inference
-  server reports each model by its name). Health stays open when a token is set.
+  server reports each model by its name). Check and Watch stay open when a token is set,
+  answering callers without it for the server as a whole (services.common.health).
 - Logs: `configure_json_logging()` writes JSON lines carrying the call's request id
   (`x-request-id` metadata, or a new one, echoed in trailing metadata).
 - Options: `ServerOptions` (ports, threads, concurrency cap, message size, grace period,
@@ -41,24 +44,19 @@ from services.common import errors
 from services.common.logs import configure_json_logging, request_id_var
 
 if TYPE_CHECKING:
-    from services.common.server import (
-        DEFAULT_MAX_MESSAGE_MB,
-        ManagedServer,
-        ServerOptions,
-        Service,
-        TlsFiles,
-    )
+    from services.common.options import DEFAULT_MAX_MESSAGE_MB, ServerOptions, Service, TlsFiles
+    from services.common.server import ManagedServer
     from services.common.status import STATUS_FOR_ERROR, register_error, status_for
 
 # The names that need grpc, by the module that defines them. They are imported on
 # first use, so that domain code raising `services.common.errors` (the analysis
 # statistics, `stride compare`, `stride --help`) does not import grpc.
 _NEED_GRPC = {
-    "DEFAULT_MAX_MESSAGE_MB": "server",
+    "DEFAULT_MAX_MESSAGE_MB": "options",
     "ManagedServer": "server",
-    "ServerOptions": "server",
-    "Service": "server",
-    "TlsFiles": "server",
+    "ServerOptions": "options",
+    "Service": "options",
+    "TlsFiles": "options",
     "STATUS_FOR_ERROR": "status",
     "register_error": "status",
     "status_for": "status",

@@ -1,9 +1,10 @@
 """Calls counted per protocol, method and outcome, for the metrics page.
 
-Both front ends of a server (gRPC through the interceptor, REST through its app)
+Both front ends of a server (gRPC through its call gate, REST through its app)
 record each call here: (protocol, method, outcome) -> calls and total seconds. The
 keys are bounded by construction: methods are the server's own (unknown ones are
-not recorded under their name), outcomes are status codes.
+not recorded under their name), outcomes are status codes. Request parameters that the
+server ignored as unknown are counted here too, by protocol and place.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class CallCounters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._totals: dict[tuple[str, str, str], CallTotals] = {}
+        self._ignored: dict[tuple[str, str], int] = {}
 
     def record(self, protocol: str, method: str, outcome: str, ns: int) -> None:
         key = (protocol, method, outcome)
@@ -43,3 +45,15 @@ class CallCounters:
     def snapshot(self) -> dict[tuple[str, str, str], CallTotals]:
         with self._lock:
             return {k: CallTotals(v.count, v.ns) for k, v in sorted(self._totals.items())}
+
+    def add(self, protocol: str, where: str, count: int) -> None:
+        """Count request parameters ignored as unknown, by protocol and place ("request",
+        "input", "output"); the keys themselves are never recorded (clients choose them)."""
+        key = (protocol, where)
+        with self._lock:
+            if key in self._ignored or len(self._ignored) < MAX_KEYS:
+                self._ignored[key] = self._ignored.get(key, 0) + count
+
+    def ignored_parameters(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(sorted(self._ignored.items()))

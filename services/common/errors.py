@@ -54,3 +54,15 @@ class PermissionDenied(ServiceError):
 
 class Cancelled(ServiceError):
     """The request was cancelled, by the client or by shutdown (CANCELLED)."""
+
+
+# Names a client sends (models, services, runs) are echoed in error messages; one of a
+# few megabytes would be echoed whole, in the answer and in the server's log.
+SHOWN_CHARACTERS = 80
+
+
+def shown(name: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """`name` quoted for a message, cut to `limit` characters (saying how long it was)."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}... ({len(name)} characters)"

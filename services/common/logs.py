@@ -1,8 +1,8 @@
 """Structured logs: one JSON object per line, with the request id of the call being served.
 
-The interceptor puts the request id in a context variable while a handler runs;
-`RequestIdFilter` copies it onto every record, so a log line written deep in
-model code still names the request it belongs to.
+The call gate (services.common.calls) puts the request id in a context variable while a
+handler runs; `RequestIdFilter` copies it onto every record, so a log line written deep
+in model code still names the request it belongs to.
 """
 
 from __future__ import annotations

@@ -1,137 +1,78 @@
-"""A managed gRPC server: build, start, wait; drain on SIGTERM; release at the end.
+"""A managed gRPC server on grpc.aio: build, start, wait; drain on SIGTERM; release at the end.
 
-`ManagedServer` takes the services to host (each a `Service`: its full proto
-name and a function that registers its servicer) and `ServerOptions`, and adds
-what every Stride server needs: grpc.health.v1 with a status per service name,
-server reflection, the `ServiceInterceptor` (auth, request ids, error mapping,
-logs), message size limits, a cap on concurrent calls, TLS or mutual TLS, and an
-optional second plaintext port that serves health only (for Kubernetes probes
-when the main port uses TLS).
+`ManagedServer` takes the services to host (each a `Service`) and `ServerOptions`, and
+adds what every Stride server needs: grpc.health.v1 (services.common.health) with a
+status per name, server reflection, the `CallGate` through which every method passes
+(services.common.calls: token, admission, reading, lanes, errors, counters, streams),
+gRPC's own transport limits, TLS or mutual TLS, and an optional second plaintext port
+that serves health only (for Kubernetes probes when the main port uses TLS).
 
-Threads: calls run on one of three pools. Health Check and each service's probe
-methods run on `PROBE_THREADS` threads of their own, so a server whose handler
-threads are all busy (slow models, a flood) still answers its probes; streaming
-calls run on a `StreamGuard`'s pool (at most `max_streams`, idle ones ended);
-everything else runs on `handler_threads` threads.
+One event loop, in a thread of its own ("grpc-loop"), serves every call: coroutine
+handlers run on it, plain-function handlers on `handler_threads` threads, streams
+produced by plain-function generators on threads of their own (one per stream slot).
+Everything belongs to the object (loop, pools, counters), so that several processes can
+each run one on a shared port (`reuse_port`). The public methods are called from any
+thread but the loop's.
 
-Shutdown order: health reports NOT_SERVING for every name, the server stops
-taking new calls and gives the calls in flight `grace_period` seconds (the
-`on_drain` callbacks, such as another front end's stop, run beside it), then the
-`on_stop` callbacks release what the services hold (models, files).
+Shutdown order: health reports NOT_SERVING for every name and new calls answer
+UNAVAILABLE, the server stops taking new calls and gives the calls in flight
+`grace_period` seconds (the `on_drain` callbacks, such as another front end's stop,
+run beside it), then the `on_stop` callbacks release what the services hold.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from services.common.auth import BearerToken
+from services.common.calls import HEALTH_CHECK, CallGate, Registrar
 from services.common.counters import CallCounters
-from services.common.interceptors import HEALTH_CHECK, HEALTH_METHODS, ServiceInterceptor
-from services.common.streams import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_STREAMS, StreamGuard
+from services.common.health import HEALTH_SERVICE, NOT_SERVING, SERVING, HealthService
+from services.common.options import (
+    DEFAULT_MAX_MESSAGE_MB,
+    ServerOptions,
+    Service,
+    TlsFiles,
+)
+from services.common.slots import Slots
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_MB",
+    "HEALTH_SERVICE",
+    "ManagedServer",
+    "ServerOptions",
+    "Service",
+    "TlsFiles",
+    "return_large_allocations_to_the_os",
+]
 
 log = logging.getLogger("stride.services.server")
 
-HEALTH_SERVICE = "grpc.health.v1.Health"
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-# A batch of 64 3x224x224 float32 images is 38.5 MB; leave room for protobuf framing.
-DEFAULT_MAX_MESSAGE_MB = 64
-# Probes take microseconds; a few threads answer a kubelet, a load balancer and a person.
-PROBE_THREADS = 4
-
-
-@dataclass(frozen=True)
-class Service:
-    """A service to host: its full proto name (for health and reflection) and its registration."""
-
-    name: str  # e.g. "inference.GRPCInferenceService"
-    register: Callable[[grpc.Server], None]  # e.g. lambda s: add_XServicer_to_server(impl, s)
-    # Cheap unary methods that answer "alive?" or "ready?" (e.g. "ServerReady"): they run on
-    # the probe threads with health Check, so they answer when the handler threads are busy.
-    probes: tuple[str, ...] = ()
-    # Request parsers by method name, to refuse a message from its bytes before protobuf
-    # builds it (see services.common.interceptors); e.g. {"ModelInfer": parse_request}.
-    parsers: Mapping[str, Callable[[bytes], Any]] = field(default_factory=dict)
-
-    def probe_methods(self) -> list[str]:
-        return [f"/{self.name}/{method}" for method in self.probes]
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for TLS; with `ca`, clients must present a certificate signed by it (mTLS)."""
-
-    cert: Path
-    key: Path
-    ca: Path | None = None
-
-    def credentials(self) -> grpc.ServerCredentials:
-        """Read the files and build server credentials (OSError names a missing file)."""
-        ca = self.ca.read_bytes() if self.ca else None
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=ca,
-            require_client_auth=ca is not None,
-        )
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """How to run a server. Ports may be 0 (pick a free one; `ManagedServer.port` tells)."""
-
-    host: str = "0.0.0.0"
-    port: int = 8001
-    health_port: int | None = None  # extra plaintext port with grpc.health.v1 only
-    # gRPC handler threads for unary calls: one per call in flight (calls block while batched).
-    handler_threads: int = 64
-    # Unary calls being served at once (probes aside); more answer RESOURCE_EXHAUSTED. Below
-    # handler_threads, so that a thread is free to say so.
-    max_concurrent_requests: int | None = None
-    max_streams: int = DEFAULT_MAX_STREAMS  # streaming calls open at once; more are refused
-    stream_idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds without a message either way
-    max_message_mb: float = DEFAULT_MAX_MESSAGE_MB  # per message, both directions
-    grace_period: float = 10.0  # seconds for calls in flight after SIGTERM
-    tls: TlsFiles | None = None
-    auth_token: str | None = None  # bearer token for everything but `open_methods`
-    reflection: bool = True
-    open_methods: tuple[str, ...] = HEALTH_METHODS  # exact "/package.Service/Method" names
-
-    def __post_init__(self) -> None:
-        if self.handler_threads < 1:
-            raise ValueError(f"handler threads must be at least 1, got {self.handler_threads}")
-        if self.max_streams < 1:
-            raise ValueError(f"max streams must be at least 1, got {self.max_streams}")
-        if self.stream_idle_timeout <= 0:
-            raise ValueError(
-                f"stream idle timeout must be positive, got {self.stream_idle_timeout} s"
-            )
-        if self.max_concurrent_requests is not None and self.max_concurrent_requests < 1:
-            raise ValueError(
-                f"max concurrent requests must be at least 1, got {self.max_concurrent_requests}"
-            )
-        if self.max_message_mb <= 0:
-            raise ValueError(f"max message size must be positive, got {self.max_message_mb} MB")
-        if self.grace_period < 0:
-            raise ValueError(f"grace period must be >= 0 seconds, got {self.grace_period}")
-        if self.auth_token is not None and not self.auth_token.strip():
-            raise ValueError("auth token is empty: give a non-empty token or none")
+T = TypeVar("T")
+MAX_METADATA_BYTES = 8192  # gRPC's default soft limit, made explicit
+KEEPALIVE_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+# A health request is a service name: the health port reads nothing larger.
+HEALTH_PORT_MAX_REQUEST = 4096
+# Between telling new calls UNAVAILABLE and closing the port: calls already on their way
+# get that answer rather than gRPC's CANCELLED for calls it had accepted but not started.
+DRAIN_NOTICE_S = 0.1
 
 
 class ManagedServer:
-    """A gRPC server with health, reflection, interceptors and graceful shutdown."""
+    """A grpc.aio server with health, reflection, the call gate and graceful shutdown."""
 
     def __init__(
         self,
@@ -145,7 +86,6 @@ class ManagedServer:
         self.options = options
         self.counters = counters  # unary calls by method and code (metrics per protocol)
         self.services = list(services)
-        self.health = health.HealthServicer()
         self._on_stop = list(on_stop)
         self._on_drain = list(on_drain)  # run beside gRPC's drain (other front ends)
         self._stopped = threading.Event()
@@ -154,66 +94,84 @@ class ManagedServer:
         self._pool = futures.ThreadPoolExecutor(
             max_workers=options.handler_threads, thread_name_prefix="grpc"
         )
-        self._probe_pool = futures.ThreadPoolExecutor(
-            max_workers=PROBE_THREADS, thread_name_prefix="grpc-probe"
+        self._stream_pool = futures.ThreadPoolExecutor(
+            max_workers=options.max_streams, thread_name_prefix="grpc-stream"
         )
-        self.streams = StreamGuard(options.max_streams, options.stream_idle_timeout)
-        self._server = self._build_main()
-        self._health_server = self._build_health() if options.health_port is not None else None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="grpc-loop", daemon=True)
+        self.health = HealthService()
+        self.calls = self._gate(options.auth_token, read_open=True)
+        self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self._health_gate: CallGate | None = None
         self.port = 0
         self.health_port: int | None = None
 
-    def _grpc_options(self) -> list[tuple[str, int]]:
-        size = int(self.options.max_message_mb * 1024 * 1024)
-        return [
-            ("grpc.max_receive_message_length", size),
-            ("grpc.max_send_message_length", size),
-            ("grpc.so_reuseport", 0),  # a busy port must fail, not be shared silently
-        ]
+    # The loop ------------------------------------------------------------------------
 
-    def _interceptor(self, auth_token: str | None) -> ServiceInterceptor:
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run `coroutine` on the loop and wait for it (from any thread but the loop's)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    # Construction --------------------------------------------------------------------
+
+    def _gate(self, auth_token: str | None, *, read_open: bool) -> CallGate:
+        opts = self.options
         probes = [HEALTH_CHECK, *(m for s in self.services for m in s.probe_methods())]
         parsers = {f"/{s.name}/{m}": parse for s in self.services for m, parse in s.parsers.items()}
-        return ServiceInterceptor(
-            auth_token=auth_token,
-            open_methods=self.options.open_methods,
+        return CallGate(
+            pool=self._pool,
+            stream_pool=self._stream_pool,
+            token=BearerToken(auth_token) if auth_token else None,
+            open_methods=opts.open_methods,
             probe_methods=probes,
-            probe_pool=self._probe_pool,
-            streams=self.streams,
-            max_concurrent=self.options.max_concurrent_requests,
+            read_open=read_open,
+            max_concurrent=opts.max_concurrent_requests,
             parsers=parsers,
             counters=self.counters,
+            streams=Slots(opts.max_streams, what="streams", flag="--max-streams"),
+            watches=Slots(
+                opts.max_health_watches,
+                what="health Watch streams",
+                flag="--max-health-watches",
+                per_peer=max(1, opts.max_health_watches // 4),
+            ),
+            idle_timeout=opts.stream_idle_timeout,
+            receive_timeout=opts.receive_timeout,
         )
 
-    def _build_main(self) -> grpc.Server:
-        # No maximum_concurrent_rpcs: gRPC would count probes and idle streams against it
-        # and refuse health checks; the interceptor caps unary calls on their own.
+    def _grpc_options(self, max_receive: int) -> list[tuple[str, int]]:
         opts = self.options
-        server = grpc.server(
-            self._pool,
-            interceptors=[self._interceptor(opts.auth_token)],
-            options=self._grpc_options(),
-        )
-        for service in self.services:
-            service.register(server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        if opts.reflection:
-            names = [s.name for s in self.services] + [HEALTH_SERVICE, reflection.SERVICE_NAME]
-            reflection.enable_server_reflection(names, server)
-        return server
+        return [
+            ("grpc.max_receive_message_length", max_receive),
+            ("grpc.max_send_message_length", opts.max_send_bytes),
+            # A busy port must fail, not be shared silently, unless sharing is asked for.
+            ("grpc.so_reuseport", 1 if opts.reuse_port else 0),
+            ("grpc.max_allowed_incoming_connections", opts.max_connections),
+            ("grpc.max_concurrent_streams", opts.max_connection_streams),
+            ("grpc.server_handshake_timeout_ms", int(opts.handshake_timeout * 1000)),
+            ("grpc.max_connection_idle_ms", int(opts.connection_idle_timeout * 1000)),
+            # Ping a connection quiet this long; one that does not answer is closed (a
+            # client that vanished without closing would otherwise keep its slot). No
+            # maximum connection age: it would cut WatchRun and ModelStreamInfer streams.
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            # A call's headers, the only bytes held before its token is checked.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", 2 * MAX_METADATA_BYTES),
+        ]
 
-    def _build_health(self) -> grpc.Server:
-        # Same probe threads and stream limits as the main port: Watch streams opened here
-        # count against max_streams too, so they cannot take the Check threads.
-        server = grpc.server(
-            self._probe_pool,
-            interceptors=[self._interceptor(None)],
-            options=self._grpc_options(),
+    def _new_server(self, max_receive: int) -> grpc.aio.Server:
+        return grpc.aio.server(
+            options=self._grpc_options(max_receive),
+            maximum_concurrent_rpcs=self.options.max_calls,
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        return server
 
-    def _bind(self, server: grpc.Server, port: int, tls: TlsFiles | None) -> int:
+    async def _bind(self, server: grpc.aio.Server, port: int, tls: TlsFiles | None) -> int:
         address = f"{self.options.host}:{port}"
         try:
             if tls is not None:
@@ -226,24 +184,53 @@ class ManagedServer:
             raise OSError(f"cannot listen on {address}: port in use or address not available")
         return bound
 
-    def start(self) -> ManagedServer:
-        """Bind the ports, start serving and report every service SERVING.
-
-        If a port cannot be bound, whatever started is stopped again before the OSError
-        leaves, so a failed start holds no port and no thread.
-        """
-        with contextlib.ExitStack() as undo:
-            undo.callback(self._release_threads)
-            undo.callback(_discard, self._server)
-            self.port = self._bind(self._server, self.options.port, self.options.tls)
-            if self._health_server is not None and self.options.health_port is not None:
-                undo.callback(_discard, self._health_server)
-                self.health_port = self._bind(self._health_server, self.options.health_port, None)
-                self._health_server.start()
-            self._server.start()
-            undo.pop_all()
+    async def _start(self) -> None:
+        opts = self.options
+        server = self._new_server(opts.max_receive_bytes)
+        self._server = server
+        registrar: Any = Registrar(server, self.calls.wrap)
+        for service in self.services:
+            service.register(registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
+        if opts.reflection:
+            names = [s.name for s in self.services] + [HEALTH_SERVICE, reflection.SERVICE_NAME]
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                reflection.aio.ReflectionServicer(names), registrar
+            )
+        try:
+            self.port = await self._bind(server, opts.port, opts.tls)
+            if opts.health_port is not None:
+                probe = self._new_server(HEALTH_PORT_MAX_REQUEST)
+                self._health_server = probe
+                # Probes need no token, and the health port reads no request: it answers
+                # for the server as a whole (services.common.health).
+                self._health_gate = self._gate(None, read_open=False)
+                health_pb2_grpc.add_HealthServicer_to_server(
+                    self.health, Registrar(probe, self._health_gate.wrap)
+                )
+                self.health_port = await self._bind(probe, opts.health_port, None)
+                await probe.start()
+            await server.start()
+        except BaseException:
+            for started in (self._health_server, server):
+                if started is not None:
+                    await _discard(started)
+            raise
         for name in ["", *(s.name for s in self.services)]:
-            self.health.set(name, SERVING)
+            await self.health.set(name, SERVING)
+
+    # Life cycle ----------------------------------------------------------------------
+
+    def start(self) -> ManagedServer:
+        """Bind the ports, start serving and report every service SERVING (an OSError
+        leaves nothing running: no port, no thread)."""
+        self._thread.start()
+        try:
+            self._call(self._start(), timeout=60)
+        except BaseException:
+            self._shut_loop()
+            self._release_threads()
+            raise
         log.info(
             "serving %s on %s:%d%s",
             ", ".join(s.name for s in self.services),
@@ -259,9 +246,13 @@ class ManagedServer:
         return self._stopping
 
     def set_health(self, name: str, serving: bool) -> None:
-        """Report a service name (a service, a model, ...) SERVING or NOT_SERVING."""
-        if not self._stopping:
-            self.health.set(name, SERVING if serving else NOT_SERVING)
+        """Report a name (a service, a model, ...) SERVING or NOT_SERVING (from any thread)."""
+        if self._stopping or not self._thread.is_alive():
+            return
+        status = SERVING if serving else NOT_SERVING
+        future = asyncio.run_coroutine_threadsafe(self.health.set(name, status), self._loop)
+        if threading.current_thread() is not self._thread:
+            future.result(10)
 
     def install_signal_handlers(self) -> None:
         """Drain and stop on SIGTERM and SIGINT (call from the main thread)."""
@@ -273,6 +264,22 @@ class ManagedServer:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
+    async def _drain_notice(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        for gate in (self.calls, self._health_gate):
+            if gate is not None:
+                gate.draining = True
+
+    async def _close(self, server: grpc.aio.Server, grace: float) -> None:
+        """gRPC's stop (it closes the port and says GOAWAY at once), then the calls held
+        by the draining gates are answered UNAVAILABLE."""
+        stopping = asyncio.ensure_future(server.stop(grace))
+        await asyncio.sleep(0.01)
+        for gate in (self.calls, self._health_gate):
+            if gate is not None:
+                gate.closing.set()
+        await stopping
+
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING everywhere, drain calls in flight for the grace period, then release."""
         with self._stop_lock:
@@ -282,17 +289,23 @@ class ManagedServer:
             self._stopping = True
         grace = self.options.grace_period if grace is None else grace
         try:
-            self.health.enter_graceful_shutdown()  # every name reports NOT_SERVING from now on
+            running = self._thread.is_alive()
+            if running:
+                self._call(self._drain_notice(), timeout=10)
             drains = [
                 threading.Thread(target=_logged(d), name="stride-drain") for d in self._on_drain
             ]
             for drain in drains:
                 drain.start()
-            self._server.stop(grace).wait()
+            if running and grace > 0:
+                self._stopped.wait(min(DRAIN_NOTICE_S, grace))
+            if self._server is not None and running:
+                self._call(self._close(self._server, grace), timeout=grace + 30)
             for drain in drains:
                 drain.join()
-            if self._health_server is not None:
-                self._health_server.stop(0).wait()
+            if self._health_server is not None and running:
+                self._call(self._health_server.stop(0), timeout=30)
+            self._shut_loop()
             self._release_threads()
             for release in self._on_stop:
                 try:
@@ -304,13 +317,26 @@ class ManagedServer:
             self._stopped.set()
 
     def _release_threads(self) -> None:
-        self.streams.close()
-        self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        self._stream_pool.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _shut_loop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until `stop` has finished (True) or the timeout passes (False)."""
         return self._stopped.wait(timeout)
+
+
+async def _discard(server: grpc.aio.Server) -> None:
+    """Stop a server whose start failed. gRPC keeps a port that was bound but never served
+    until the server has started and stopped, so start it for that moment."""
+    with contextlib.suppress(Exception):
+        await server.start()
+    with contextlib.suppress(Exception):
+        await server.stop(None)
 
 
 def _logged(step: Callable[[], None]) -> Callable[[], None]:
@@ -323,19 +349,10 @@ def _logged(step: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def _discard(server: grpc.Server) -> None:
-    """Stop a server whose start failed. gRPC keeps a port that was bound but never served
-    until the server has started and stopped, so start it for that moment."""
-    with contextlib.suppress(ValueError):  # started already
-        server.start()
-    server.stop(None).wait()
-
-
 # glibc serves an allocation this large or larger straight from the kernel (mmap) and gives
 # it back on free. Its default starts at 128 kB but rises to the largest block freed so far,
 # after which multi-MB request buffers come from the heap and its arenas (one per thread)
-# keep their high-water marks: 2 million empty BYTES elements sent a few times grew the
-# inference server from 89 to 164 MiB; with the threshold fixed it stayed near 105 MiB.
+# keep their high-water marks.
 LARGE_ALLOCATION_BYTES = 256 * 1024
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, shown
 from services.generated.inference import model_config_pb2 as mc
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -53,7 +53,7 @@ def check_model_name(name: str) -> str:
     """
     if not NAME_PATTERN.fullmatch(name):
         raise InvalidInput(
-            f"invalid model name {name!r}: expected 1-128 characters of [A-Za-z0-9._-] "
+            f"invalid model name {shown(name)}: expected 1-128 characters of [A-Za-z0-9._-] "
             "starting with a letter or digit"
         )
     return name
@@ -64,7 +64,7 @@ def parse_version(version: str) -> int | None:
     if version == "":
         return None
     if not VERSION_PATTERN.fullmatch(version):
-        raise InvalidInput(f"invalid model version {version!r}: expected a positive integer")
+        raise InvalidInput(f"invalid model version {shown(version)}: expected a positive integer")
     return int(version)
 
 

@@ -14,10 +14,11 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.errors import InvalidInput, ModelNotFound, Unimplemented
+from services.common.errors import InvalidInput, ModelNotFound, NotReady, Unimplemented
 from services.generated.inference import model_config_pb2 as mc
 from services.inference.config import check_model_name, parse_version
 from services.inference.model import ModelVersion
+from services.inference.protocol import ParameterCounts
 from services.inference.repository import IndexEntry, ModelRepository
 from services.inference.stats import Snapshot
 from services.inference.tensors import InferRequest, InferResult
@@ -33,6 +34,12 @@ EXTENSIONS = (
     "binary_tensor_data",
 )
 UNLOAD_PARAMETERS = ("unload_dependents",)
+# Triton's answer (UNAVAILABLE) when its model control mode does not allow the call.
+CONTROL_OFF = (
+    "repository control is off: the server loads the models it finds (and polls for "
+    "changes with --poll-interval); start it with --model-control explicit to load and "
+    "unload models through the API"
+)
 
 
 @dataclass(frozen=True)
@@ -80,10 +87,16 @@ class InferenceCore:
         *,
         version: str,
         serving: Callable[[], bool] = lambda: True,
+        model_control: bool = False,
+        counters: ParameterCounts | None = None,
     ) -> None:
         self.repository = repository
+        self.counters = counters  # ignored request parameters, for the metrics page
         self.version = version
         self._serving = serving  # False while the server drains
+        # Load and unload through the API (Triton's --model-control-mode explicit); off by
+        # default, as Triton's: anyone who may call the server could otherwise unload.
+        self.model_control = model_control
 
     # Health and metadata ---------------------------------------------------------
 
@@ -161,6 +174,8 @@ class InferenceCore:
         return self.repository.index(ready_only=ready_only)
 
     def load(self, name: str, parameters: Collection[str] = ()) -> None:
+        if not self.model_control:
+            raise NotReady(CONTROL_OFF)
         if parameters:
             raise Unimplemented(
                 f"load parameters {sorted(parameters)} are not supported: edit the "
@@ -169,6 +184,8 @@ class InferenceCore:
         self.repository.load(name)
 
     def unload(self, name: str, parameters: Collection[str] = ()) -> None:
+        if not self.model_control:
+            raise NotReady(CONTROL_OFF)
         unknown = sorted(set(parameters) - set(UNLOAD_PARAMETERS))
         if unknown:
             raise InvalidInput(

@@ -134,6 +134,15 @@ def render(models: list[ModelVersion], counters: CallCounters | None = None) -> 
             lines.append(f"{name}{{{labels}}} {value(snap)}")
     if counters is not None:
         lines += _calls(counters)
+        lines.append(
+            "# HELP stride_ignored_parameters Request parameters ignored as unknown, by "
+            "protocol and place (request, input, output)"
+        )
+        lines.append("# TYPE stride_ignored_parameters counter")
+        for (protocol, where), count in counters.ignored_parameters().items():
+            lines.append(
+                f'stride_ignored_parameters{{protocol="{protocol}",where="{where}"}} {count}'
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -7,12 +7,13 @@ what Triton does and what tritonclient reads fastest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, shown
 from services.generated.inference import grpc_service_pb2 as pb
 from services.inference.tensors import (
     BYTES,
@@ -44,18 +45,56 @@ CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-# Triton's reserved request parameters. Only `timeout` changes anything here: there are
-# no priority levels, and `triton_enable_empty_final_response` (which perf_analyzer
-# always sends) matters only for decoupled models. Sequences are refused below.
+# The parameters of the Open Inference Protocol and Triton's extensions, by where they
+# appear. The protocol defines `parameters` as free key/value pairs, so a key Stride does
+# not know is ignored (and counted: `ParameterCounts`), as KServe's and Triton's servers
+# do; only keys whose meaning Stride cannot honour safely are refused (shared memory,
+# sequences). Both front ends (gRPC here, REST in services.inference.rest) apply it.
+#
+# Request: `timeout` (microseconds) shortens the queue timeout; `priority` and
+# `triton_enable_empty_final_response` change nothing here (no priority levels, no
+# decoupled models); `binary_data_output` is the REST front end's. Sequence control is
+# refused: no model here has sequence batching.
 REQUEST_PARAMETERS = (
     "timeout",
     "priority",
     "triton_enable_empty_final_response",
-    "sequence_id",
-    "sequence_start",
-    "sequence_end",
+    "binary_data_output",
 )
-OUTPUT_PARAMETERS = ("classification",)
+SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+# Input: `binary_data_size` is honoured by the REST front end (and sent, meaning nothing,
+# by KServe's gRPC client); `content_type` is a codec hint of KServe and MLServer clients
+# ("np", "str", ...), which the datatype already settles.
+INPUT_PARAMETERS = ("binary_data_size", "content_type")
+# Output: `classification` (k best classes); `binary_data` is the REST front end's.
+OUTPUT_PARAMETERS = ("classification", "binary_data")
+SHARED_MEMORY_PREFIX = "shared_memory_"
+
+
+class ParameterCounts(Protocol):
+    """Where ignored parameters are counted (services.common.counters.CallCounters)."""
+
+    def add(self, protocol: str, where: str, count: int) -> None: ...
+
+
+def _refuse_shared_memory(key: str, what: str) -> None:
+    if key.startswith(SHARED_MEMORY_PREFIX):
+        raise InvalidInput(
+            f"{what}: parameter {shown(key)}: shared memory is not offered by this server "
+            "(its extensions do not list it); send the tensor's data in the request"
+        )
+
+
+def check_parameters(keys: Iterable[str], known: tuple[str, ...], what: str) -> int:
+    """Refuse the keys Stride cannot honour (shared memory); the number of unknown keys,
+    which are ignored."""
+    unknown = 0
+    for key in keys:
+        if key in known:
+            continue
+        _refuse_shared_memory(key, what)
+        unknown += 1
+    return unknown
 
 
 def parameter_value(param: pb.InferParameter) -> Any:
@@ -89,7 +128,7 @@ def raw_input(
 ) -> InputTensor:
     """An input sent as raw little-endian bytes (gRPC raw_input_contents, or the binary
     tensor data of the REST protocol), checked against its shape."""
-    what = f"input {name!r}"
+    what = f"input {shown(name)}"
     check_shape(shape, what)
     data: np.ndarray | list[bytes]
     if datatype == BYTES:
@@ -104,47 +143,60 @@ def raw_input(
     return InputTensor(name, datatype, shape, data)
 
 
-def timeout_from(parameters: Mapping[str, Any]) -> int:
-    """Check a request's parameters (plain values); returns its `timeout` in us (0: none)."""
+def timeout_from(
+    parameters: Mapping[str, Any], ignored: Callable[[int], None] | None = None
+) -> int:
+    """Check a request's parameters (plain values); returns its `timeout` in us (0: none).
+
+    Unknown keys are ignored (`ignored` gets their count); sequence control with a value
+    that asks for a sequence, and shared memory, are refused.
+    """
     timeout_us = 0
+    unknown = 0
     for key, value in parameters.items():
-        if key not in REQUEST_PARAMETERS:
-            raise InvalidInput(
-                f"unknown request parameter {key!r}; supported: {', '.join(REQUEST_PARAMETERS)}"
-            )
         if key == "timeout":
             timeout_us = _int_parameter(value, "request parameter 'timeout' (microseconds)")
-        elif key.startswith("sequence_") and value not in (0, "", False, None):
-            raise InvalidInput(
-                f"request parameter {key!r}: sequence batching is not supported; send "
-                "independent requests"
-            )
+        elif key in SEQUENCE_PARAMETERS:
+            if value not in (0, "", False, None):
+                raise InvalidInput(
+                    f"request parameter {key!r}: no model of this server has sequence "
+                    "batching; send independent requests"
+                )
+        elif key not in REQUEST_PARAMETERS:
+            _refuse_shared_memory(key, "the request")
+            unknown += 1
+    if unknown and ignored is not None:
+        ignored(unknown)
     return timeout_us
 
 
-def output_requests(items: Iterable[tuple[str, Mapping[str, Any]]]) -> list[OutputRequest]:
+def output_requests(
+    items: Iterable[tuple[str, Mapping[str, Any]]], ignored: Callable[[int], None] | None = None
+) -> list[OutputRequest]:
     """The requested outputs from (name, parameters as plain values) pairs.
 
     Each output may be named once: a request naming the same output 400,000 times used
-    to build an answer 400,000 times as large.
+    to build an answer 400,000 times as large. Unknown parameters are ignored
+    (`ignored` gets their count); shared memory is refused.
     """
     outputs = []
     seen: set[str] = set()
+    unknown = 0
     for name, parameters in items:
         if name in seen:
             raise InvalidInput(
-                f"output {name!r} is requested more than once; name each output once"
+                f"output {shown(name)} is requested more than once; name each output once"
             )
         seen.add(name)
         k = 0
-        for key, value in parameters.items():
-            if key not in OUTPUT_PARAMETERS:
-                raise InvalidInput(
-                    f"output {name!r}: unknown parameter {key!r}; supported: "
-                    f"{', '.join(OUTPUT_PARAMETERS)}"
-                )
-            k = _int_parameter(value, f"output {name!r}: parameter 'classification'")
+        if parameters:
+            what = f"output {shown(name)}"
+            unknown += check_parameters(parameters, OUTPUT_PARAMETERS, what)
+            if "classification" in parameters:
+                k = _int_parameter(parameters["classification"], f"{what}: 'classification'")
         outputs.append(OutputRequest(name, k))
+    if unknown and ignored is not None:
+        ignored(unknown)
     return outputs
 
 
@@ -171,20 +223,20 @@ def _decode_typed(
     return np.asarray(values, dtype=NUMPY_DTYPES[tensor.datatype]).reshape(shape)
 
 
-def _decode_input(tensor: Any, raw: bytes | None, max_bytes: int) -> InputTensor:
+def _decode_input(
+    tensor: Any, raw: bytes | None, max_bytes: int, ignored: Callable[[int], None] | None
+) -> InputTensor:
     """One input of a request: `raw` is its raw_input_contents entry, None for typed contents."""
     shape = tuple(tensor.shape)
+    what = f"input {shown(tensor.name)}"
     if tensor.parameters:
-        raise InvalidInput(
-            f"input {tensor.name!r}: unsupported parameters {sorted(tensor.parameters)}"
-        )
+        unknown = check_parameters(tensor.parameters, INPUT_PARAMETERS, what)
+        if unknown and ignored is not None:
+            ignored(unknown)
     if raw is not None:
         if tensor.HasField("contents"):
-            raise InvalidInput(
-                f"input {tensor.name!r}: give raw_input_contents or typed contents, not both"
-            )
+            raise InvalidInput(f"{what}: give raw_input_contents or typed contents, not both")
         return raw_input(tensor.name, tensor.datatype, shape, raw, max_bytes)
-    what = f"input {tensor.name!r}"
     check_shape(shape, what)
     return InputTensor(
         tensor.name, tensor.datatype, shape, _decode_typed(tensor, shape, what, max_bytes)
@@ -192,9 +244,12 @@ def _decode_input(tensor: Any, raw: bytes | None, max_bytes: int) -> InputTensor
 
 
 def request_from_proto(
-    request: pb.ModelInferRequest, max_bytes_elements: int = DEFAULT_MAX_BYTES_ELEMENTS
+    request: pb.ModelInferRequest,
+    max_bytes_elements: int = DEFAULT_MAX_BYTES_ELEMENTS,
+    counts: ParameterCounts | None = None,
 ) -> InferRequest:
-    """Decode a ModelInferRequest (raises InvalidInput with what was expected).
+    """Decode a ModelInferRequest (raises InvalidInput with what was expected); parameters
+    it ignores are counted in `counts`.
 
     Outputs are read before inputs (see `output_requests`). This runs once per request
     on the server's event loop: the common request (raw contents, no parameters but
@@ -211,29 +266,46 @@ def request_from_proto(
         )
     parameters = request.parameters
     timeout_us = (
-        timeout_from({k: parameter_value(v) for k, v in parameters.items()}) if parameters else 0
+        timeout_from(
+            {k: parameter_value(v) for k, v in parameters.items()},
+            ignored_counter(counts, "request"),
+        )
+        if parameters
+        else 0
     )
     outputs = None
     if request.outputs:
         outputs = output_requests(
             (
-                out.name,
-                {k: parameter_value(v) for k, v in out.parameters.items()}
-                if out.parameters
-                else {},
-            )
-            for out in request.outputs
+                (
+                    out.name,
+                    {k: parameter_value(v) for k, v in out.parameters.items()}
+                    if out.parameters
+                    else {},
+                )
+                for out in request.outputs
+            ),
+            ignored_counter(counts, "output"),
         )
+    on_input = ignored_counter(counts, "input")
     if raw:
         inputs = [
-            _decode_input(tensor, contents, max_bytes_elements)
+            _decode_input(tensor, contents, max_bytes_elements, on_input)
             for tensor, contents in zip(tensors, raw, strict=True)
         ]
     else:
-        inputs = [_decode_input(tensor, None, max_bytes_elements) for tensor in tensors]
+        inputs = [_decode_input(tensor, None, max_bytes_elements, on_input) for tensor in tensors]
     return InferRequest(
         request.model_name, request.model_version, inputs, outputs, request.id, timeout_us
     )
+
+
+def ignored_counter(
+    counts: ParameterCounts | None, where: str, protocol: str = "grpc"
+) -> Callable[[int], None] | None:
+    if counts is None:
+        return None
+    return functools.partial(counts.add, protocol, where)
 
 
 def response_to_proto(result: InferResult) -> pb.ModelInferResponse:

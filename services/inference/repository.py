@@ -11,6 +11,7 @@ fail. A model whose files are invalid fails its own load only.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -96,6 +97,16 @@ class ModelRepository:
         self._on_health = on_health or (lambda name, ready: None)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        # The repository's own path, as it may appear in error text: clients are told
+        # paths relative to the repository, never where it lives on the server.
+        self._prefixes = sorted({str(root) + os.sep, str(root.resolve()) + os.sep}, key=len)[::-1]
+
+    def _public(self, exc: BaseException) -> str:
+        """An error's text for clients (RepositoryIndex, load and readiness errors)."""
+        text = str(exc)
+        for prefix in self._prefixes:
+            text = text.replace(prefix, "")
+        return text
 
     # Discovery and loading ---------------------------------------------------
 
@@ -132,7 +143,7 @@ class ModelRepository:
                 settings_from(config, folder / "config.pbtxt")
             except ModelConfigError as exc:
                 log.error("model %s: %s", name, exc)
-                entry.stamp, entry.reason = stamp, str(exc)
+                entry.stamp, entry.reason = stamp, self._public(exc)
                 if not entry.versions:
                     self._on_health(name, False)
                 return  # keep serving what was loaded from the last good config
@@ -173,7 +184,7 @@ class ModelRepository:
             with self._lock:
                 if old is not None and old.model is not None:
                     return  # keep serving the version that works
-                entry.versions[version] = VersionState(UNAVAILABLE, str(exc), stamp=stamp)
+                entry.versions[version] = VersionState(UNAVAILABLE, self._public(exc), stamp=stamp)
             return
         with self._lock:
             entry.versions[version] = VersionState(READY, model=model, stamp=stamp)
@@ -211,7 +222,7 @@ class ModelRepository:
         check_model_name(name)
         with self._sync_lock:
             if name not in self._model_names():
-                raise ModelNotFound(f"no model {name!r} in the repository {self.root}")
+                raise ModelNotFound(f"no model {name!r} in the model repository")
             entry = self._models.get(name)
             if entry is not None:
                 entry.unloaded = False

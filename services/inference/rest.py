@@ -24,7 +24,11 @@ from services.common.errors import InvalidInput
 from services.generated.inference import model_config_pb2 as mc
 from services.inference.core import ModelInfo, ModelStatistics, ServerInfo
 from services.inference.protocol import (
+    INPUT_PARAMETERS,
+    ParameterCounts,
     check_bytes_count,
+    check_parameters,
+    ignored_counter,
     output_requests,
     raw_input,
     timeout_from,
@@ -149,11 +153,16 @@ def request_from_json(
     header: dict[str, Any],
     binary: memoryview,
     max_bytes_elements: int,
+    counts: ParameterCounts | None = None,
 ) -> tuple[InferRequest, bool]:
-    """Decode an infer request; returns it and whether outputs default to binary."""
+    """Decode an infer request; returns it and whether outputs default to binary.
+
+    Parameters follow the shared policy (services.inference.protocol): unknown keys are
+    ignored and counted in `counts`, shared memory and sequences refused.
+    """
     parameters = dict(_object(header.get("parameters"), "'parameters'"))
     binary_default = bool(parameters.pop(BINARY_OUTPUTS, False))
-    timeout_us = timeout_from(parameters)
+    timeout_us = timeout_from(parameters, ignored_counter(counts, "request", "http"))
     inputs = _list(header.get("inputs"), "'inputs'")
     if not inputs:
         raise InvalidInput("request has no inputs")
@@ -167,16 +176,18 @@ def request_from_json(
             params = dict(_object(out.get("parameters"), "an output's 'parameters'"))
             params.pop(BINARY_OUTPUT, None)
             items.append((str(out.get("name", "")), params))
-        outputs = output_requests(items) if items else None
+        outputs = (
+            output_requests(items, ignored_counter(counts, "output", "http")) if items else None
+        )
     decoded, offset = [], 0
     for item in inputs:
         item = _object(item, "each input")
         name, datatype = str(item.get("name", "")), str(item.get("datatype", ""))
         shape = _shape(item.get("shape"), f"input {name!r}")
         params = _object(item.get("parameters"), f"input {name!r}: 'parameters'")
-        unknown = sorted(set(params) - {BINARY_SIZE})
-        if unknown:
-            raise InvalidInput(f"input {name!r}: unsupported parameters {unknown}")
+        unknown = check_parameters(params, INPUT_PARAMETERS, f"input {name!r}")
+        if unknown and counts is not None:
+            counts.add("http", "input", unknown)
         if BINARY_SIZE in params:
             size = params[BINARY_SIZE]
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:

@@ -281,7 +281,9 @@ class RestApp:
         _check_json_size(json_size)
         header, binary = rest.parse_header(body, length.decode("latin-1") if length else None)
         max_bytes = self.core.max_bytes_elements
-        request, default = rest.request_from_json(name, version, header, binary, max_bytes)
+        request, default = rest.request_from_json(
+            name, version, header, binary, max_bytes, getattr(self.core, "counters", None)
+        )
         # The request's `timeout` parameter applies as the model's queue policy allows (there
         # is no call deadline over HTTP).
         result = await self._run(self.core.infer, request, None)

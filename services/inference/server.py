@@ -21,28 +21,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.aio_server import AsyncManagedServer
 from services.common.counters import CallCounters
-from services.common.server import ManagedServer, ServerOptions, Service
+from services.common.options import ServerOptions, Service
+from services.common.server import ManagedServer
 from services.inference.metrics import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, MetricsServer
 from services.inference.repository import ModelRepository
 from services.inference.rest_server import HttpOptions, HttpServer
 from services.inference.runtime import RuntimeOptions
-from services.inference.servicer import (
-    PROBES,
-    AsyncInferenceServicer,
-    InferenceServicer,
-    add_to_server,
-)
+from services.inference.servicer import PROBES, InferenceServicer, add_to_server
 from services.inference.tensors import RequestLimits
 from services.inference.wire import parse_infer_request
 
 log = logging.getLogger("stride.inference.server")
 
 SERVICE_NAME = "inference.GRPCInferenceService"
-# The gRPC server: "asyncio" (grpc.aio, one event loop; the default) or "threads" (gRPC's
-# threaded server, a handler thread per call in flight).
-GRPC_SERVERS = ("asyncio", "threads")
 
 
 @dataclass(frozen=True)
@@ -72,12 +64,8 @@ class InferenceServer:
         limits: RequestLimits | None = None,
         version: str = "0",
         http: HttpOptions | None = None,  # None: no REST port
-        grpc_server: str = "asyncio",
+        model_control: bool = False,  # repository load and unload calls allowed
     ) -> None:
-        if grpc_server not in GRPC_SERVERS:
-            raise ValueError(
-                f"grpc server must be one of {', '.join(GRPC_SERVERS)}, got {grpc_server!r}"
-            )
         limits = limits or RequestLimits()
         if limits.max_response_bytes is None:  # an answer must fit in one message
             size = int(options.max_message_mb * 1024 * 1024)
@@ -93,9 +81,12 @@ class InferenceServer:
         self.repository = ModelRepository(
             repository, runtime, limits=limits, on_health=self._set_health
         )
-        servicer = AsyncInferenceServicer if grpc_server == "asyncio" else InferenceServicer
-        self.servicer = servicer(
-            self.repository, version=version, serving=lambda: not self.grpc.stopping
+        self.servicer = InferenceServicer(
+            self.repository,
+            version=version,
+            serving=lambda: not self.grpc.stopping,
+            model_control=model_control,
+            counters=self.counters,
         )
         # Requests are counted on the wire before protobuf builds them (services.inference.wire).
         parse = functools.partial(parse_infer_request, max_bytes_elements=limits.max_bytes_elements)
@@ -105,8 +96,7 @@ class InferenceServer:
             probes=PROBES,
             parsers={"ModelInfer": parse, "ModelStreamInfer": parse},
         )
-        server = AsyncManagedServer if grpc_server == "asyncio" else ManagedServer
-        self.grpc: ManagedServer | AsyncManagedServer = server(
+        self.grpc = ManagedServer(
             [service],
             options,
             on_stop=[self._release],

@@ -2,7 +2,12 @@
 
 Nothing here decides anything: requests are decoded by `protocol`, answered by the
 `InferenceCore` (which the REST front end shares), and errors are raised as domain
-errors that the shared interceptor maps to status codes.
+errors that the server's call gate (services.common.calls) maps to status codes.
+
+ModelInfer and ModelStreamInfer are coroutines on the server's event loop (a model's
+run is awaited from the dynamic batcher); the other methods are plain functions that
+the call gate runs on its handler threads, except the probes (`PROBES`), which answer
+on the loop.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -22,6 +27,7 @@ from services.generated.inference import grpc_service_pb2 as pb
 from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from services.inference import protocol
 from services.inference.core import InferenceCore
+from services.inference.protocol import ParameterCounts
 from services.inference.repository import ModelRepository
 from services.inference.stats import Duration
 from services.inference.tensors import BYTES, InferRequest, InferResult
@@ -42,8 +48,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         *,
         version: str,
         serving: Callable[[], bool] = lambda: True,
+        model_control: bool = False,
+        counters: ParameterCounts | None = None,
     ) -> None:
-        self.core = InferenceCore(repository, version=version, serving=serving)
+        self.core = InferenceCore(
+            repository,
+            version=version,
+            serving=serving,
+            model_control=model_control,
+            counters=counters,
+        )
         self.repository = repository
 
     def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -80,19 +94,32 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         response.config.CopyFrom(self.core.model_config(request.name, request.version))
         return response
 
-    def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        remaining = context.time_remaining()  # huge when the client set no deadline
-        deadline = None if remaining is None or remaining > 1e6 else time.perf_counter() + remaining
-        decoded = protocol.request_from_proto(request, self.core.max_bytes_elements)
-        return protocol.response_to_proto(self.core.infer(decoded, deadline))
+    def _infer(self, request: InferRequest, deadline: float | None) -> Awaitable[InferResult]:
+        for tensor in request.inputs:
+            if tensor.datatype == BYTES:
+                # Images are decoded in the caller's thread: not the loop's.
+                loop = asyncio.get_running_loop()
+                return loop.run_in_executor(None, self.core.infer, request, deadline)
+        return self.core.infer_async(request, deadline)
 
-    def ModelStreamInfer(
-        self, request_iterator: Iterator[pb.ModelInferRequest], context: Any
-    ) -> Iterator[pb.ModelStreamInferResponse]:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any
+    ) -> pb.ModelInferResponse:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None or remaining > 1e6 else time.perf_counter() + remaining
+        decoded = protocol.request_from_proto(
+            request, self.core.max_bytes_elements, self.core.counters
+        )
+        return protocol.response_to_proto(await self._infer(decoded, deadline))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         max_bytes = self.core.max_bytes_elements
-        for request in request_iterator:
+        async for request in request_iterator:
             try:
-                result = self.core.infer(protocol.request_from_proto(request, max_bytes))
+                decoded = protocol.request_from_proto(request, max_bytes, self.core.counters)
+                result = await self._infer(decoded, None)
                 yield pb.ModelStreamInferResponse(infer_response=protocol.response_to_proto(result))
             except ServiceError as exc:
                 yield pb.ModelStreamInferResponse(error_message=str(exc))
@@ -155,45 +182,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
 
-class AsyncInferenceServicer(InferenceServicer):
-    """The servicer for the asyncio server: ModelInfer and ModelStreamInfer are coroutines
-    on its event loop (the model's run is awaited from the dynamic batcher); every other
-    method is the threaded servicer's, run on the handler threads."""
-
-    def _infer(self, request: InferRequest, deadline: float | None) -> Awaitable[InferResult]:
-        for tensor in request.inputs:
-            if tensor.datatype == BYTES:
-                # Images are decoded in the caller's thread: not the loop's.
-                loop = asyncio.get_running_loop()
-                return loop.run_in_executor(None, self.core.infer, request, deadline)
-        return self.core.infer_async(request, deadline)
-
-    async def ModelInfer(  # type: ignore[override]
-        self, request: pb.ModelInferRequest, context: Any
-    ) -> pb.ModelInferResponse:
-        remaining = context.time_remaining()
-        deadline = None if remaining is None or remaining > 1e6 else time.perf_counter() + remaining
-        decoded = protocol.request_from_proto(request, self.core.max_bytes_elements)
-        return protocol.response_to_proto(await self._infer(decoded, deadline))
-
-    async def ModelStreamInfer(  # type: ignore[override]
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        max_bytes = self.core.max_bytes_elements
-        async for request in request_iterator:
-            try:
-                result = await self._infer(protocol.request_from_proto(request, max_bytes), None)
-                yield pb.ModelStreamInferResponse(infer_response=protocol.response_to_proto(result))
-            except ServiceError as exc:
-                yield pb.ModelStreamInferResponse(error_message=str(exc))
-            except Exception as exc:  # report, log, keep the stream open
-                _, message, _ = status_for(exc)
-                log.exception("ModelStreamInfer failed")
-                yield pb.ModelStreamInferResponse(error_message=message)
-
-
-# Cheap answers to "alive?" and "ready?": they run on the server's probe threads (see
-# services.common.server), so they answer while every handler thread is busy.
+# Cheap answers to "alive?" and "ready?": they run on the event loop (services.common.calls),
+# so they answer while every handler thread is busy.
 PROBES = ("ServerLive", "ServerReady", "ModelReady")
 
 

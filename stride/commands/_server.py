@@ -45,14 +45,43 @@ def tls_and_token(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser, idle_default: str = "300") -> None:
-    """--max-streams and --stream-idle-timeout (services.common.streams has the reasons)."""
+    """--max-streams, --max-health-watches, --stream-idle-timeout and --max-connections
+    (services.common.calls and services.common.options have the reasons)."""
     parser.add_argument(
         "--max-streams",
         type=int,
         default=env_default("max-streams", "32"),
-        help="streaming calls open at once (ModelStreamInfer, WatchRun, health Watch, "
-        "reflection); more are refused with RESOURCE_EXHAUSTED (env STRIDE_MAX_STREAMS, "
-        "default 32)",
+        help="streaming calls open at once (ModelStreamInfer, WatchRun, reflection); more "
+        "are refused with RESOURCE_EXHAUSTED (env STRIDE_MAX_STREAMS, default 32)",
+    )
+    parser.add_argument(
+        "--max-health-watches",
+        type=int,
+        default=env_default("max-health-watches", "16"),
+        help="health Watch streams open at once, apart from --max-streams so that watchers "
+        "(who need no token) cannot take the slots of the work; one client address may hold "
+        "a quarter of them (env STRIDE_MAX_HEALTH_WATCHES, default 16)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=env_default("max-connections", "512"),
+        help="gRPC connections at once; more are refused when they connect "
+        "(env STRIDE_MAX_CONNECTIONS, default 512)",
+    )
+    parser.add_argument(
+        "--receive-timeout",
+        type=float,
+        default=env_default("receive-timeout", "60"),
+        help="seconds a gRPC request message may take to arrive once its call is admitted; "
+        "past it DEADLINE_EXCEEDED (env STRIDE_RECEIVE_TIMEOUT, default 60)",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=env_default("handshake-timeout", "10"),
+        help="seconds a new gRPC connection may take for its TLS handshake and HTTP/2 "
+        "preface before it is closed (env STRIDE_HANDSHAKE_TIMEOUT, default 10)",
     )
     parser.add_argument(
         "--stream-idle-timeout",
@@ -65,4 +94,11 @@ def add_stream_arguments(parser: argparse.ArgumentParser, idle_default: str = "3
 
 def stream_options(args: argparse.Namespace) -> dict[str, Any]:
     """ServerOptions keywords from `add_stream_arguments`' options."""
-    return {"max_streams": args.max_streams, "stream_idle_timeout": args.stream_idle_timeout}
+    return {
+        "max_streams": args.max_streams,
+        "max_health_watches": args.max_health_watches,
+        "stream_idle_timeout": args.stream_idle_timeout,
+        "max_connections": args.max_connections,
+        "handshake_timeout": args.handshake_timeout,
+        "receive_timeout": args.receive_timeout,
+    }

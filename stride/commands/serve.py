@@ -38,15 +38,26 @@ def _on_off(value: str) -> str:
 SPIN_MODES = ("off", "run", "on")
 
 
-# services.inference.server.GRPC_SERVERS, named here for the same reason.
-GRPC_SERVERS = ("asyncio", "threads")
+MODEL_CONTROL = ("none", "explicit")
+
+
+def _model_control(value: str) -> str:
+    if value not in MODEL_CONTROL:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(MODEL_CONTROL)}, got {value!r}"
+        )
+    return value
 
 
 def _grpc_server(value: str) -> str:
-    if value not in GRPC_SERVERS:
+    # Retired with the threaded server (issue 24): one gRPC stack, on grpc.aio.
+    if value == "threads":
         raise argparse.ArgumentTypeError(
-            f"expected one of {', '.join(GRPC_SERVERS)}, got {value!r}"
+            "'threads' was removed: stride serve has one gRPC server, on grpc.aio (an event "
+            "loop for inference, --handler-threads for the other calls); drop the option"
         )
+    if value != "asyncio":
+        raise argparse.ArgumentTypeError(f"the only value left is asyncio, got {value!r}")
     return value
 
 
@@ -191,19 +202,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--grpc-server",
         type=_grpc_server,
-        metavar="{" + ",".join(GRPC_SERVERS) + "}",
-        default=env_default("grpc-server", "asyncio"),
-        help="asyncio (the default: grpc.aio, one event loop serves every call; inference "
-        "calls never change threads) or threads (gRPC's threaded server, a handler thread "
-        "per call in flight) (env STRIDE_GRPC_SERVER)",
+        default=env_default("grpc-server"),
+        help="deprecated, and ignored: there is one gRPC server, on grpc.aio; 'threads' "
+        "was removed (env STRIDE_GRPC_SERVER)",
     )
     add(
         "--handler-threads",
         type=int,
         default=env_default("handler-threads", "128"),
-        help="gRPC handler threads: calls served at once with --grpc-server threads; with "
-        "asyncio, the threads that answer the calls other than inference (metadata, "
-        "statistics, load and unload) (env STRIDE_HANDLER_THREADS)",
+        help="threads that answer the gRPC calls other than inference and probes (metadata, "
+        "statistics, load and unload); inference and probes are answered on the event loop "
+        "(env STRIDE_HANDLER_THREADS, default 128)",
+    )
+    add(
+        "--model-control",
+        type=_model_control,
+        metavar="{" + ",".join(MODEL_CONTROL) + "}",
+        default=env_default("model-control", "none"),
+        help="none (the default): load and unload calls are refused, the server serves what "
+        "it finds in the repository (and polls with --poll-interval); explicit: clients with "
+        "the token may load and unload models, as Triton's --model-control-mode explicit "
+        "(env STRIDE_MODEL_CONTROL)",
     )
     add_stream_arguments(parser)
     add(
@@ -291,6 +310,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.log_format == "json":
         configure_json_logging(logging.getLogger().level or "INFO")
+    if args.grpc_server is not None:
+        logging.getLogger("stride.serve").warning(
+            "--grpc-server (STRIDE_GRPC_SERVER) is deprecated and ignored: there is one "
+            "gRPC server, on grpc.aio; drop the option"
+        )
     return_large_allocations_to_the_os()  # requests of many MB must not ratchet the heap up
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
@@ -332,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
         runtime=RuntimeOptions(intra_op_threads=args.threads, spin=args.spin),
         limits=limits,
         version=__version__,
-        grpc_server=args.grpc_server,
+        model_control=args.model_control == "explicit",
     )
     server.start()
     server.install_signal_handlers()

@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "STRIDE_MAX_RUN_FILE_MB, default 64; a real run's metrics are a few MB)",
     )
     parser.add_argument(
+        "--max-request-kb",
+        type=float,
+        default=env_default("max-request-kb", "64"),
+        help="largest request in KB (env STRIDE_MAX_REQUEST_KB, default 64: requests are a "
+        "few hundred bytes; answers may be up to 64 MB)",
+    )
+    parser.add_argument(
         "--host", default=env_default("host", "0.0.0.0"), help="address to listen on"
     )
     parser.add_argument(
@@ -100,6 +107,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         grace_period=args.grace_period,
         tls=tls,
         auth_token=token,
+        max_request_kb=args.max_request_kb,
         **stream_options(args),
     )
 

@@ -6,6 +6,8 @@ anything else would reach the client as INTERNAL, which is a bug.
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -55,7 +57,7 @@ def test_valid_requests_are_served_with_probabilities(
     outputs = [("probabilities", {"classification": k} if k else {})]
     case = targets.InferCase(model, inputs=[targets.Tensor(shape=shape, raw=x.tobytes())])
     case.outputs = outputs
-    response = ws.servicer.ModelInfer(targets.build_request(case), CONTEXT)
+    response = asyncio.run(ws.servicer.ModelInfer(targets.build_request(case), CONTEXT))
     (out,) = response.outputs
     if k:
         assert out.datatype == "BYTES" and list(out.shape) == [batch, min(k, 10)]

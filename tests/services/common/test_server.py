@@ -88,7 +88,10 @@ def test_health_names_and_extra_health_port(start: Start) -> None:
     with channel(server) as ch, grpc.insecure_channel(f"127.0.0.1:{server.health_port}") as hc:
         assert health(ch, SERVICE) == health_pb2.HealthCheckResponse.SERVING
         server.set_health("some-model", False)
-        assert health(hc, "some-model") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert health(ch, "some-model") == health_pb2.HealthCheckResponse.NOT_SERVING
+        # The health port reads no request: it answers for the server, whatever the name.
+        assert health(hc, "some-model") == health_pb2.HealthCheckResponse.SERVING
+        assert health(hc, "no-such-service") == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError) as info:
             call(hc, b"x")  # the health port serves health only
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -27,7 +27,7 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def server(repo: Path) -> Iterator[InferenceServer]:
     options = ServerOptions(host="127.0.0.1", port=0, handler_threads=32, grace_period=2)
-    srv = InferenceServer(repo, options, metrics=MetricsOptions(port=0)).start()
+    srv = InferenceServer(repo, options, metrics=MetricsOptions(port=0), model_control=True).start()
     yield srv
     srv.stop(0)
 

@@ -177,10 +177,23 @@ CASES = [
         "unknown output 'scores': model digits has outputs logits, probabilities",
     ),
     (
-        "unknown output parameter",
-        _with(_raw(X), _output_param("top", 3)),
+        "shared memory for an output",
+        _with(_raw(X), _output_param("shared_memory_byte_size", 40)),
         INVALID,
-        "unknown parameter 'top'; supported: classification",
+        "shared memory is not offered by this server",
+    ),
+    (
+        "shared memory for an input",
+        _with(
+            _raw(X),
+            lambda r: (
+                r.inputs[0]
+                .parameters["shared_memory_region"]
+                .CopyFrom(pb.InferParameter(string_param="region"))
+            ),
+        ),
+        INVALID,
+        "input 'input': parameter 'shared_memory_region': shared memory is not offered",
     ),
     (
         "negative classification",
@@ -189,13 +202,13 @@ CASES = [
         "non-negative integer",
     ),
     (
-        "unknown request parameter",
+        "sequence control",
         _with(
             _raw(X),
-            lambda r: r.parameters["colour"].CopyFrom(pb.InferParameter(string_param="red")),
+            lambda r: r.parameters["sequence_id"].CopyFrom(pb.InferParameter(int64_param=7)),
         ),
         INVALID,
-        "unknown request parameter 'colour'",
+        "no model of this server has sequence batching",
     ),
     ("no inputs", pb.ModelInferRequest(model_name="digits"), INVALID, "request has no inputs"),
     (
@@ -289,7 +302,7 @@ def test_model_unloaded_is_not_found(tmp_path: Path) -> None:
     # Triton answers NOT_FOUND for a model with no available versions (conformance suite).
     add_model(tmp_path, "digits")
     server = InferenceServer(
-        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics=None
+        tmp_path, ServerOptions(host="127.0.0.1", port=0), metrics=None, model_control=True
     ).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:

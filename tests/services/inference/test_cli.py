@@ -89,6 +89,9 @@ def test_every_option_comes_from_the_environment(
         6,
         30.0,
     )
+    assert (options.max_health_watches, options.max_connections) == (16, 512)
+    assert parse([]).model_control == "none"  # load and unload refused unless enabled
+    assert parse(["--model-control", "explicit"]).model_control == "explicit"
     monkeypatch.setenv("STRIDE_PORT", "eighty")
     with pytest.raises(SystemExit):
         parse([])
@@ -98,6 +101,17 @@ def test_every_option_comes_from_the_environment(
     monkeypatch.setenv("STRIDE_SPIN", "maybe")
     with pytest.raises(SystemExit):
         parse([])
+
+
+def test_the_threaded_server_option_is_gone_with_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parse(["--grpc-server", "threads"])
+    assert "'threads' was removed" in capsys.readouterr().err
+    assert parse(["--grpc-server", "asyncio"]).grpc_server == "asyncio"  # deprecated, ignored
+    with pytest.raises(SystemExit):
+        parse(["--model-control", "poll"])
 
 
 def test_tls_options_must_come_in_pairs(tmp_path: Path) -> None:

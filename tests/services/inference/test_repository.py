@@ -288,13 +288,6 @@ def test_the_cli_names_the_same_spin_modes_as_the_runtime() -> None:
     assert CLI_SPIN_MODES == SPIN_MODES
 
 
-def test_the_cli_names_the_same_grpc_servers_as_the_server() -> None:
-    from services.inference.server import GRPC_SERVERS
-    from stride.commands.serve import GRPC_SERVERS as CLI_GRPC_SERVERS
-
-    assert CLI_GRPC_SERVERS == GRPC_SERVERS
-
-
 def test_infer_async_answers_and_counts_as_infer(
     tmp_path: Path, repository: ModelRepository
 ) -> None:

@@ -64,7 +64,9 @@ def start(repo: Path, **http: Any) -> InferenceServer:
     http_options = HttpOptions(
         **{**http_options.__dict__, "tls": options.tls, "auth_token": options.auth_token}
     )
-    return InferenceServer(repo, options, metrics=None, http=http_options).start()
+    return InferenceServer(
+        repo, options, metrics=None, http=http_options, model_control=True
+    ).start()
 
 
 @pytest.fixture(scope="module")

@@ -72,8 +72,12 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     triton_peer.triton_repository(repo, root / "triton", threads=1)
     triton = triton_peer.start(root / "triton", log=root / "triton.log", explicit=True)
     options = ServerOptions(host="127.0.0.1", port=0, grace_period=1)
-    stride = InferenceServer(
-        repo, options, metrics=None, http=HttpOptions(host="127.0.0.1", port=0, grace_period=1)
+    stride = InferenceServer(  # Triton runs in explicit model control: so does Stride
+        repo,
+        options,
+        metrics=None,
+        http=HttpOptions(host="127.0.0.1", port=0, grace_period=1),
+        model_control=True,
     )
     try:
         stride.start()

@@ -1,6 +1,6 @@
-"""Stream handlers on the asyncio server (AsyncManagedServer) that write with
-`context.write`, such as health Watch: each write counts as activity for the idle
-timeout, and a stream that neither reads nor writes for the timeout ends with a reason."""
+"""Stream handlers that write as they go, such as health Watch: each write counts as
+activity for the idle timeout, and a stream that neither reads nor writes for the
+timeout ends with a reason."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common import ServerOptions
-from services.common.aio_server import AsyncManagedServer
+from services.common import ManagedServer, ServerOptions
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -21,15 +20,15 @@ IDLE_S = 0.6
 
 
 @pytest.fixture
-def server() -> Iterator[AsyncManagedServer]:
+def server() -> Iterator[ManagedServer]:
     options = ServerOptions(host="127.0.0.1", port=0, stream_idle_timeout=IDLE_S)
-    started = AsyncManagedServer([], options).start()
+    started = ManagedServer([], options).start()
     yield started
     started.stop(0)
 
 
 def test_a_watch_that_writes_outlives_the_idle_timeout_then_ends_idle(
-    server: AsyncManagedServer,
+    server: ManagedServer,
 ) -> None:
     seen: list[int] = []
     ended: list[BaseException] = []
