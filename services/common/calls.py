@@ -116,9 +116,11 @@ async def _next_within(responses: Any, last: list[float], idle: float) -> Any:
             if time.monotonic() - last[0] >= idle:
                 raise _StreamIdle
     finally:
+        # Left early (idle, or this call cancelled): the step may be pending or may have
+        # finished in the same turn; either way its outcome is nobody's any more.
         if not step.done():
             step.cancel()
-            step.add_done_callback(_retrieve)
+        step.add_done_callback(_retrieve)
 
 
 class CallGate:
