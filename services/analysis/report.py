@@ -50,7 +50,8 @@ def _num(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def _stat(stat: Stat, digits: int, ci: bool = True) -> str:
+def format_stat(stat: Stat, digits: int, ci: bool = True) -> str:
+    """`mean ±std [low, high]` (the interval when `ci` and there is one), or "-"."""
     if stat.mean is None:
         return "-"
     text = _num(stat.mean, digits)
@@ -130,18 +131,18 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
             str(i),
             g.name,
             str(len(g.runs)),
-            _stat(g.final_val_accuracy, 4),
-            _stat(g.best_val_accuracy, 4),
-            _stat(g.test_accuracy, 4),
-            _stat(g.epochs_to_target, 2),
+            format_stat(g.final_val_accuracy, 4),
+            format_stat(g.best_val_accuracy, 4),
+            format_stat(g.test_accuracy, 4),
+            format_stat(g.epochs_to_target, 2),
             f"{g.reached_target}/{len(g.runs)}",
             f"{g.diverged}/{len(g.runs)}",
-            _stat(g.seconds_to_target, 1, ci=False),
-            _stat(g.auc_val_loss, 3, ci=False),
-            _stat(g.accuracy_gap, 3, ci=False),
-            _stat(g.wall_seconds, 1, ci=False),
-            _stat(g.images_per_second, 0, ci=False),
-            *([_stat(g.final_weight_norm, 3, ci=False)] if norms else []),
+            format_stat(g.seconds_to_target, 1, ci=False),
+            format_stat(g.auc_val_loss, 3, ci=False),
+            format_stat(g.accuracy_gap, 3, ci=False),
+            format_stat(g.wall_seconds, 1, ci=False),
+            format_stat(g.images_per_second, 0, ci=False),
+            *([format_stat(g.final_weight_norm, 3, ci=False)] if norms else []),
         ]
         for i, g in enumerate(c.groups, start=1)
     ]
