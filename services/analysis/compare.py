@@ -251,16 +251,26 @@ def compare(
     # AUC over the epochs every run has, so that early-stopped runs compare fairly.
     auc_epochs = auc_horizon(every)
     longest = max(len(r.epochs) for r in every)
-    describe = stats.describe
+    # Each interval is cut to what its metric can be: times, counts, AUC, speed and the
+    # weight norm >= 0; accuracies in 0..1; a gap may be negative.
+    def describe(values: Sequence[float | None]) -> stats.Stat:
+        return stats.describe(values, (0.0, math.inf))
+
+    def accuracy(values: Sequence[float | None]) -> stats.Stat:
+        return stats.describe(values, (0.0, 1.0))
+
+    def gap(values: Sequence[float | None]) -> stats.Stat:
+        return stats.describe(values)
+
     by_name: dict[str, GroupStats] = {}
     for name, runs in groups.runs.items():
         results = tuple(run_result(r, target, auc_epochs, longest) for r in runs)
         by_name[name] = GroupStats(
             name=name,
             runs=results,
-            final_val_accuracy=describe([r.final_val_accuracy for r in results]),
-            best_val_accuracy=describe([r.best_val_accuracy for r in results]),
-            test_accuracy=describe([r.test_accuracy for r in results]),
+            final_val_accuracy=accuracy([r.final_val_accuracy for r in results]),
+            best_val_accuracy=accuracy([r.best_val_accuracy for r in results]),
+            test_accuracy=accuracy([r.test_accuracy for r in results]),
             epochs_to_target=describe([r.epochs_to_target for r in results]),
             seconds_to_target=describe([r.seconds_to_target for r in results]),
             reached_target=sum(r.reached_target for r in results),
@@ -268,8 +278,8 @@ def compare(
             wall_seconds=describe([r.wall_seconds for r in results]),
             images_per_second=describe([r.images_per_second for r in results]),
             epochs=describe([r.epochs for r in results]),
-            accuracy_gap=describe([r.accuracy_gap for r in results]),
-            loss_gap=describe([r.loss_gap for r in results]),
+            accuracy_gap=gap([r.accuracy_gap for r in results]),
+            loss_gap=gap([r.loss_gap for r in results]),
             final_weight_norm=describe([r.final_weight_norm for r in results]),
             weight_norm=epoch_series(runs, "weight_norm"),
             diverged=sum(r.outcome == "diverged" for r in results),

@@ -117,10 +117,16 @@ def t_intervals(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np
     return mean, std, mean - half, mean + half
 
 
-def describe(values: Sequence[float | None]) -> Stat:
+def describe(
+    values: Sequence[float | None], bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> Stat:
     """Stat of the values that are not None: mean, sample std and the 95% Student's t
     interval of the mean (none for one value, or where a value is not finite: a mean
-    of an infinite value is infinite, and no interval says anything about it)."""
+    of an infinite value is infinite, and no interval says anything about it).
+
+    `bounds` is the range the metric can take (an accuracy 0..1, a time >= 0): the
+    interval is cut to it, which drops only impossible means and so cannot lower its
+    coverage."""
     x = [float(v) for v in values if v is not None]
     if not x:
         return Stat(0, None, None, None, None)
@@ -130,7 +136,9 @@ def describe(values: Sequence[float | None]) -> Stat:
     if not all(math.isfinite(v) for v in x):
         return Stat(len(x), mean, None, None, None)
     _, std, low, high = t_intervals(np.asarray([x]))
-    return Stat(len(x), mean, float(std[0]), float(low[0]), float(high[0]), STUDENT_T)
+    low_cut = max(float(low[0]), bounds[0])
+    high_cut = min(float(high[0]), bounds[1])
+    return Stat(len(x), mean, float(std[0]), low_cut, high_cut, STUDENT_T)
 
 
 @dataclass(frozen=True)

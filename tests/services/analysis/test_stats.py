@@ -39,6 +39,15 @@ def test_two_values_give_the_wide_interval_they_warrant() -> None:
     assert (s.ci_low, s.ci_high) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
 
 
+def test_an_interval_is_cut_to_what_the_metric_can_be() -> None:
+    values = [0.1, 0.98, 0.1]
+    free = stats.describe(values)
+    cut = stats.describe(values, (0.0, 1.0))
+    assert free.ci_low is not None and free.ci_high is not None
+    assert free.ci_low < 0.0 and free.ci_high > 1.0
+    assert (cut.ci_low, cut.ci_high, cut.mean, cut.std) == (0.0, 1.0, free.mean, free.std)
+
+
 def test_constant_values_have_a_zero_width_interval() -> None:
     s = stats.describe([0.7, 0.7, 0.7])
     assert s.std == pytest.approx(0.0, abs=1e-12)
