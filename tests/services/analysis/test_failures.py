@@ -200,3 +200,26 @@ def test_a_diverged_run_never_reaches_the_target_of_a_profile(tmp_path: Path) ->
     assert times["diverger"] == (3, 1, math.inf, math.inf)
     assert times["steady"] == (3, 3, 6.0, 1.0)
     assert (p.curves[0].group, p.curves[0].score) == ("steady", 1.0)
+
+
+def test_the_figure_draws_a_group_whose_runs_all_diverged_before_an_epoch(tmp_path: Path) -> None:
+    from services.analysis.compare import gradient_flow
+    from services.analysis.layers import dead_units
+    from services.analysis.panels import Extras
+    from services.analysis.plots import render_png
+    from tests.services.analysis.pngs import png_size
+
+    failure_store(tmp_path)
+    failed = summary(None, 0, status="failed", reason=DIVERGED)
+    for seed in (1, 2):
+        _run(tmp_path, "gone", seed, [], failed)
+    groups = _groups(tmp_path)
+    assert len(groups.runs["gone"]) == 2
+    extras = Extras(
+        dead_units=dead_units(groups.runs),
+        sensitivity=None,
+        expected_best=expected_best(groups),
+        win_matrix=win_matrix(groups),
+    )
+    png = render_png(groups, gradient_flow(groups), width=600, height=500, extras=extras)
+    assert png_size(png) == (600, 500)
