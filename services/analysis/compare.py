@@ -251,6 +251,7 @@ def compare(
     # AUC over the epochs every run has, so that early-stopped runs compare fairly.
     auc_epochs = auc_horizon(every)
     longest = max(len(r.epochs) for r in every)
+
     # Each interval is cut to what its metric can be: times, counts, AUC, speed and the
     # weight norm >= 0; accuracies in 0..1; a gap may be negative.
     def describe(values: Sequence[float | None]) -> stats.Stat:
