@@ -193,7 +193,8 @@ def test_quick_course_runs_sweeps_compare_and_writes_tables(
     assert exp["name"] == "dying-relu" and exp["sweeps"][0]["rc"] == 0
     assert summary["runs"] == "runs" and str(tmp_path) not in json.dumps(summary)
     assert list((tmp_path / "runs").rglob("summary.json"))  # the runs landed where asked
-    assert set(exp["numbers"]) == {"activation=relu lr=0.05", "activation=leaky_relu lr=0.05"}
+    groups = {"activation=relu lr=0.05", "activation=leaky_relu lr=0.05"}
+    assert set(exp["numbers"]) == {*groups, "left_out"} and exp["numbers"]["left_out"] == []
     assert (tmp_path / "out" / "dying-relu.md").read_text().startswith("| group |")
     assert summary["convolution"]["flip_matches_definition"] is True
     assert (tmp_path / "img" / "course-dying-relu.png").stat().st_size > 1000
