@@ -277,6 +277,6 @@ def check_run_store(config: bytes | None, metrics: bytes | None, summary: bytes 
         lambda: a.GradientFlow(apb.GradientFlowRequest(selection=everything), CONTEXT),
     ]
     for sel in (selection, everything):
-        request = apb.CompareRunsRequest(selection=sel, bootstrap_samples=50, target=0.6)
+        request = apb.CompareRunsRequest(selection=sel, target=0.6)
         calls.append(functools.partial(a.CompareRuns, request, CONTEXT))
     _answer_all(calls)

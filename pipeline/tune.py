@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -30,9 +29,9 @@ from pipeline.config import ConfigError, RunConfig, parse_config
 from pipeline.optim import optimizer_kwargs
 from pipeline.ray_train import checkpoint_epoch, train_on_ray
 from pipeline.run import config_record, data_record, failed_summary
-from pipeline.search import format_value
 from pipeline.train import CHECKPOINT, Trainer
 from runstore import EpochRecord, RunDir, StoreLocation, SummaryRecord, check_name
+from runstore.names import values_label
 
 AXES = "axes"  # Tune config: {config key: value} of this trial
 SEED = "seed"  # Tune config: the trial's seed (grid and random search)
@@ -40,13 +39,6 @@ TRIAL_INDEX = "__trial_index__"  # Tune config: the repeat index (Optuna with se
 DRIVER_BUNDLE: dict[str, float] = {
     "memory": 2**20
 }  # a multi-worker trial's reservation: no CPU (1 MiB)
-
-
-def _slug(value: Any) -> str:
-    if isinstance(value, dict):  # a section's values together, e.g. {name: sgd, lr: 0.1}
-        return "-".join(_slug(v) for v in value.values()) or "x"
-    text = re.sub(r"[^A-Za-z0-9.-]+", "-", format_value(value)).strip("-.")
-    return text or "x"
 
 
 def trial_values(tune_config: dict[str, Any]) -> dict[str, Any]:
@@ -61,8 +53,9 @@ def trial_seed(tune_config: dict[str, Any], base_seed: int) -> int:
 
 
 def trial_label(values: dict[str, Any]) -> str:
-    """The values as a short name, e.g. `adam` or `sgd_0.0123`."""
-    return "_".join(_slug(v) for v in values.values())[:80] or "run"
+    """The values as the start of a run id, each reading as its value (runstore's
+    `values_label`), e.g. `adam`, `sgd-0.0123_2` or `1e30`."""
+    return values_label(values.values())
 
 
 def trial_run_id(values: dict[str, Any], seed: int, trial_id: str) -> str:

@@ -17,7 +17,15 @@ from runstore.errors import BadName, ExperimentNotFound, MalformedRun, RunNotFou
 from runstore.files import Files, open_files
 from runstore.follow import Event, Follower, follow
 from runstore.location import StoreLocation, redact
-from runstore.names import check_name, check_read_name, new_run_id, utc_now
+from runstore.names import (
+    check_name,
+    check_read_name,
+    new_run_id,
+    utc_now,
+    value_name,
+    values_label,
+)
+from runstore.outcomes import DIVERGED_MARK, OUTCOMES, RESULTS, diverged, outcome
 from runstore.reader import Run, RunStore, Scan, Skipped, format_value
 from runstore.records import (
     SCHEMA_VERSION,
@@ -33,6 +41,9 @@ from runstore.rundir import CHECKPOINTS, RunDir
 
 __all__ = [
     "CHECKPOINTS",
+    "DIVERGED_MARK",
+    "OUTCOMES",
+    "RESULTS",
     "SCHEMA_VERSION",
     "STATUSES",
     "BadName",
@@ -53,13 +64,17 @@ __all__ = [
     "SummaryRecord",
     "check_name",
     "check_read_name",
+    "diverged",
     "follow",
     "format_value",
     "new_run_id",
     "open_files",
+    "outcome",
     "parse_epoch",
     "parse_metrics",
     "parse_summary",
     "redact",
     "utc_now",
+    "value_name",
+    "values_label",
 ]

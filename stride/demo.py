@@ -244,10 +244,12 @@ def compare(services: Services, experiment: str, picture: Path) -> None:
     say("5/6", f"comparison picture ({png.width}x{png.height}) written to {picture}")
 
 
-def _stat(stat: Any, digits: int = 4) -> str:
+def _stat(stat: Any, digits: int = 4, ci: bool = False) -> str:
     if not stat.HasField("mean"):
         return "-"
     spread = f" ±{stat.std:.{digits}f}" if stat.HasField("std") else ""
+    if ci and stat.interval and stat.HasField("ci_low") and stat.HasField("ci_high"):
+        spread += f" [{stat.ci_low:.{digits}f}, {stat.ci_high:.{digits}f}]"
     return f"{stat.mean:.{digits}f}{spread}"
 
 
@@ -270,17 +272,23 @@ def format_comparison(result: Any) -> str:
             str(i),
             g.name,
             str(len(g.runs)),
-            _stat(g.test_accuracy),
-            _stat(g.epochs_to_target, 1),
+            _stat(g.test_accuracy, ci=True),
+            _stat(g.epochs_to_target, 1, ci=True),
             f"{g.reached_target}/{len(g.runs)}",
             _stat(g.seconds_to_target, 1),
             _stat(g.final_val_accuracy),
         )
         for i, g in enumerate(result.groups, 1)
     ]
+    from services.analysis.report import interval_name
+
+    diverged = sum(g.diverged for g in result.groups)
+    note = f"; {diverged} diverged, counted at chance accuracy" if diverged else ""
+    interval = interval_name(result.interval, result.confidence) if result.interval else ""
     return (
-        f"{format_table(header, rows)}\n(mean ± sample std over seeds; ranked by "
-        f"{result.rank_by}; a run that never reaches the target counts its whole budget)"
+        f"{format_table(header, rows)}\n(mean ± sample std over seeds [{interval}; none for "
+        f"one seed]; ranked by {result.rank_by}; a run that never reaches the target counts "
+        f"its budget of epochs{note})"
     )
 
 

@@ -22,7 +22,6 @@ from services.analysis.profiles import Profile, Workload
 from services.analysis.profiles import profile as compute_profile
 from services.analysis.sensitivity import Sensitivity
 from services.analysis.sensitivity import sensitivity as compute_sensitivity
-from services.analysis.stats import DEFAULT_BOOTSTRAP_SAMPLES
 from services.analysis.tuning import ExpectedBest
 from services.analysis.tuning import expected_best as compute_expected_best
 from services.analysis.wins import WinMatrix
@@ -67,12 +66,9 @@ def sensitivity(groups: cmp.Groups, request: pb.LearningRateSensitivityRequest) 
 
 def expected_best(groups: cmp.Groups, request: pb.ExpectedBestRequest) -> ExpectedBest:
     """ExpectedBest on groups already selected."""
+    convert.no_bootstrap(request)
     return compute_expected_best(
-        groups,
-        metric=request.metric or DEFAULT_EXPECTED_BEST_METRIC,
-        k=request.k,
-        bootstrap_seed=request.bootstrap_seed,
-        bootstrap_samples=request.bootstrap_samples or DEFAULT_BOOTSTRAP_SAMPLES,
+        groups, metric=request.metric or DEFAULT_EXPECTED_BEST_METRIC, k=request.k
     )
 
 

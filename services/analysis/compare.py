@@ -1,20 +1,24 @@
 """Compare groups of runs: the domain behind CompareRuns, GradientFlow and `stride compare`.
 
-`select` turns a request (an experiment, a config key or explicit run ids, filters)
-into named groups of runs plus the runs it left out and why. `compare` and
-`gradient_flow` compute the numbers from those groups; the servicer and the
-command line only format them.
+`select` (services.analysis.selection) turns a request (an experiment, a config key
+or explicit run ids, filters) into named groups of runs plus the runs it left out and
+why. `compare` and `gradient_flow` compute the numbers from those groups; the
+servicer and the command line only format them.
+
+Every run that counts is a result, however it ended: a run that missed the target
+counts its budget, and a diverged run counts as the model it left (chance accuracy),
+never as a gap in the data (docs/analysis.md, "Runs that fail").
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from runstore import Run, RunStore, Skipped, check_read_name
+from runstore import Run, Skipped, outcome
 from services.analysis import stats
 from services.analysis.errors import InvalidRequest, NoRuns
 from services.analysis.layers import LayerFlow, layer_series, weight_layers
@@ -24,122 +28,67 @@ from services.analysis.options import (
     DEFAULT_TARGET,
     RANK_METRICS,
 )
+from services.analysis.selection import (
+    MAX_GROUPS,
+    Groups,
+    Selection,
+    left_out_counts,
+    select,
+    select_experiments,
+)
 from services.analysis.series import EpochSeries, epoch_series
-from services.analysis.store import select_runs
 
-MAX_GROUPS = 256  # a comparison's pairwise table has groups x (groups - 1) rows
-MAX_BOOTSTRAP_DRAWS = 200_000_000  # resampled values per call: about a second of numpy
-STATS_PER_GROUP = 12  # the intervals `compare` computes for each group (GroupStats)
-# Runs a comparison counts by default. A run a sweep's scheduler stopped is a finished
-# trial that did not reach what it did not reach: leaving it out would keep only the
-# trials that looked good.
-FINISHED = ("completed", "stopped")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What to compare: one experiment, grouped by a config key or by explicit run ids."""
-
-    experiment: str
-    group_by: str = DEFAULT_GROUP_BY  # a dotted config key, or several joined by ","
-    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)  # name -> run ids
-    where: Sequence[str] = ()  # KEY=VALUE filters on the config
-    include_unfinished: bool = False  # also running and failed runs (stopped ones count always)
+__all__ = [
+    "DEFAULT_GROUP_BY",
+    "DEFAULT_RANK_BY",
+    "DEFAULT_TARGET",
+    "MAX_GROUPS",
+    "RANK_METRICS",
+    "Groups",
+    "InvalidRequest",
+    "NoRuns",
+    "Selection",
+    "left_out_counts",
+    "select",
+    "select_experiments",
+]
 
 
-@dataclass(frozen=True)
-class Groups:
-    """Runs by group name (sorted names) and the runs left out, with the reason."""
-
-    experiment: str
-    group_by: str
-    runs: Mapping[str, tuple[Run, ...]]
-    skipped: tuple[Skipped, ...]
-
-
-def select(store: RunStore, selection: Selection) -> Groups:
-    """Read an experiment and split its runs into groups; NoRuns when none is left."""
-    check_read_name("experiment", selection.experiment)
-    scan = store.scan(selection.experiment)
-    skipped = list(scan.malformed)
-    runs = select_runs(scan.runs, where=selection.where)
-    if not selection.include_unfinished:
-        for run in runs:
-            if run.status not in FINISHED:
-                why = f": {run.summary.reason}" if run.summary and run.summary.reason else ""
-                skipped.append(Skipped(run.experiment, run.run_id, f"{run.status}{why}"))
-        runs = [r for r in runs if r.status in FINISHED]
-    runs = [r for r in runs if _usable(r, skipped)]
-    if selection.groups:
-        grouped = _explicit_groups(runs, selection.groups, selection.experiment)
-        group_by = "run ids"
-    else:
-        keys = [k.strip() for k in selection.group_by.split(",")]
-        for key in keys:
-            if not key or (runs and not any(r.has(key) for r in runs)):
-                known = ", ".join(_keys(runs[0].config)[:20]) if runs else ""
-                raise InvalidRequest(
-                    f"no run of {selection.experiment!r} has config key {key!r}; "
-                    f"keys of the first run: {known}"
-                )
-        grouped = {}
-        for run in runs:
-            # several keys: one group per combination, labelled "v1, v2"
-            grouped.setdefault(", ".join(run.label(k) for k in keys), []).append(run)
-        group_by = selection.group_by
-    if len(grouped) > MAX_GROUPS:
-        raise InvalidRequest(
-            f"grouping by {group_by!r} makes {len(grouped)} groups; at most {MAX_GROUPS} "
-            "are compared at once (their pairwise table grows with the square): group by "
-            "fewer keys or narrow the runs with where"
-        )
-    if not grouped:
-        reasons = "; ".join(f"{s.run_id}: {s.reason}" for s in skipped[:5])
-        raise NoRuns(
-            f"no run of experiment {selection.experiment!r} to compare"
-            + (f" (left out: {reasons})" if reasons else "")
-        )
-    return Groups(
-        selection.experiment,
-        group_by,
-        {name: tuple(grouped[name]) for name in sorted(grouped)},
-        tuple(skipped),
-    )
+def chance_accuracy(run: Run) -> float:
+    """The accuracy of a model that learned nothing, what a diverged run's final model
+    scores: 1 / the number of classes config.json records, else 0 (the worst accuracy)
+    when it records none."""
+    classes = run.record.data.get("num_classes") if run.record is not None else None
+    if isinstance(classes, int) and not isinstance(classes, bool) and classes >= 2:
+        return 1.0 / classes
+    return 0.0
 
 
-def _usable(run: Run, skipped: list[Skipped]) -> bool:
-    if not run.epochs:
-        skipped.append(Skipped(run.experiment, run.run_id, f"{run.status}: no epoch written"))
-        return False
-    return True
+def accuracy_of(run: Run, metric: str) -> float | None:
+    """A run's final_val_accuracy, best_val_accuracy or test_accuracy, as every analysis
+    counts it: a diverged run's final and test accuracy are `chance_accuracy` (its
+    weights are not finite), its best the best epoch it wrote (chance when none)."""
+    values = [e.val_accuracy for e in run.epochs]
+    known = [v for v in values if v is not None and not math.isnan(v)]
+    diverged = outcome(run) == "diverged"
+    if metric == "best_val_accuracy":
+        if known:
+            return max(known)
+        return chance_accuracy(run) if diverged else None
+    if diverged:
+        return chance_accuracy(run)
+    if metric == "final_val_accuracy":
+        return values[-1] if values else None
+    if metric == "test_accuracy":
+        return run.summary.test_accuracy if run.summary else None
+    raise ValueError(f"{metric!r} is not an accuracy of a run")
 
 
-def _explicit_groups(
-    runs: Sequence[Run], groups: Mapping[str, Sequence[str]], experiment: str
-) -> dict[str, list[Run]]:
-    by_id = {r.run_id: r for r in runs}
-    out: dict[str, list[Run]] = {}
-    for name, ids in groups.items():
-        if not ids:
-            raise InvalidRequest(f"group {name!r} names no run")
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise InvalidRequest(
-                f"group {name!r}: run {missing[0]!r} is not a comparable run of {experiment!r} "
-                "(absent, malformed, filtered out or unfinished)"
-            )
-        out[name] = [by_id[i] for i in ids]
-    return out
-
-
-def _keys(node: Mapping[str, object], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for k, v in node.items():
-        if isinstance(v, Mapping):
-            keys.extend(_keys(v, f"{prefix}{k}."))
-        else:
-            keys.append(f"{prefix}{k}")
-    return keys
+def parameters(run: Run) -> int | None:
+    """Trainable parameters: the sum of config.json's layer table (None without one)."""
+    if run.record is None or not run.record.layers:
+        return None
+    return sum(int(x.get("params", 0) or 0) for x in run.record.layers)
 
 
 @dataclass(frozen=True)
@@ -162,6 +111,9 @@ class RunResult:
     accuracy_gap: float | None  # train - val accuracy at the last epoch
     loss_gap: float | None  # val - train loss at the last epoch
     final_weight_norm: float | None  # weight_norm at the last epoch (None: not recorded)
+    outcome: str = ""  # completed, stopped, diverged (failed, running: when asked for)
+    budget_epochs: int = 0  # training.epochs: what a run that missed the target counts
+    parameters: int | None = None  # trainable parameters (config.json's layer table)
 
     def metric(self, name: str) -> float | None:
         """The value of a rank metric for this run."""
@@ -189,6 +141,8 @@ class GroupStats:
     loss_gap: stats.Stat
     final_weight_norm: stats.Stat
     weight_norm: EpochSeries  # per epoch over the runs; empty when no run recorded it
+    diverged: int = 0  # runs whose loss became non-finite (counted, at chance accuracy)
+    stopped: int = 0  # runs a sweep's scheduler stopped (counted)
 
     def stat(self, metric: str) -> stats.Stat:
         """The Stat of a rank metric."""
@@ -206,12 +160,12 @@ class Comparison:
     target: float
     rank_by: str
     auc_epochs: int  # the horizon every run's AUC is taken over
-    bootstrap_seed: int
-    bootstrap_samples: int
     groups: tuple[GroupStats, ...]  # best first
     ranking: tuple[str, ...]
     pairwise: tuple[stats.WinProbability, ...]  # every ordered pair, ranking order
     skipped: tuple[Skipped, ...]
+    interval: str = stats.STUDENT_T  # how each Stat's ci_low..ci_high is made
+    confidence: float = stats.CONFIDENCE
 
 
 def budget_epochs(run: Run, longest: int) -> int:
@@ -224,46 +178,60 @@ def budget_epochs(run: Run, longest: int) -> int:
 
 
 def time_to_target(run: Run, target: float, longest: int) -> stats.TimeToTarget:
-    """When the run first reached the target accuracy. A run that missed it counts as
-    its budget; a *stopped* run that missed it counts as the budget it was given (config
-    `training.epochs`), with seconds at its own pace (elapsed / epochs run x budget), so
-    that stopping a hopeless trial never makes it look fast."""
+    """When the run first reached the target accuracy. Every run that did not reach it
+    counts as its budget (`budget_epochs`), whatever ended it (its epochs, early
+    stopping, a scheduler, divergence), with seconds at its own pace
+    (stats.time_to_target): giving up early never makes a run look fast."""
     acc = [e.val_accuracy for e in run.epochs]
-    ttt = stats.time_to_target(acc, [e.elapsed_seconds for e in run.epochs], target)
-    if ttt.reached or run.status != "stopped":
-        return ttt
-    budget = budget_epochs(run, longest)
-    seconds = None if ttt.seconds is None else ttt.seconds / len(run.epochs) * budget
-    return stats.TimeToTarget(False, budget, seconds)
+    elapsed = [e.elapsed_seconds for e in run.epochs]
+    return stats.time_to_target(acc, elapsed, target, budget_epochs(run, longest))
+
+
+def auc_horizon(runs: Sequence[Run]) -> int:
+    """The epochs every run's AUC is taken over: the shortest run that did not diverge
+    (a diverged run's loss is infinite from its divergence on; all runs when all did)."""
+    lengths = [len(r.epochs) for r in runs if outcome(r) != "diverged"]
+    return min(lengths or [len(r.epochs) for r in runs])
 
 
 def run_result(run: Run, target: float, auc_epochs: int, longest: int = 0) -> RunResult:
     """The numbers of one run (definitions in docs/analysis.md)."""
-    acc = [e.val_accuracy for e in run.epochs]
-    known = [a for a in acc if a is not None]
-    ttt = time_to_target(run, target, longest or len(run.epochs))
+    ended = outcome(run)
+    diverged = ended == "diverged"
+    longest = longest or len(run.epochs)
+    ttt = time_to_target(run, target, longest)
     ips = [e.images_per_second for e in run.epochs if e.images_per_second is not None]
+    if len(ips) > 1:
+        ips = ips[1:]  # the first epoch includes warm-up (data loading, first allocations)
+    last = run.epochs[-1] if run.epochs else None
     wall = run.summary.wall_seconds if run.summary else None
-    last = run.epochs[-1]
-    if wall is None:
+    if wall is None and last is not None:
         wall = last.elapsed_seconds
+    auc = stats.auc_trapezoid([e.val_loss for e in run.epochs], auc_epochs)
+    if diverged and len(run.epochs) < auc_epochs:
+        auc = math.inf  # its loss became non-finite inside the horizon
     return RunResult(
         run_id=run.run_id,
         seed=run.seed,
         status=run.status,
         epochs=len(run.epochs),
-        final_val_accuracy=acc[-1],
-        best_val_accuracy=max(known) if known else None,
-        test_accuracy=run.summary.test_accuracy if run.summary else None,
+        final_val_accuracy=accuracy_of(run, "final_val_accuracy"),
+        best_val_accuracy=accuracy_of(run, "best_val_accuracy"),
+        test_accuracy=accuracy_of(run, "test_accuracy"),
         reached_target=ttt.reached,
         epochs_to_target=ttt.epochs,
         seconds_to_target=ttt.seconds,
-        auc_val_loss=stats.auc_trapezoid([e.val_loss for e in run.epochs], auc_epochs),
+        auc_val_loss=auc,
         wall_seconds=wall,
         images_per_second=float(np.mean(ips)) if ips else None,
-        accuracy_gap=_minus(last.train_accuracy, last.val_accuracy),
-        loss_gap=_minus(last.val_loss, last.train_loss),
-        final_weight_norm=last.weight_norm,
+        accuracy_gap=None
+        if diverged or last is None
+        else _minus(last.train_accuracy, last.val_accuracy),
+        loss_gap=None if diverged or last is None else _minus(last.val_loss, last.train_loss),
+        final_weight_norm=None if diverged or last is None else last.weight_norm,
+        outcome=ended,
+        budget_epochs=budget_epochs(run, longest),
+        parameters=parameters(run),
     )
 
 
@@ -272,35 +240,28 @@ def _minus(a: float | None, b: float | None) -> float | None:
 
 
 def compare(
-    groups: Groups,
-    *,
-    target: float = DEFAULT_TARGET,
-    rank_by: str = DEFAULT_RANK_BY,
-    bootstrap_seed: int = 0,
-    bootstrap_samples: int = stats.DEFAULT_BOOTSTRAP_SAMPLES,
+    groups: Groups, *, target: float = DEFAULT_TARGET, rank_by: str = DEFAULT_RANK_BY
 ) -> Comparison:
     """Statistics per group, a ranking on `rank_by`, and P(A beats B) for every pair."""
     if rank_by not in RANK_METRICS:
         raise InvalidRequest(f"rank_by {rank_by!r} unknown; allowed: {', '.join(RANK_METRICS)}")
     if not 0.0 < target <= 1.0:
         raise InvalidRequest(f"target accuracy {target} is not in (0, 1]")
-    if bootstrap_samples < 1 or bootstrap_samples > 1_000_000:
-        raise InvalidRequest(f"bootstrap samples {bootstrap_samples} not in 1..1000000")
-    # Each of a group's STATS intervals draws samples x runs values: bound the whole up front.
-    resampled = sum(len(r) for r in groups.runs.values() if len(r) > 1)
-    draws = STATS_PER_GROUP * bootstrap_samples * resampled
-    if draws > MAX_BOOTSTRAP_DRAWS:
-        most = max(1, MAX_BOOTSTRAP_DRAWS // max(1, STATS_PER_GROUP * resampled))
-        raise InvalidRequest(
-            f"{bootstrap_samples} bootstrap samples over {resampled} runs would draw {draws:,} "
-            f"values; at most {MAX_BOOTSTRAP_DRAWS:,} per call: use at most {most} samples"
-        )
+    every = [r for runs in groups.runs.values() for r in runs]
     # AUC over the epochs every run has, so that early-stopped runs compare fairly.
-    auc_epochs = min(len(r.epochs) for runs in groups.runs.values() for r in runs)
-    longest = max(len(r.epochs) for runs in groups.runs.values() for r in runs)
+    auc_epochs = auc_horizon(every)
+    longest = max(len(r.epochs) for r in every)
 
+    # Each interval is cut to what its metric can be: times, counts, AUC, speed and the
+    # weight norm >= 0; accuracies in 0..1; a gap may be negative.
     def describe(values: Sequence[float | None]) -> stats.Stat:
-        return stats.describe(values, seed=bootstrap_seed, samples=bootstrap_samples)
+        return stats.describe(values, (0.0, math.inf))
+
+    def accuracy(values: Sequence[float | None]) -> stats.Stat:
+        return stats.describe(values, (0.0, 1.0))
+
+    def gap(values: Sequence[float | None]) -> stats.Stat:
+        return stats.describe(values)
 
     by_name: dict[str, GroupStats] = {}
     for name, runs in groups.runs.items():
@@ -308,9 +269,9 @@ def compare(
         by_name[name] = GroupStats(
             name=name,
             runs=results,
-            final_val_accuracy=describe([r.final_val_accuracy for r in results]),
-            best_val_accuracy=describe([r.best_val_accuracy for r in results]),
-            test_accuracy=describe([r.test_accuracy for r in results]),
+            final_val_accuracy=accuracy([r.final_val_accuracy for r in results]),
+            best_val_accuracy=accuracy([r.best_val_accuracy for r in results]),
+            test_accuracy=accuracy([r.test_accuracy for r in results]),
             epochs_to_target=describe([r.epochs_to_target for r in results]),
             seconds_to_target=describe([r.seconds_to_target for r in results]),
             reached_target=sum(r.reached_target for r in results),
@@ -318,10 +279,12 @@ def compare(
             wall_seconds=describe([r.wall_seconds for r in results]),
             images_per_second=describe([r.images_per_second for r in results]),
             epochs=describe([r.epochs for r in results]),
-            accuracy_gap=describe([r.accuracy_gap for r in results]),
-            loss_gap=describe([r.loss_gap for r in results]),
+            accuracy_gap=gap([r.accuracy_gap for r in results]),
+            loss_gap=gap([r.loss_gap for r in results]),
             final_weight_norm=describe([r.final_weight_norm for r in results]),
             weight_norm=epoch_series(runs, "weight_norm"),
+            diverged=sum(r.outcome == "diverged" for r in results),
+            stopped=sum(r.outcome == "stopped" for r in results),
         )
     lower = RANK_METRICS[rank_by]
     ranking = stats.rank(
@@ -345,8 +308,6 @@ def compare(
         target=target,
         rank_by=rank_by,
         auc_epochs=auc_epochs,
-        bootstrap_seed=bootstrap_seed,
-        bootstrap_samples=bootstrap_samples,
         groups=tuple(by_name[n] for n in ranking),
         ranking=tuple(ranking),
         pairwise=pairwise,

@@ -40,9 +40,21 @@ def selection(request: pb.RunSelection) -> cmp.Selection:
     )
 
 
+def no_bootstrap(request: pb.CompareRunsRequest | pb.ExpectedBestRequest) -> None:
+    """Refuse the bootstrap fields a request may still set: the intervals are Student's
+    t and the expected best has none, so a bootstrap asked for would be silently not
+    given."""
+    if request.bootstrap_samples or request.bootstrap_seed:
+        raise InvalidRequest(
+            "bootstrap_samples and bootstrap_seed are no longer used: a comparison's "
+            "intervals are Student's t, and the expected best has no interval "
+            "(docs/analysis.md); leave them unset"
+        )
+
+
 def stat(value: Stat) -> pb.Stat:
     """A Stat message."""
-    out = pb.Stat(n=value.n)
+    out = pb.Stat(n=value.n, interval=value.interval or "")
     _set(out, mean=value.mean, std=value.std, ci_low=value.ci_low, ci_high=value.ci_high)
     return out
 
@@ -166,6 +178,8 @@ def _run_result(value: cmp.RunResult) -> pb.RunResult:
         epochs=value.epochs,
         reached_target=value.reached_target,
         epochs_to_target=value.epochs_to_target,
+        outcome=value.outcome,
+        budget_epochs=value.budget_epochs,
     )
     _set(
         out,
@@ -180,6 +194,7 @@ def _run_result(value: cmp.RunResult) -> pb.RunResult:
         accuracy_gap=value.accuracy_gap,
         loss_gap=value.loss_gap,
         final_weight_norm=value.final_weight_norm,
+        parameters=value.parameters,
     )
     return out
 
@@ -202,6 +217,8 @@ def _group(value: cmp.GroupStats) -> pb.GroupStats:
         loss_gap=stat(value.loss_gap),
         final_weight_norm=stat(value.final_weight_norm),
         weight_norm=epoch_series(value.weight_norm),
+        diverged=value.diverged,
+        stopped=value.stopped,
     )
 
 
@@ -219,12 +236,12 @@ def comparison(value: cmp.Comparison) -> pb.CompareRunsResponse:
         target=value.target,
         rank_by=value.rank_by,
         auc_epochs=value.auc_epochs,
-        bootstrap_seed=value.bootstrap_seed,
-        bootstrap_samples=value.bootstrap_samples,
         groups=[_group(g) for g in value.groups],
         ranking=list(value.ranking),
         pairwise=[_pair(p) for p in value.pairwise],
         skipped=[skipped(s) for s in value.skipped],
+        interval=value.interval,
+        confidence=value.confidence,
     )
 
 

@@ -43,7 +43,12 @@ def profile(value: Profile) -> pb.PerformanceProfileResponse:
         time=value.time,
         tau_max=value.tau_max,
         tau=list(value.taus),
-        groups=[pb.ProfileCurve(group=c.group, rho=list(c.rho), area=c.area) for c in value.curves],
+        groups=[
+            pb.ProfileCurve(
+                group=c.group, rho=list(c.rho), score=c.score, log_tau_area=c.log_tau_area
+            )
+            for c in value.curves
+        ],
         workloads=[
             pb.WorkloadResult(
                 experiment=w.experiment,
@@ -69,7 +74,13 @@ def sensitivity(value: Sensitivity) -> pb.LearningRateSensitivityResponse:
         points = []
         for p in curve.points:
             point = pb.SensitivityPoint(
-                lr=p.lr, n=p.n, mean=p.mean, low=p.low, high=p.high, run_ids=list(p.run_ids)
+                lr=p.lr,
+                n=p.n,
+                mean=p.mean,
+                low=p.low,
+                high=p.high,
+                run_ids=list(p.run_ids),
+                diverged=p.diverged,
             )
             if p.std is not None:
                 point.std = p.std
@@ -95,16 +106,9 @@ def expected_best(value: ExpectedBest) -> pb.ExpectedBestResponse:
         experiment=value.experiment,
         group_by=value.group_by,
         metric=value.metric,
-        bootstrap_seed=value.bootstrap_seed,
-        bootstrap_samples=value.bootstrap_samples,
         groups=[
             pb.ExpectedBestCurve(
-                name=c.name,
-                trials=c.trials,
-                k=list(c.ks),
-                mean=list(c.mean),
-                ci_low=list(c.ci_low),
-                ci_high=list(c.ci_high),
+                name=c.name, trials=c.trials, k=list(c.ks), mean=list(c.mean), diverged=c.diverged
             )
             for c in value.curves
         ],

@@ -43,6 +43,11 @@ class LayerFlow:
     kind: str = ""  # conv, linear, batch_norm, activation, ... ('' when unknown)
     depth: int = 0  # 1-based depth among weight layers (conv, linear); 0 for others
 
+    @property
+    def overall(self) -> float:
+        """The mean over epochs of the per-epoch means (NaN epochs left out)."""
+        return _mean([v for v in self.mean if not math.isnan(v)])
+
 
 def layer_series(
     runs: Sequence[Run], values: Callable[[EpochRecord], Sequence[tuple[str, float]]]

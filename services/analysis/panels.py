@@ -105,14 +105,14 @@ def dead_units_panel(ax: Axes, groups: tuple[GroupDeadUnits, ...], colours: Colo
 
 
 def profile_panel(ax: Axes, profile: Profile, colours: Colours) -> None:
-    """rho(tau) per group, log tau axis, the area in the legend."""
+    """rho(tau) per group (Dolan and More), log tau axis, AlgoPerf's score in the legend."""
     for c in profile.curves:
         ax.step(
             profile.taus,
             c.rho,
             where="post",
             color=colours.get(c.group),
-            label=f"{c.group} (area {c.area:.2f})",
+            label=f"{c.group} (score {c.score:.2f})",
         )
     ax.set_xscale("log")
     ax.set_xlim(1.0, profile.tau_max)
@@ -128,7 +128,8 @@ def profile_panel(ax: Axes, profile: Profile, colours: Colours) -> None:
 
 
 def sensitivity_panel(ax: Axes, value: Sensitivity, colours: Colours) -> None:
-    """The metric against the learning rate, mean over seeds with a min..max band."""
+    """The metric against the learning rate, mean over seeds with a min..max band; a
+    rate where a run diverged is marked with an x."""
     for c in value.curves:
         lr = [p.lr for p in c.points]
         colour = colours.get(c.name)
@@ -136,25 +137,32 @@ def sensitivity_panel(ax: Axes, value: Sensitivity, colours: Colours) -> None:
         ax.fill_between(
             lr, [p.low for p in c.points], [p.high for p in c.points], color=colour, alpha=0.2
         )
+        bad = [p for p in c.points if p.diverged and math.isfinite(p.mean)]
+        ax.plot(
+            [p.lr for p in bad],
+            [p.mean for p in bad],
+            "x",
+            color=colour,
+            markersize=10,
+            markeredgewidth=2,
+        )
     ax.set_xscale("log")
     ax.set_xlabel(f"learning rate ({value.lr_key})")
-    ax.set_ylabel(f"{value.metric} (band: min..max over seeds)")
+    ax.set_ylabel(f"{value.metric} (band: min..max over seeds; x: a run diverged)")
     ax.set_title("learning-rate sensitivity", fontsize="medium")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, which="both")
 
 
 def expected_best_panel(ax: Axes, value: ExpectedBest, colours: Colours) -> None:
-    """E[best of k trials] against k, with the bootstrap band."""
+    """The unbiased E[best of k trials] against k (no band: none has a known coverage)."""
     for c in value.curves:
         colour = colours.get(c.name)
         ax.plot(c.ks, c.mean, color=colour, marker="o", label=f"{c.name} ({c.trials} trials)")
-        if not all(math.isnan(v) for v in c.ci_low):
-            ax.fill_between(c.ks, c.ci_low, c.ci_high, color=colour, alpha=0.2, linewidth=0)
     ax.set_xlabel("trials of a random search (k)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"expected best {value.metric}")
-    ax.set_title("expected best after k trials (95% bootstrap)", fontsize="medium")
+    ax.set_title("expected best after k trials (unbiased)", fontsize="medium")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
 

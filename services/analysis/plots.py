@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from runstore import Run
+from runstore import Run, outcome
 from services.analysis.compare import GroupFlow, Groups
 from services.analysis.errors import InvalidRequest
 from services.analysis.panels import Colours, Extras, weight_norm_panel
@@ -85,9 +85,10 @@ def render_png(
         (axes[1][0], "val_loss", "train_loss", "seconds", "loss"),
         (axes[1][1], "val_accuracy", "train_accuracy", "seconds", "accuracy"),
     ]
+    labels = {name: _label(name, runs) for name, runs in groups.runs.items()}
     for ax, val_field, train_field, x_name, y_name in panels:
         for name, runs in groups.runs.items():
-            _curve(ax, runs, val_field, x_name, colours[name], name, solid=True)
+            _curve(ax, runs, val_field, x_name, colours[name], labels[name], solid=True)
             _curve(ax, runs, train_field, x_name, colours[name], None, solid=False)
         ax.set_xlabel("epoch" if x_name == "epoch" else "elapsed seconds")
         if x_name == "epoch":
@@ -118,6 +119,13 @@ def recorded_panels(groups: Groups) -> list[Callable[[Axes, Colours], None]]:
     return [lambda ax, c: weight_norm_panel(ax, norms, c)]
 
 
+def _label(name: str, runs: Sequence[Run]) -> str:
+    """A group's legend entry; it says how many of its runs diverged (their curves end
+    where they diverged, and a run that diverged in its first epoch has none)."""
+    diverged = sum(outcome(r) == "diverged" for r in runs)
+    return f"{name} ({diverged} of {len(runs)} diverged)" if diverged else name
+
+
 def _curve(
     ax: Axes,
     runs: Sequence[Run],
@@ -131,6 +139,8 @@ def _curve(
     seconds, mean, low, high = band(runs, field)
     x = np.arange(1, len(mean) + 1) if x_name == "epoch" else seconds
     if np.all(np.isnan(mean)):
+        if solid and label:  # nothing to draw, but the legend still lists the group
+            ax.plot([], [], color=colour, label=label, marker="o", markersize=3)
         return
     if solid:
         ax.plot(x, mean, color=colour, label=label, marker="o", markersize=3)

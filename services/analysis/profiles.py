@@ -1,12 +1,15 @@
-"""AlgoPerf-style performance profiles: how often each group is within a factor tau of
-the fastest group, over several experiments (workloads).
+"""Performance profiles (Dolan and More 2002) and AlgoPerf's score over them: how often
+each group is within a factor tau of the fastest group, over several experiments
+(workloads).
 
 Per workload, a run's time is the first epoch (or its elapsed seconds) at which its
 validation metric reaches the workload's target; a run that never reaches it (a
-stopped run included) takes infinitely long. A group's time on a workload is the
-median over its runs; its performance ratio is that time over the best group's.
-rho(tau) is the fraction of workloads whose ratio is <= tau, and the score is the
-normalised area under rho over log(tau), tau from 1 to tau_max (stats.profile_area).
+stopped or diverged run included) takes infinitely long. A group's time on a workload
+is the median over its runs; its performance ratio is that time over the best
+group's. rho(tau) is the fraction of workloads whose ratio is <= tau (Dolan and
+More's profile); the score is AlgoPerf's, the area under rho over tau from 1 to
+tau_max divided by tau_max - 1 (stats.algoperf_score). The area over log(tau) is also
+given, under its own name (stats.log_tau_area).
 """
 
 from __future__ import annotations
@@ -63,11 +66,12 @@ class WorkloadResult:
 
 @dataclass(frozen=True)
 class ProfileCurve:
-    """rho(tau) of one group and the area under it."""
+    """rho(tau) of one group, AlgoPerf's score and the log-tau area under it."""
 
     group: str
     rho: tuple[float, ...]  # at the profile's taus
-    area: float  # normalised area over log(tau) in [1, tau_max]: 1 = always the best
+    score: float  # AlgoPerf: area under rho over tau in [1, tau_max] / (tau_max - 1)
+    log_tau_area: float  # area under rho over log(tau) in [1, tau_max], normalised
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ class Profile:
     time: str
     tau_max: float
     taus: tuple[float, ...]
-    curves: tuple[ProfileCurve, ...]  # best area first
+    curves: tuple[ProfileCurve, ...]  # best score first
     workloads: tuple[WorkloadResult, ...]
     skipped: tuple[Skipped, ...]
 
@@ -210,10 +214,13 @@ def profile(
         ratios_g = [res.groups[i].ratio for res in results]
         curves.append(
             ProfileCurve(
-                g, tuple(stats.profile_curve(ratios_g, taus)), stats.profile_area(ratios_g, tau_max)
+                g,
+                tuple(stats.profile_curve(ratios_g, taus)),
+                stats.algoperf_score(ratios_g, tau_max),
+                stats.log_tau_area(ratios_g, tau_max),
             )
         )
-    curves.sort(key=lambda c: (-c.area, c.group))
+    curves.sort(key=lambda c: (-c.score, c.group))
     return Profile(
         group_by, metric, time, tau_max, tuple(taus), tuple(curves), tuple(results), tuple(skipped)
     )

@@ -9,8 +9,26 @@ from typing import Any
 
 from tabulate import SEPARATING_LINE, DataRow, Line, TableFormat, tabulate
 
-from services.analysis.compare import Comparison, GroupFlow
-from services.analysis.stats import Stat
+from runstore import Skipped
+from services.analysis.compare import Comparison, GroupFlow, left_out_counts
+from services.analysis.stats import STUDENT_T, Stat
+
+INTERVAL_NAMES = {STUDENT_T: "Student's t"}  # how a table names each interval method
+
+
+def interval_name(method: str, confidence: float) -> str:
+    """An interval method as a table says it, e.g. "95% Student's t interval of the mean"."""
+    return f"{confidence:.0%} {INTERVAL_NAMES.get(method, method)} interval of the mean"
+
+
+def left_out_line(skipped: Sequence[Skipped]) -> str:
+    """One line saying how many runs were left out and why, e.g.
+    "left out: 3 runs (2 running, 1 failed outside the training)"; "" for none."""
+    if not skipped:
+        return ""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(left_out_counts(skipped).items()))
+    runs = "run" if len(skipped) == 1 else "runs"
+    return f"left out: {len(skipped)} {runs} ({kinds})"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -32,7 +50,8 @@ def _num(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def _stat(stat: Stat, digits: int, ci: bool = True) -> str:
+def format_stat(stat: Stat, digits: int, ci: bool = True) -> str:
+    """`mean ±std [low, high]` (the interval when `ci` and there is one), or "-"."""
     if stat.mean is None:
         return "-"
     text = _num(stat.mean, digits)
@@ -67,11 +86,24 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -> str:
     """The comparison as aligned tables: groups (best first), P(row beats column), skipped runs."""
     c = comparison
+    counted = [r for g in c.groups for r in g.runs]
+    notes = [
+        f"; {n} {what}"
+        for n, what in (
+            (
+                sum(r.outcome == "diverged" for r in counted),
+                "diverged (final and test accuracy counted at chance)",
+            ),
+            (sum(r.outcome == "stopped" for r in counted), "stopped by a scheduler (counted)"),
+        )
+        if n
+    ]
     lines = [
-        f"experiment {c.experiment}: {sum(len(g.runs) for g in c.groups)} runs "
-        f"grouped by {c.group_by}, ranked by {c.rank_by}; target val accuracy {c.target:g}",
-        "mean ±sample std [95% bootstrap CI of the mean, "
-        f"{c.bootstrap_samples} resamples, seed {c.bootstrap_seed}]",
+        f"experiment {c.experiment}: {len(counted)} runs grouped by {c.group_by}, ranked by "
+        f"{c.rank_by}; target val accuracy {c.target:g}",
+        f"mean ±sample std [{interval_name(c.interval, c.confidence)}; none for one run]",
+        "a run that missed the target counts its budget (training.epochs), whatever ended it"
+        + "".join(notes),
         "",
     ]
     header = [
@@ -83,6 +115,7 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
         "test acc",
         "epochs to target",
         "reached",
+        "diverged",
         "seconds to target",
         f"val-loss AUC (1..{c.auc_epochs})",
         "acc gap (train - val)",
@@ -98,17 +131,18 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
             str(i),
             g.name,
             str(len(g.runs)),
-            _stat(g.final_val_accuracy, 4),
-            _stat(g.best_val_accuracy, 4),
-            _stat(g.test_accuracy, 4),
-            _stat(g.epochs_to_target, 2, ci=False),
+            format_stat(g.final_val_accuracy, 4),
+            format_stat(g.best_val_accuracy, 4),
+            format_stat(g.test_accuracy, 4),
+            format_stat(g.epochs_to_target, 2),
             f"{g.reached_target}/{len(g.runs)}",
-            _stat(g.seconds_to_target, 1, ci=False),
-            _stat(g.auc_val_loss, 3, ci=False),
-            _stat(g.accuracy_gap, 3, ci=False),
-            _stat(g.wall_seconds, 1, ci=False),
-            _stat(g.images_per_second, 0, ci=False),
-            *([_stat(g.final_weight_norm, 3, ci=False)] if norms else []),
+            f"{g.diverged}/{len(g.runs)}",
+            format_stat(g.seconds_to_target, 1, ci=False),
+            format_stat(g.auc_val_loss, 3, ci=False),
+            format_stat(g.accuracy_gap, 3, ci=False),
+            format_stat(g.wall_seconds, 1, ci=False),
+            format_stat(g.images_per_second, 0, ci=False),
+            *([format_stat(g.final_weight_norm, 3, ci=False)] if norms else []),
         ]
         for i, g in enumerate(c.groups, start=1)
     ]
@@ -149,7 +183,7 @@ def format_comparison(comparison: Comparison, flows: Sequence[GroupFlow] = ()) -
             )
         lines += _table(["group", "weight layers", "first", "last", "first/last", "log10"], rows)
     if c.skipped:
-        lines += ["", "left out:"]
+        lines += ["", f"{left_out_line(c.skipped)}:"]
         lines += [f"  {s.run_id}: {s.reason}" for s in c.skipped]
     return "\n".join(lines)
 

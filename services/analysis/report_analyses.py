@@ -20,11 +20,12 @@ def _time(value: float, unit: str) -> str:
 
 
 def format_profile(p: Profile) -> str:
-    """Per group: the area and rho at a few taus; per workload: each group's time and ratio."""
+    """Per group: the scores and rho at a few taus; per workload: each group's time and ratio."""
     lines = [
         f"performance profile over {len(p.workloads)} workloads, by {p.group_by}: "
         f"{p.time} until {p.metric} reaches the target (median over runs; never = infinite)",
-        f"area under rho over log tau in [1, {p.tau_max:g}], normalised (1 = always the best)",
+        f"score: AlgoPerf's, the area under rho over tau in [1, {p.tau_max:g}] / "
+        f"{p.tau_max - 1:g} (1 = always the best); log-tau area: the same over log tau",
     ]
     marks = [t for t in (1.0, 1.5, 2.0, 4.0, p.tau_max) if t <= p.tau_max]
     marks = list(dict.fromkeys(marks))
@@ -32,8 +33,10 @@ def format_profile(p: Profile) -> str:
     for c in p.curves:
         ratios = [next(g.ratio for g in w.groups if g.group == c.group) for w in p.workloads]
         rho = [sum(r <= t for r in ratios) / len(ratios) for t in marks]
-        rows.append([c.group, _num(c.area, 3), *[_num(v, 2) for v in rho]])
-    lines += _table(["group", "area", *[f"rho({t:g})" for t in marks]], rows)
+        rows.append(
+            [c.group, _num(c.score, 3), _num(c.log_tau_area, 3), *[_num(v, 2) for v in rho]]
+        )
+    lines += _table(["group", "score", "log-tau area", *[f"rho({t:g})" for t in marks]], rows)
     for w in p.workloads:
         lines += ["", f"workload {w.experiment}: target {w.target:g}, best {w.best_group or '-'}"]
         rows = [
@@ -50,8 +53,12 @@ def format_profile(p: Profile) -> str:
 
 
 def format_sensitivity(s: Sensitivity) -> str:
-    """Per group and learning rate: the metric's mean ±std [min, max] over seeds."""
-    lines = [f"learning-rate sensitivity: {s.metric} against {s.lr_key}, by {s.group_by}"]
+    """Per group and learning rate: the metric's mean ±std [min, max] over seeds, and how
+    many of the runs diverged."""
+    lines = [
+        f"learning-rate sensitivity: {s.metric} against {s.lr_key}, by {s.group_by} "
+        "(a diverged run counts: chance accuracy, infinite loss)"
+    ]
     rows = []
     for c in s.curves:
         for p in c.points:
@@ -60,27 +67,29 @@ def format_sensitivity(s: Sensitivity) -> str:
             rows.append(
                 [
                     c.name,
-                    f"{p.lr:g}",
+                    repr(p.lr),
                     str(p.n),
+                    f"{p.diverged}/{p.n}" if p.diverged else "-",
                     f"{_num(p.mean, 4)}{spread} [{_num(p.low, 4)}, {_num(p.high, 4)}]",
                     best,
                 ]
             )
-    lines += _table(["group", "lr", "runs", "mean ±std [min, max]", ""], rows)
+    lines += _table(["group", "lr", "runs", "diverged", "mean ±std [min, max]", ""], rows)
     return "\n".join(lines)
 
 
 def format_expected_best(e: ExpectedBest) -> str:
-    """Per group and k: E[best of k trials] with its bootstrap interval."""
+    """Per group and k: the unbiased E[best of k trials] (no interval: none has a known
+    coverage at these counts)."""
     lines = [
-        f"expected best {e.metric} after k trials, by {e.group_by} "
-        f"[95% bootstrap, {e.bootstrap_samples} resamples, seed {e.bootstrap_seed}]"
+        f"expected best {e.metric} after k trials, by {e.group_by}: the unbiased estimate "
+        "(subsets of k trials, without replacement); no interval is given",
     ]
     rows = []
     for c in e.curves:
-        for k, mean, low, high in zip(c.ks, c.mean, c.ci_low, c.ci_high, strict=True):
-            band = "" if math.isnan(low) else f" [{_num(low, 4)}, {_num(high, 4)}]"
-            rows.append([c.name, str(c.trials), str(k), f"{_num(mean, 4)}{band}"])
+        trials = f"{c.trials} ({c.diverged} diverged)" if c.diverged else str(c.trials)
+        for k, mean in zip(c.ks, c.mean, strict=True):
+            rows.append([c.name, trials, str(k), _num(mean, 4)])
     lines += _table(["group", "trials", "k", "expected best"], rows)
     return "\n".join(lines)
 

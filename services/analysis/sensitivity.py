@@ -4,6 +4,10 @@ rate, one curve per group (optimizer), the seeds at each rate summarised.
 A run's learning rate is its config value at `lr_key` (default `optimizer.lr`); when
 that is null or absent and the key is the default one, config.json's `effective.lr`
 (what the optimizer actually used, e.g. its registered default).
+
+A run that diverged at a rate is a point of the curve like any other (at chance
+accuracy, or an infinite final loss: compare.accuracy_of), and each point says how
+many of its runs diverged: "diverges at 0.5" is what the curve is for.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runstore import Run, Skipped
-from services.analysis.compare import Groups
+from runstore import Run, Skipped, outcome
+from services.analysis.compare import Groups, accuracy_of
 from services.analysis.errors import InvalidRequest
 from services.analysis.options import (
     DEFAULT_LR_KEY,
@@ -31,10 +35,11 @@ class SensitivityPoint:
     lr: float
     n: int
     mean: float
-    std: float | None  # sample std; None for one run
+    std: float | None  # sample std; None for one run (or a non-finite value)
     low: float  # the lowest run (the band)
     high: float  # the highest run
     run_ids: tuple[str, ...]
+    diverged: int = 0  # of the n runs, those whose loss became non-finite
 
 
 @dataclass(frozen=True)
@@ -70,15 +75,14 @@ def learning_rate(run: Run, lr_key: str = DEFAULT_LR_KEY) -> float | None:
 
 
 def run_metric(run: Run, metric: str) -> float | None:
-    """A run's value of a sensitivity metric (None when it has none)."""
-    if metric == "test_accuracy":
-        return run.summary.test_accuracy if run.summary else None
-    field = "val_loss" if metric == "final_val_loss" else "val_accuracy"
-    values = [getattr(e, field) for e in run.epochs]
-    if metric.startswith("final"):
-        return values[-1] if values else None
-    known = [v for v in values if v is not None and not math.isnan(v)]
-    return max(known) if known else None
+    """A run's value of a sensitivity metric (None when it has none): an accuracy as
+    every analysis counts it (compare.accuracy_of), the final validation loss as the
+    last epoch wrote it, infinite for a diverged run."""
+    if metric != "final_val_loss":
+        return accuracy_of(run, metric)
+    if outcome(run) == "diverged":
+        return math.inf
+    return run.epochs[-1].val_loss if run.epochs else None
 
 
 def sensitivity(
@@ -95,7 +99,7 @@ def sensitivity(
             "(e.g. optimizer.name) to draw one curve per optimizer"
         )
     skipped = list(groups.skipped)
-    by_group: dict[str, dict[float, list[tuple[str, float]]]] = {}
+    by_group: dict[str, dict[float, list[tuple[Run, float]]]] = {}
     for name, runs in groups.runs.items():
         for run in runs:
             lr = learning_rate(run, lr_key)
@@ -106,7 +110,7 @@ def sensitivity(
             elif value is None or math.isnan(value):
                 skipped.append(Skipped(run.experiment, run.run_id, f"no {metric}"))
             else:
-                by_group.setdefault(name, {}).setdefault(lr, []).append((run.run_id, value))
+                by_group.setdefault(name, {}).setdefault(lr, []).append((run, value))
     if not by_group:
         raise InvalidRequest(
             f"no run of {groups.experiment!r} has a learning rate at {lr_key!r}"
@@ -131,14 +135,16 @@ def sensitivity(
     )
 
 
-def _point(lr: float, runs: Sequence[tuple[str, float]]) -> SensitivityPoint:
+def _point(lr: float, runs: Sequence[tuple[Run, float]]) -> SensitivityPoint:
     values = [v for _, v in runs]
+    finite = all(math.isfinite(v) for v in values)
     return SensitivityPoint(
         lr=lr,
         n=len(values),
         mean=float(np.mean(values)),
-        std=float(np.std(values, ddof=1)) if len(values) > 1 else None,
+        std=float(np.std(values, ddof=1)) if len(values) > 1 and finite else None,
         low=min(values),
         high=max(values),
-        run_ids=tuple(r for r, _ in runs),
+        run_ids=tuple(r.run_id for r, _ in runs),
+        diverged=sum(outcome(r) == "diverged" for r, _ in runs),
     )

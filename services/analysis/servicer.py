@@ -111,13 +111,12 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
     def CompareRuns(
         self, request: pb.CompareRunsRequest, context: grpc.ServicerContext
     ) -> pb.CompareRunsResponse:
+        convert.no_bootstrap(request)
         groups = cmp.select(self.store, convert.selection(request.selection))
         comparison = cmp.compare(
             groups,
             target=request.target if request.HasField("target") else cmp.DEFAULT_TARGET,
             rank_by=request.rank_by or cmp.DEFAULT_RANK_BY,
-            bootstrap_seed=request.bootstrap_seed,
-            bootstrap_samples=request.bootstrap_samples or cmp.stats.DEFAULT_BOOTSTRAP_SAMPLES,
         )
         return convert.comparison(comparison)
 

@@ -6,22 +6,25 @@ definition is tested on values whose answer is known.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_BOOTSTRAP_SAMPLES = 10_000
-CONFIDENCE = 0.95
+CONFIDENCE = 0.95  # of every interval Stride prints
+STUDENT_T = "student_t"  # Stat.interval: the two-sided Student's t interval of the mean
 
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean, sample standard deviation and a bootstrap confidence interval of the mean.
+    """Mean, sample standard deviation and a confidence interval of the mean.
 
-    `std` is None for fewer than two values; `ci_low`/`ci_high` likewise, since
-    resampling one value says nothing about its spread. `mean` is None for none.
+    `std` is None for fewer than two values, and so are `ci_low`/`ci_high` (one value
+    says nothing about its spread), also where the values are not all finite.
+    `interval` names the method of the interval (`STUDENT_T`), None when there is none;
+    its level is `CONFIDENCE`. `mean` is None for no values.
     """
 
     n: int
@@ -29,56 +32,121 @@ class Stat:
     std: float | None
     ci_low: float | None
     ci_high: float | None
+    interval: str | None = None
 
 
-def bootstrap_ci(
-    values: Sequence[float],
-    *,
-    seed: int,
-    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
-    confidence: float = CONFIDENCE,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean: resample `values` with replacement
-    `samples` times (numpy's default generator seeded with `seed`), take the mean of
-    each resample, and return the (1-confidence)/2 and (1+confidence)/2 quantiles
-    (numpy's default linear interpolation). The same seed gives the same interval.
+def t_cdf_two_sided(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with `df` (a positive integer) degrees of freedom.
+
+    The finite series for integer df (Abramowitz and Stegun 26.7.3-4): with
+    theta = atan(t / sqrt(df)), s = sin(theta), c = cos(theta),
+    odd df: (2 / pi) (theta + s c (1 + 2/3 c^2 + 2 4/(3 5) c^4 + ... up to c^(df-3)));
+    even df: s (1 + 1/2 c^2 + 1 3/(2 4) c^4 + ... up to c^(df-2)).
     """
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        raise ValueError("bootstrap of no values")
-    if samples < 1:
-        raise ValueError(f"bootstrap samples must be positive, not {samples}")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(samples, x.size))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be a positive integer, not {df}")
+    if t <= 0.0:
+        return 0.0
+    theta = math.atan(t / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2:
+        total, term = 0.0, 1.0
+        if df > 1:
+            total = term = 1.0
+            for k in range(3, df - 1, 2):  # term k: (k - 1) / k of the one before, times c^2
+                term *= c2 * (k - 1) / k
+                total += term
+            total *= s * math.cos(theta)
+        return 2.0 / math.pi * (theta + total)
+    total = term = 1.0
+    for k in range(2, df - 1, 2):
+        term *= c2 * (k - 1) / k
+        total += term
+    return s * total
+
+
+@functools.lru_cache(maxsize=1024)
+def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
+    """The t with P(|T| <= t) = confidence (the two-sided quantile), by bisection on
+    `t_cdf_two_sided` to the last bit a double holds. Above 10^4 degrees of freedom the
+    series grows long, and the normal quantile with two Cornish-Fisher terms is as
+    exact (Abramowitz and Stegun 26.7.5)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence {confidence} is not in (0, 1)")
+    if df > 10_000:
+        z = _normal_critical(confidence)
+        return z + (z**3 + z) / (4.0 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96.0 * df**2)
+    low, high = 0.0, 1.0
+    while t_cdf_two_sided(high, df) < confidence:
+        high *= 2.0
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        if mid in (low, high):
+            break
+        if t_cdf_two_sided(mid, df) < confidence:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+def _normal_critical(confidence: float) -> float:
+    """The z with P(|Z| <= z) = confidence, by bisection on erf."""
+    low, high = 0.0, 40.0
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        if math.erf(mid / math.sqrt(2.0)) < confidence:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+def t_intervals(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, ...]:
+    """Row-wise Student's t interval of the mean: for each row of n >= 2 values,
+    mean -/+ t(n - 1) s / sqrt(n), s the sample standard deviation (divisor n - 1) and
+    t(n - 1) the two-sided `confidence` quantile. Returns (mean, std, low, high) arrays.
+    `describe` prints exactly this; the coverage test simulates it."""
+    x = np.asarray(samples, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ValueError("a t interval needs rows of at least two values")
+    n = x.shape[1]
+    mean = x.mean(axis=1)
+    std = x.std(axis=1, ddof=1)
+    half = t_critical(n - 1, confidence) * std / math.sqrt(n)
+    return mean, std, mean - half, mean + half
 
 
 def describe(
-    values: Sequence[float | None],
-    *,
-    seed: int = 0,
-    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
+    values: Sequence[float | None], bounds: tuple[float, float] = (-math.inf, math.inf)
 ) -> Stat:
-    """Stat of the values that are not None (NaN stays, so a diverged run shows as NaN)."""
+    """Stat of the values that are not None: mean, sample std and the 95% Student's t
+    interval of the mean (none for one value, or where a value is not finite: a mean
+    of an infinite value is infinite, and no interval says anything about it).
+
+    `bounds` is the range the metric can take (an accuracy 0..1, a time >= 0): the
+    interval is cut to it, which drops only impossible means and so cannot lower its
+    coverage."""
     x = [float(v) for v in values if v is not None]
     if not x:
         return Stat(0, None, None, None, None)
     mean = float(np.mean(x))
     if len(x) < 2:
         return Stat(1, mean, None, None, None)
-    std = float(np.std(x, ddof=1))
-    low, high = bootstrap_ci(x, seed=seed, samples=samples)
-    return Stat(len(x), mean, std, low, high)
+    if not all(math.isfinite(v) for v in x):
+        return Stat(len(x), mean, None, None, None)
+    _, std, low, high = t_intervals(np.asarray([x]))
+    low_cut = max(float(low[0]), bounds[0])
+    high_cut = min(float(high[0]), bounds[1])
+    return Stat(len(x), mean, float(std[0]), low_cut, high_cut, STUDENT_T)
 
 
 @dataclass(frozen=True)
 class TimeToTarget:
     """When a run first reached the target: epoch number and elapsed seconds.
 
-    A run that never reached it has `reached=False` and counts as its whole budget:
-    the epochs it ran and the elapsed seconds at its last epoch.
+    A run that never reached it has `reached=False` and counts as its budget (see
+    `time_to_target`).
     """
 
     reached: bool
@@ -87,16 +155,26 @@ class TimeToTarget:
 
 
 def time_to_target(
-    accuracies: Sequence[float | None], elapsed: Sequence[float | None], target: float
+    accuracies: Sequence[float | None],
+    elapsed: Sequence[float | None],
+    target: float,
+    budget: int | None = None,
 ) -> TimeToTarget:
-    """First epoch (1-based) whose validation accuracy is >= target, with its elapsed seconds."""
+    """First epoch (1-based) whose validation accuracy is >= target, with its elapsed
+    seconds. A run that never reached it counts as its budget of epochs (`budget`,
+    default the epochs it ran; never fewer than it ran), whatever ended it, and as
+    that budget at its own pace in seconds: the last elapsed seconds / epochs run x
+    budget (None when it ran no epoch or its last epoch has no elapsed seconds)."""
     if len(accuracies) != len(elapsed):
         raise ValueError("accuracies and elapsed seconds differ in length")
     for i, acc in enumerate(accuracies):
         if acc is not None and acc >= target:
             return TimeToTarget(True, i + 1, elapsed[i])
+    ran = len(accuracies)
+    epochs = max(ran, budget or 0)
     last = elapsed[-1] if elapsed else None
-    return TimeToTarget(False, len(accuracies), last)
+    seconds = None if last is None or ran == 0 else last / ran * epochs
+    return TimeToTarget(False, epochs, seconds)
 
 
 def auc_trapezoid(values: Sequence[float | None], horizon: int | None = None) -> float | None:
@@ -226,30 +304,40 @@ def performance_ratios(times: Mapping[str, float]) -> dict[str, float]:
 
 
 def profile_curve(ratios: Sequence[float], taus: Sequence[float]) -> list[float]:
-    """rho(tau): the fraction of workloads whose performance ratio is <= tau, per tau."""
+    """Dolan and More's performance profile: rho(tau), the fraction of workloads whose
+    performance ratio is <= tau, at each tau."""
     r = np.asarray(ratios, dtype=float)
     if r.size == 0:
         raise ValueError("a performance profile needs at least one workload")
     return [float(np.mean(r <= tau)) for tau in taus]
 
 
-def profile_area(ratios: Sequence[float], tau_max: float) -> float:
-    """The normalised area under the profile over log(tau), tau from 1 to tau_max.
-
-    rho is a step function, so the area is exact: a workload with ratio r contributes
-    (log(tau_max) - log(r)) / log(tau_max) when r <= tau_max, else 0, and the score is
-    the mean over workloads. 1 means the best group on every workload; 0 means never
-    within tau_max of the best.
-    """
+def _check_profile(ratios: Sequence[float], tau_max: float) -> None:
     if not tau_max > 1.0 or not math.isfinite(tau_max):
         raise ValueError(f"tau_max must be a finite number above 1, not {tau_max}")
     if not ratios:
         raise ValueError("a performance profile needs at least one workload")
+
+
+def algoperf_score(ratios: Sequence[float], tau_max: float) -> float:
+    """AlgoPerf's benchmark score: the area under rho over tau (linear) from 1 to tau_max,
+    divided by tau_max - 1, so 1 means the best on every workload and 0 never within
+    tau_max of the best. rho is a step function, so the area is exact: a workload with
+    ratio r <= tau_max adds (tau_max - r) / (tau_max - 1), one above adds 0; the score
+    is the mean over workloads."""
+    _check_profile(ratios, tau_max)
+    span = tau_max - 1.0
+    return sum((tau_max - max(r, 1.0)) / span for r in ratios if r <= tau_max) / len(ratios)
+
+
+def log_tau_area(ratios: Sequence[float], tau_max: float) -> float:
+    """The normalised area under rho over log(tau), tau from 1 to tau_max: not AlgoPerf's
+    score, which is linear in tau; this one weighs ratios near 1 more. A workload with
+    ratio r <= tau_max adds (log(tau_max) - log(r)) / log(tau_max); the mean over
+    workloads."""
+    _check_profile(ratios, tau_max)
     span = math.log(tau_max)
-    total = 0.0
-    for r in ratios:
-        if r <= tau_max:
-            total += (span - math.log(max(r, 1.0))) / span
+    total = sum((span - math.log(max(r, 1.0))) / span for r in ratios if r <= tau_max)
     return total / len(ratios)
 
 
@@ -258,67 +346,43 @@ def log_taus(tau_max: float, points: int) -> list[float]:
     return [float(t) for t in np.geomspace(1.0, tau_max, points)]
 
 
+def expected_max_weights(n: int, k: int) -> np.ndarray:
+    """The weight of the i-th smallest of n values (i = 1..n) in the unbiased estimate of
+    E[max of k draws]: P(the i-th smallest is the largest of k drawn without
+    replacement) = C(i - 1, k - 1) / C(n, k), zero for i < k."""
+    if not 1 <= k <= n:
+        raise ValueError(f"k {k} is not in 1..{n} (the trials)")
+    # In logs, so that C(n, k) of thousands of trials neither overflows nor underflows:
+    # log w(k) = -log C(n, k), and w(i + 1) / w(i) = i / (i - k + 1).
+    log_first = math.lgamma(k + 1) + math.lgamma(n - k + 1) - math.lgamma(n + 1)
+    i = np.arange(k, n, dtype=float)
+    logs = log_first + np.concatenate(([0.0], np.cumsum(np.log(i / (i - k + 1)))))
+    return np.concatenate((np.zeros(k - 1), np.exp(logs)))
+
+
 def expected_max(values: Sequence[float], k: int) -> float:
-    """Expected maximum of k draws with replacement from `values` (exact).
-
-    With the n values sorted, v(1) <= ... <= v(n), the maximum of k draws is v(i) with
-    probability (i/n)^k - ((i-1)/n)^k, so E = sum_i v(i) ((i/n)^k - ((i-1)/n)^k)
-    (Dodge et al. 2019, "Show your work").
-    """
+    """Unbiased estimate of the expected maximum of k independent draws from the
+    distribution the n values were drawn from (Dodge et al. 2021, "Expected Validation
+    Performance and Estimation of a Random Variable's Maximum"): the mean, over every
+    subset of k of the n values, of the subset's maximum. With v(1) <= ... <= v(n),
+    sum over i of v(i) C(i - 1, k - 1) / C(n, k). k = 1 gives the mean; k = n the
+    largest value observed. A NaN value makes it NaN."""
     v = np.sort(np.asarray(values, dtype=float))
-    return float(_expected_max_sorted(v[np.newaxis, :], k)[0])
+    if v.size == 0:
+        raise ValueError("expected maximum of no trials")
+    if np.isnan(v).any():
+        return math.nan
+    weights = expected_max_weights(v.size, k)
+    finite = weights > 0
+    # a value that cannot be the largest of k weighs 0 (and -inf x 0 would be NaN)
+    return float(np.sum(v[finite] * weights[finite]))
 
 
-def _expected_max_sorted(v: np.ndarray, k: int) -> np.ndarray:
-    """Row-wise expected maximum of k draws; each row of `v` sorted ascending."""
-    n = v.shape[1]
-    i = np.arange(1, n + 1, dtype=float)
-    weights = (i / n) ** k - ((i - 1) / n) ** k  # (n,)
-    return np.asarray(v @ weights)
-
-
-@dataclass(frozen=True)
-class ExpectedMaxCurve:
-    """Expected best value after k = 1..max_k trials, with a bootstrap band."""
-
-    ks: tuple[int, ...]
-    mean: tuple[float, ...]  # exact expected maximum over the trials as observed
-    ci_low: tuple[float, ...]  # percentile bootstrap over resampled sets of trials
-    ci_high: tuple[float, ...]
-
-
-def expected_max_curve(
-    values: Sequence[float],
-    max_k: int,
-    *,
-    seed: int,
-    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
-    confidence: float = CONFIDENCE,
-) -> ExpectedMaxCurve:
-    """E[best of k trials] for k = 1..max_k; the band resamples the n trials with
-    replacement `samples` times (numpy default_rng(seed)), computes each resample's
-    expected maximum, and takes the (1-confidence)/2 and (1+confidence)/2 quantiles.
-    Fewer than two trials give no band (NaN)."""
+def expected_max_curve(values: Sequence[float], max_k: int) -> list[float]:
+    """`expected_max` for k = 1..max_k."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         raise ValueError("expected maximum of no trials")
     if not 1 <= max_k <= x.size:
         raise ValueError(f"k {max_k} is not in 1..{x.size} (the trials)")
-    ordered = np.sort(x)[np.newaxis, :]
-    resampled = None
-    if x.size > 1:
-        rng = np.random.default_rng(seed)
-        resampled = np.sort(x[rng.integers(0, x.size, size=(samples, x.size))], axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    ks, mean, low, high = [], [], [], []
-    for k in range(1, max_k + 1):
-        ks.append(k)
-        mean.append(float(_expected_max_sorted(ordered, k)[0]))
-        if resampled is None:
-            low.append(math.nan)
-            high.append(math.nan)
-        else:
-            lo, hi = np.quantile(_expected_max_sorted(resampled, k), [alpha, 1.0 - alpha])
-            low.append(float(lo))
-            high.append(float(hi))
-    return ExpectedMaxCurve(tuple(ks), tuple(mean), tuple(low), tuple(high))
+    return [expected_max(values, k) for k in range(1, max_k + 1)]

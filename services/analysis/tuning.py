@@ -1,20 +1,25 @@
 """How much tuning a group needs: the expected best validation metric after k trials of
 a random search, from the trials of a sweep (each run of the group is one trial).
 
-E[best of k] is exact over the trials as observed (stats.expected_max); its band is
-a percentile bootstrap over resampled sets of trials (stats.expected_max_curve).
+E[best of k] is the unbiased estimate over the trials as observed (stats.expected_max,
+Dodge et al. 2021). A trial that diverged is a trial of the search like any other: it
+scores what compare.accuracy_of gives it (chance accuracy for its final and test
+accuracy, the best epoch it wrote for the best). No interval is given: the spread of a
+maximum over a few trials has no interval with known coverage at these counts, and a
+band that claims one would be false (docs/analysis.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runstore import Skipped
+from runstore import Skipped, outcome
 from services.analysis import stats
-from services.analysis.compare import MAX_BOOTSTRAP_DRAWS, Groups
+from services.analysis.compare import Groups, accuracy_of
 from services.analysis.errors import InvalidRequest
 from services.analysis.options import DEFAULT_EXPECTED_BEST_METRIC, EXPECTED_BEST_METRICS
-from services.analysis.sensitivity import run_metric
+
+MAX_WEIGHED = 100_000_000  # trials x k summed over groups: about a second of numpy
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,7 @@ class ExpectedBestCurve:
     trials: int  # runs with the metric
     ks: tuple[int, ...]
     mean: tuple[float, ...]
-    ci_low: tuple[float, ...]  # NaN for a group of one trial
-    ci_high: tuple[float, ...]
+    diverged: int = 0  # of the trials, those whose loss became non-finite
 
 
 @dataclass(frozen=True)
@@ -36,19 +40,12 @@ class ExpectedBest:
     experiment: str
     group_by: str
     metric: str
-    bootstrap_seed: int
-    bootstrap_samples: int
     curves: tuple[ExpectedBestCurve, ...]
     skipped: tuple[Skipped, ...]
 
 
 def expected_best(
-    groups: Groups,
-    *,
-    metric: str = DEFAULT_EXPECTED_BEST_METRIC,
-    k: int = 0,
-    bootstrap_seed: int = 0,
-    bootstrap_samples: int = stats.DEFAULT_BOOTSTRAP_SAMPLES,
+    groups: Groups, *, metric: str = DEFAULT_EXPECTED_BEST_METRIC, k: int = 0
 ) -> ExpectedBest:
     """Per group, E[best `metric` of k trials] for k = 1..k (0: each group's trial count).
 
@@ -61,18 +58,19 @@ def expected_best(
         )
     if k < 0:
         raise InvalidRequest(f"k {k} is negative; give 1 or more (0: every trial)")
-    if not 1 <= bootstrap_samples <= 1_000_000:
-        raise InvalidRequest(f"bootstrap samples {bootstrap_samples} not in 1..1000000")
     skipped = list(groups.skipped)
     trials: dict[str, list[float]] = {}
+    diverged: dict[str, int] = {}
     for name, runs in groups.runs.items():
         values = trials.setdefault(name, [])
+        diverged[name] = 0
         for run in runs:
-            value = run_metric(run, metric)
+            value = accuracy_of(run, metric)
             if value is None:
                 skipped.append(Skipped(run.experiment, run.run_id, f"no {metric}"))
             else:
                 values.append(value)
+                diverged[name] += outcome(run) == "diverged"
     for name, values in trials.items():
         if not values:
             raise InvalidRequest(f"group {name!r} has no trial with a {metric}")
@@ -81,27 +79,22 @@ def expected_best(
                 f"k {k} is larger than the {len(values)} trials of group {name!r}: "
                 f"ask for k <= {min(len(v) for v in trials.values())}, or run more trials"
             )
-    # Each resample sorts n values and weighs them once per k: bound the work up front.
-    draws = sum(bootstrap_samples * len(v) * (k or len(v)) for v in trials.values() if len(v) > 1)
-    if draws > MAX_BOOTSTRAP_DRAWS:
+    weighed = sum(len(v) * (k or len(v)) for v in trials.values())
+    if weighed > MAX_WEIGHED:
         raise InvalidRequest(
-            f"{bootstrap_samples} bootstrap samples x trials x k would weigh {draws:,} values; "
-            f"at most {MAX_BOOTSTRAP_DRAWS:,} per call: use fewer samples or a smaller k"
+            f"trials x k of every group would weigh {weighed:,} values; at most "
+            f"{MAX_WEIGHED:,} per call: ask for a smaller k"
         )
     curves = []
     for name, values in trials.items():
-        curve = stats.expected_max_curve(
-            values, k or len(values), seed=bootstrap_seed, samples=bootstrap_samples
-        )
+        top = k or len(values)
         curves.append(
-            ExpectedBestCurve(name, len(values), curve.ks, curve.mean, curve.ci_low, curve.ci_high)
+            ExpectedBestCurve(
+                name,
+                len(values),
+                tuple(range(1, top + 1)),
+                tuple(stats.expected_max_curve(values, top)),
+                diverged[name],
+            )
         )
-    return ExpectedBest(
-        groups.experiment,
-        groups.group_by,
-        metric,
-        bootstrap_seed,
-        bootstrap_samples,
-        tuple(curves),
-        tuple(skipped),
-    )
+    return ExpectedBest(groups.experiment, groups.group_by, metric, tuple(curves), tuple(skipped))

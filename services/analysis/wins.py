@@ -1,6 +1,7 @@
 """The win-probability matrix: P(a run of group A beats a run of group B) on a chosen
 metric, for every ordered pair of groups, paired by seed where the groups allow it
-(stats.win_probability)."""
+(stats.win_probability). Every counted run plays, a diverged one at chance accuracy
+and a run that missed the target at its budget (compare.run_result)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 from runstore import Skipped
 from services.analysis import stats
-from services.analysis.compare import Groups, run_result
+from services.analysis.compare import Groups, auc_horizon, run_result
 from services.analysis.errors import InvalidRequest
 from services.analysis.options import DEFAULT_RANK_BY, DEFAULT_TARGET, RANK_METRICS
 
@@ -36,7 +37,7 @@ def win_matrix(
     if not 0.0 < target <= 1.0:
         raise InvalidRequest(f"target accuracy {target} is not in (0, 1]")
     every = [r for runs in groups.runs.values() for r in runs]
-    auc_epochs = min(len(r.epochs) for r in every)
+    auc_epochs = auc_horizon(every)
     longest = max(len(r.epochs) for r in every)
     scores = {
         name: [(r.seed, run_result(r, target, auc_epochs, longest).metric(metric)) for r in runs]

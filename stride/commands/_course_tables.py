@@ -1,33 +1,59 @@
-"""The claim tables of docs/course.md, computed from the run store (runstore records only).
+"""The claim tables of docs/course.md, computed by the analysis library.
 
-Each table function takes the runs of one experiment grouped by config keys and returns
-Markdown (what the page includes) and the same numbers as plain data (summary.json).
-Means are over seeds; "±" is the sample standard deviation (0 for one run). Only
-completed runs give numbers; failed ones are counted in `runs`.
+Each table function takes the runs of one claim (one or more experiments) grouped by
+config keys, and returns Markdown (what the page includes) and the same numbers as
+plain data (summary.json). Every number is the analysis service's own
+(services.analysis: `compare`, `gradient_flow`, `dead_units`; definitions in
+docs/analysis.md): this module only chooses which to show and lays them out. Runs are
+counted as the service counts them: completed, stopped and diverged runs (a diverged
+run at chance accuracy, a run that missed the target at its budget); running runs and
+runs that failed outside the training are left out, and the table says how many.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runstore import Run, RunStore, StoreLocation
+from runstore import RunStore, StoreLocation
+from services.analysis.compare import (
+    Comparison,
+    GroupFlow,
+    Groups,
+    GroupStats,
+    NoRuns,
+    Selection,
+    compare,
+    gradient_flow,
+    select_experiments,
+)
+from services.analysis.layers import GroupDeadUnits
+from services.analysis.layers import dead_units as dead_units_of
+from services.analysis.report import format_stat, interval_name, left_out_line
+from services.analysis.stats import CONFIDENCE, STUDENT_T, Stat
 
-WEIGHT_KINDS = ("conv", "linear")
+SPREAD = (
+    f"mean ±sample std over seeds; [ ] the {interval_name(STUDENT_T, CONFIDENCE)} "
+    "(none for one run); definitions: docs/analysis.md"
+)
 
 
 @dataclass(frozen=True)
-class Group:
-    label: str
-    runs: tuple[Run, ...]  # completed, in seed order
-    total: int  # every run of the group, failed ones included
+class Claim:
+    """The runs of one claim and what the analysis library makes of them."""
 
-    @property
-    def count(self) -> str:
-        return f"{len(self.runs)}/{self.total}"
+    groups: Groups
+    labels: dict[str, str]  # group name -> "key=value key=value", values as they are
+    comparison: Comparison
+    flows: dict[str, GroupFlow]
+    dead: dict[str, GroupDeadUnits]
+
+    def stats(self) -> list[GroupStats]:
+        """Every group's statistics, in the order of the group names."""
+        by_name = {g.name: g for g in self.comparison.groups}
+        return [by_name[name] for name in self.groups.runs]
 
 
 @dataclass
@@ -36,22 +62,32 @@ class Table:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
-def groups_of(store: StoreLocation, experiments: Sequence[str], by: str) -> list[Group]:
-    """The runs of the experiments grouped by the values of the comma-separated keys
-    `by`; an experiment not in the store has no runs."""
-    keys = [k.strip() for k in by.split(",") if k.strip()]
-    found: dict[str, list[Run]] = {}
+def claim_of(
+    store: StoreLocation, experiments: Sequence[str], by: str, target: float
+) -> Claim | None:
+    """The runs of the experiments grouped by the values of the comma-separated keys `by`
+    (an experiment not in the store has none), with their statistics; None for none."""
     reader = RunStore(store)
     present = set(reader.experiments())
-    runs = [r for e in experiments if e in present for r in reader.scan(e).runs]
-    for run in runs:
-        label = " ".join(f"{_key_name(k)}={_short_value(run.label(k))}" for k in keys)
-        found.setdefault(label, []).append(run)
-    groups = []
-    for label, runs in found.items():
-        done = sorted((r for r in runs if r.status == "completed"), key=lambda r: r.seed or 0)
-        groups.append(Group(label, tuple(done), len(runs)))
-    return groups
+    found = [e for e in experiments if e in present]
+    if not found:
+        return None
+    try:
+        groups = select_experiments(reader, found, Selection(found[0], group_by=by))
+    except NoRuns:
+        return None
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    labels = {
+        name: " ".join(f"{_key_name(k)}={runs[0].label(k)}" for k in keys)
+        for name, runs in groups.runs.items()
+    }
+    return Claim(
+        groups,
+        labels,
+        compare(groups, target=target),
+        {f.name: f for f in gradient_flow(groups)},
+        {d.name: d for d in dead_units_of(groups.runs)},
+    )
 
 
 def _key_name(key: str) -> str:
@@ -60,51 +96,64 @@ def _key_name(key: str) -> str:
     return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
-def _short_value(text: str) -> str:
-    """A float with 3 significant digits (a tuned rate 0.0761, not 0.07608481233714794)."""
-    if not any(c in text for c in ".eE"):
-        return text
-    try:
-        return f"{float(text):.3g}"
-    except ValueError:
-        return text
-
-
 def write_table(
     kind: str, store: StoreLocation, experiments: Sequence[str], by: str, target: float
 ) -> Table:
     """The table `kind` (a function below) over the runs of the experiments."""
-    makers: dict[str, Callable[[list[Group], float], Table]] = {
+    makers: dict[str, Callable[[Claim, float], Table]] = {
         "vanishing": vanishing,
         "epochs_to_target": epochs_to_target,
         "dead_units": dead_units,
         "cost": cost,
         "regularisation": regularisation,
     }
-    groups = groups_of(store, experiments, by)
-    if not groups:
+    claim = claim_of(store, experiments, by, target)
+    if claim is None:
         return Table(f"(no runs in {', '.join(experiments)})\n", {})
-    return makers[kind](groups, target)
+    table = makers[kind](claim, target)
+    notes = [SPREAD]
+    if claim.groups.skipped:
+        notes.append(left_out_line(claim.groups.skipped) + ": " + _reasons(claim))
+    table.markdown += "\n" + "\n".join(f"{n}." for n in notes) + "\n"
+    table.numbers["left_out"] = [
+        {"experiment": s.experiment, "run_id": s.run_id, "reason": s.reason}
+        for s in claim.groups.skipped
+    ]
+    return table
+
+
+def _reasons(claim: Claim) -> str:
+    return "; ".join(f"{s.run_id} ({s.reason})" for s in claim.groups.skipped)
 
 
 # ------------------------------------------------------------------ helpers
 
 
-def mean_sd(values: Sequence[float | None]) -> tuple[float, float]:
-    clean = [v for v in values if v is not None and math.isfinite(v)]
-    if not clean:
-        return math.nan, math.nan
-    return statistics.fmean(clean), statistics.stdev(clean) if len(clean) > 1 else 0.0
+def runs_cell(g: GroupStats) -> str:
+    """How many runs count, and how many of them diverged."""
+    return f"{len(g.runs)} ({g.diverged} diverged)" if g.diverged else str(len(g.runs))
 
 
-def fmt(values: Sequence[float | None], digits: int = 4) -> str:
-    mean, sd = mean_sd(values)
-    if math.isnan(mean):
-        return "-"
-    return f"{mean:.{digits}f} ±{sd:.{digits}f}"
+def values(g: GroupStats, metric: str) -> list[float | None]:
+    """The per-run values of a metric (summary.json's numbers)."""
+    return [getattr(r, metric) for r in g.runs]
 
 
-def sci(value: float) -> str:
+def stat_json(stat: Stat) -> dict[str, Any]:
+    return {
+        "n": stat.n,
+        "mean": _finite(stat.mean),
+        "std": _finite(stat.std),
+        "ci": [stat.ci_low, stat.ci_high] if stat.interval else None,
+        "interval": stat.interval,
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def sci(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
@@ -114,83 +163,45 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def weight_layers(run: Run) -> list[str]:
-    """Conv and dense layers in depth order: config.json's layer table, else by name."""
-    record = run.record
-    if record is not None and record.layers:
-        return [str(x["name"]) for x in record.layers if x.get("kind") in WEIGHT_KINDS]
-    names = [name for name, _ in run.epochs[0].grad_norms] if run.epochs else []
-    return [n for n in names if n.endswith(".conv") or ".fc" in n]
-
-
-def layer_grad_means(run: Run) -> dict[str, float]:
-    """Each layer's gradient norm averaged over the run's epochs."""
-    sums: dict[str, list[float]] = {}
-    for epoch in run.epochs:
-        for name, norm in epoch.grad_norms:
-            sums.setdefault(name, []).append(norm)
-    return {name: statistics.fmean(v) for name, v in sums.items()}
-
-
-def epochs_to(run: Run, target: float) -> int | None:
-    return next(
-        (e.epoch for e in run.epochs if (e.val_accuracy or 0.0) >= target),
-        None,
-    )
-
-
-def last(run: Run, attribute: str) -> float:
-    value = getattr(run.epochs[-1], attribute) if run.epochs else None
-    return math.nan if value is None else float(value)
-
-
-def mean_dead(run: Run, epoch_index: int = -1) -> float:
-    """The unweighted mean over activation layers of the dead fraction at one epoch."""
-    if not run.epochs or not run.epochs[epoch_index].dead_units:
-        return math.nan
-    return statistics.fmean(v for _, v in run.epochs[epoch_index].dead_units)
-
-
 # ------------------------------------------------------------------ the tables
 
 
-def vanishing(groups: list[Group], target: float) -> Table:
+def vanishing(claim: Claim, target: float) -> Table:
     """Final accuracy, first and last weight layer's gradient norm, per-layer norms."""
     rows: list[tuple[Any, ...]] = []
     numbers: dict[str, Any] = {}
     per_layer: dict[str, dict[str, float]] = {}
-    for g in groups:
-        if not g.runs:
-            rows.append((g.label, g.count, *["-"] * 6))
-            continue
-        layers = weight_layers(g.runs[0])
-        means = [layer_grad_means(r) for r in g.runs]
-        by_layer = {n: statistics.fmean(m.get(n, math.nan) for m in means) for n in layers}
-        first, final = by_layer[layers[0]], by_layer[layers[-1]]
-        ratio = first / final if final else math.nan
-        reached = sum(epochs_to(r, target) is not None for r in g.runs)
-        dead = [mean_dead(r) for r in g.runs]
-        acc = [last(r, "val_accuracy") for r in g.runs]
+    for g in claim.stats():
+        label = claim.labels[g.name]
+        weights = claim.flows[g.name].weight_layers
+        flow = claim.flows[g.name]
+        dead = claim.dead[g.name].mean_by_epoch
+        if weights:
+            per_layer[label] = {layer.layer: layer.overall for layer in weights}
+        first = weights[0].overall if weights else math.nan
+        last = weights[-1].overall if weights else math.nan
+        log_ratio = math.log10(flow.ratio) if flow.ratio > 0 else None
         rows.append(
             (
-                g.label,
-                g.count,
-                fmt(acc),
-                f"{reached}/{len(g.runs)}",
-                f"{sci(first)} / {sci(final)}",
-                f"{math.log10(ratio):.2f}" if ratio > 0 else "-",
-                fmt(dead, 3),
+                label,
+                runs_cell(g),
+                format_stat(g.final_val_accuracy, 4),
+                f"{g.reached_target}/{len(g.runs)}",
+                f"{sci(first)} / {sci(last)}",
+                "-" if log_ratio is None else f"{log_ratio:.2f}",
+                f"{dead[-1]:.3f}" if dead else "-",
             )
         )
-        per_layer[g.label] = by_layer
-        numbers[g.label] = {
-            "final_val_accuracy": acc,
-            "reached_target": reached,
-            "first_layer_grad": first,
-            "last_layer_grad": final,
-            "log10_first_over_last": math.log10(ratio) if ratio > 0 else None,
-            "grad_norm_by_weight_layer": by_layer,
-            "mean_dead_fraction_last_epoch": dead,
+        numbers[label] = {
+            "final_val_accuracy": values(g, "final_val_accuracy"),
+            "final_val_accuracy_stat": stat_json(g.final_val_accuracy),
+            "reached_target": g.reached_target,
+            "diverged": g.diverged,
+            "first_layer_grad": _finite(first),
+            "last_layer_grad": _finite(last),
+            "log10_first_over_last": log_ratio,
+            "grad_norm_by_weight_layer": per_layer.get(label, {}),
+            "mean_dead_fraction_last_epoch": dead[-1] if dead else None,
         }
     header = (
         "variant",
@@ -204,43 +215,42 @@ def vanishing(groups: list[Group], target: float) -> Table:
     text = markdown(header, rows)
     labels = list(per_layer)
     if labels:
-        layer_names = list(per_layer[labels[0]])
-        layer_rows = [
-            (name, *(sci(per_layer[lab].get(name, math.nan)) for lab in labels))
-            for name in layer_names
-        ]
+        names = list(per_layer[labels[0]])
+        layer_rows = [(n, *(sci(per_layer[lab].get(n)) for lab in labels)) for n in names]
         text += (
-            "\nGradient norm by weight layer (input side first; mean over epochs and seeds):\n\n"
+            "\nGradient norm by weight layer (input side first; mean over epochs of the mean "
+            "over seeds):\n\n"
         )
         text += markdown(("weight layer", *labels), layer_rows)
     return Table(text, numbers)
 
 
-def epochs_to_target(groups: list[Group], target: float) -> Table:
-    """Epochs to the target validation accuracy (budget when never), paired by seed."""
+def epochs_to_target(claim: Claim, target: float) -> Table:
+    """Epochs to the target validation accuracy (the budget when never), by seed, and
+    P(the faster group beats the other) paired by seed."""
     rows: list[tuple[Any, ...]] = []
     numbers: dict[str, Any] = {}
     by_seed: dict[str, dict[int | None, int]] = {}
-    for g in groups:
-        budget = [len(r.epochs) for r in g.runs]
-        epochs = [epochs_to(r, target) for r in g.runs]
-        counted = [e if e is not None else b for e, b in zip(epochs, budget, strict=True)]
-        reached = sum(e is not None for e in epochs)
+    for g in claim.stats():
+        label = claim.labels[g.name]
         rows.append(
             (
-                g.label,
-                g.count,
-                fmt(counted, 2),
-                f"{reached}/{len(g.runs)}",
-                fmt([last(r, "val_accuracy") for r in g.runs]),
-                fmt([r.summary.test_accuracy for r in g.runs if r.summary]),
+                label,
+                runs_cell(g),
+                format_stat(g.epochs_to_target, 2),
+                f"{g.reached_target}/{len(g.runs)}",
+                format_stat(g.final_val_accuracy, 4, ci=False),
+                format_stat(g.test_accuracy, 4),
             )
         )
-        by_seed[g.label] = {r.seed: c for r, c in zip(g.runs, counted, strict=True)}
-        numbers[g.label] = {
-            "epochs_to_target": counted,
-            "reached": reached,
+        by_seed[label] = {r.seed: r.epochs_to_target for r in g.runs}
+        numbers[label] = {
+            "epochs_to_target": values(g, "epochs_to_target"),
+            "epochs_to_target_stat": stat_json(g.epochs_to_target),
+            "reached": g.reached_target,
+            "diverged": g.diverged,
             "seeds": [r.seed for r in g.runs],
+            "test_accuracy_stat": stat_json(g.test_accuracy),
         }
     header = ("group", "runs", f"epochs to {target:g}", "reached", "final val acc", "test acc")
     text = markdown(header, rows)
@@ -250,46 +260,53 @@ def epochs_to_target(groups: list[Group], target: float) -> Table:
     text += markdown(
         ("seed", *labels), [(s, *(by_seed[lab].get(s, "-") for lab in labels)) for s in seeds]
     )
-    if len(labels) == 2:
-        a, b = labels
-        paired = [s for s in seeds if s in by_seed[a] and s in by_seed[b]]
-        faster = sum(by_seed[b][s] < by_seed[a][s] for s in paired)
-        ties = sum(by_seed[b][s] == by_seed[a][s] for s in paired)
-        text += f"\n{b} faster than {a} on {faster} of {len(paired)} seeds ({ties} ties).\n"
-        numbers["paired"] = {"faster": b, "wins": faster, "ties": ties, "seeds": len(paired)}
+    c = claim.comparison
+    if len(c.ranking) == 2:
+        faster, slower = c.ranking
+        win = next(p for p in c.pairwise if (p.a, p.b) == (faster, slower))
+        how = f"paired by seed over {win.pairs} seeds" if win.paired else f"over {win.pairs} pairs"
+        p = "-" if win.probability is None else f"{win.probability:.2f}"
+        text += (
+            f"\nP({claim.labels[faster]} reaches it in fewer epochs than "
+            f"{claim.labels[slower]}) = {p}, {how} (a tie counts one half).\n"
+        )
+        numbers["paired"] = {
+            "faster": claim.labels[faster],
+            "probability": win.probability,
+            "pairs": win.pairs,
+            "paired_by_seed": win.paired,
+        }
     return Table(text, numbers)
 
 
-def dead_units(groups: list[Group], target: float) -> Table:
+def dead_units(claim: Claim, target: float) -> Table:
     """Dead fraction per activation layer at the last epoch, and its course over epochs."""
     rows: list[tuple[Any, ...]] = []
     numbers: dict[str, Any] = {}
-    for g in groups:
-        if not g.runs:
-            rows.append((g.label, g.count, "-", "-", "-", "-"))
-            numbers[g.label] = {"runs": g.count}
-            continue
-        names = [n for n, _ in g.runs[0].epochs[-1].dead_units]
-        final = {
-            n: statistics.fmean(dict(r.epochs[-1].dead_units).get(n, math.nan) for r in g.runs)
-            for n in names
-        }
-        epochs = min(len(r.epochs) for r in g.runs)
-        series = [statistics.fmean(mean_dead(r, i) for r in g.runs) for i in range(epochs)]
+    for g in claim.stats():
+        label = claim.labels[g.name]
+        dead = claim.dead[g.name]
+        final = {layer.layer: layer.mean[-1] for layer in dead.layers}
         rows.append(
             (
-                g.label,
-                g.count,
-                ", ".join(f"{n.removesuffix('.act')}: {v:.3f}" for n, v in final.items()),
-                " → ".join(f"{v:.3f}" for v in series),
-                fmt([last(r, "val_accuracy") for r in g.runs]),
-                fmt([r.summary.test_accuracy for r in g.runs if r.summary]),
+                label,
+                runs_cell(g),
+                ", ".join(f"{n.removesuffix('.act')}: {v:.3f}" for n, v in final.items()) or "-",
+                " → ".join(f"{v:.3f}" for v in dead.mean_by_epoch) or "-",
+                format_stat(g.final_val_accuracy, 4),
+                format_stat(g.test_accuracy, 4, ci=False),
             )
         )
-        numbers[g.label] = {"runs": g.count, "dead_last_epoch": final, "mean_dead_by_epoch": series}
+        numbers[label] = {
+            "runs": len(g.runs),
+            "diverged": g.diverged,
+            "dead_last_epoch": final,
+            "mean_dead_by_epoch": list(dead.mean_by_epoch),
+            "final_val_accuracy": values(g, "final_val_accuracy"),
+        }
     header = (
         "group",
-        "runs (completed/all)",
+        "runs",
         "dead fraction per layer, last epoch",
         "mean dead fraction by epoch",
         "final val acc",
@@ -298,72 +315,69 @@ def dead_units(groups: list[Group], target: float) -> Table:
     return Table(markdown(header, rows), numbers)
 
 
-def cost(groups: list[Group], target: float) -> Table:
+def cost(claim: Claim, target: float) -> Table:
     """Parameters and training images/s (epochs after the first) per activation."""
+    stats = claim.stats()
+    base = next(
+        (g.images_per_second.mean for g in stats if claim.labels[g.name].endswith("=relu")), None
+    )
     rows: list[tuple[Any, ...]] = []
     numbers: dict[str, Any] = {}
-    base = None
-    for g in groups:
-        if not g.runs:
-            rows.append((g.label, g.count, "-", "-", "-", "-"))
-            continue
-        record = g.runs[0].record
-        params = sum(int(x.get("params", 0)) for x in record.layers) if record else 0
-        speed = [
-            statistics.fmean(e.images_per_second or math.nan for e in r.epochs[1:] or r.epochs)
-            for r in g.runs
-        ]
-        mean = mean_sd(speed)[0]
-        if base is None and "relu" in g.label and "leaky" not in g.label:
-            base = mean
-        numbers[g.label] = {"params": params, "images_per_second": speed}
+    for g in stats:
+        label = claim.labels[g.name]
+        params = next((r.parameters for r in g.runs if r.parameters is not None), None)
+        speed = g.images_per_second.mean
+        relative = speed / base if speed is not None and base else None
         rows.append(
             (
-                g.label,
-                g.count,
-                f"{params:,}",
-                fmt(speed, 0),
-                mean,
-                fmt([last(r, "val_accuracy") for r in g.runs]),
+                label,
+                runs_cell(g),
+                "-" if params is None else f"{params:,}",
+                format_stat(g.images_per_second, 0, ci=False),
+                "-" if relative is None else f"{relative:.2f}",
+                format_stat(g.final_val_accuracy, 4, ci=False),
             )
         )
-    rows = [
-        (*row[:4], f"{row[4] / base:.2f}" if base and isinstance(row[4], float) else "-", row[5])
-        for row in rows
-    ]
+        numbers[label] = {
+            "params": params,
+            "images_per_second": values(g, "images_per_second"),
+            "relative_to_relu": relative,
+        }
     header = ("group", "runs", "parameters", "images/s (epochs 2+)", "relative to relu", "val acc")
     return Table(markdown(header, rows), numbers)
 
 
-def regularisation(groups: list[Group], target: float) -> Table:
+def regularisation(claim: Claim, target: float) -> Table:
     """Weight norm, generalisation gap at the last epoch, test accuracy, epochs run."""
     rows: list[tuple[Any, ...]] = []
     numbers: dict[str, Any] = {}
-    for g in groups:
-        acc_gap = [last(r, "train_accuracy") - last(r, "val_accuracy") for r in g.runs]
-        loss_gap = [last(r, "val_loss") - last(r, "train_loss") for r in g.runs]
-        first_norm = [r.epochs[0].weight_norm for r in g.runs if r.epochs]
-        last_norm = [last(r, "weight_norm") for r in g.runs]
-        test = [r.summary.test_accuracy for r in g.runs if r.summary]
-        ran = [float(len(r.epochs)) for r in g.runs]
+    for g in claim.stats():
+        label = claim.labels[g.name]
+        norms = g.weight_norm
+        first = norms.mean[0] if norms.mean else math.nan
+        first_std = norms.std[0] if norms.std else math.nan
+        first_text = "-" if math.isnan(first) else f"{first:.2f}"
+        if not math.isnan(first_std):
+            first_text += f" ±{first_std:.2f}"
         rows.append(
             (
-                g.label,
-                g.count,
-                fmt(ran, 1),
-                f"{fmt(first_norm, 2)} → {fmt(last_norm, 2)}",
-                fmt(acc_gap),
-                fmt(loss_gap),
-                fmt(test),
+                label,
+                runs_cell(g),
+                format_stat(g.epochs, 1, ci=False),
+                f"{first_text} → {format_stat(g.final_weight_norm, 2, ci=False)}",
+                format_stat(g.accuracy_gap, 4, ci=False),
+                format_stat(g.loss_gap, 4, ci=False),
+                format_stat(g.test_accuracy, 4),
             )
         )
-        numbers[g.label] = {
-            "epochs_run": ran,
-            "weight_norm_first": first_norm,
-            "weight_norm_last": last_norm,
-            "accuracy_gap": acc_gap,
-            "loss_gap": loss_gap,
-            "test_accuracy": test,
+        numbers[label] = {
+            "epochs_run": values(g, "epochs"),
+            "weight_norm_first": _finite(first),
+            "weight_norm_last": values(g, "final_weight_norm"),
+            "accuracy_gap": values(g, "accuracy_gap"),
+            "loss_gap": values(g, "loss_gap"),
+            "test_accuracy": values(g, "test_accuracy"),
+            "test_accuracy_stat": stat_json(g.test_accuracy),
         }
     header = (
         "group",

@@ -77,11 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include-unfinished",
         action="store_true",
-        help="also compare running and failed runs (left out by default)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument(
-        "--bootstrap-samples", type=int, default=10_000, help="bootstrap resamples (default 10000)"
+        help="also compare running runs and runs that failed outside the training (left "
+        "out by default; completed, stopped and diverged runs always count)",
     )
     analyses = parser.add_argument_group(
         "analyses past the comparison (each adds a table and a panel)"
@@ -89,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     analyses.add_argument(
         "--profile",
         action="store_true",
-        help="performance profile over EXPERIMENT and every --workload (AlgoPerf style)",
+        help="performance profile over EXPERIMENT and every --workload, with AlgoPerf's score",
     )
     analyses.add_argument(
         "--workload",
@@ -218,13 +215,7 @@ def run(args: argparse.Namespace) -> int:
     if workloads and not args.profile:
         raise ValueError("--workload goes with --profile")
     groups = select(store, selection)
-    comparison = compare(
-        groups,
-        target=args.target,
-        rank_by=args.rank_by,
-        bootstrap_seed=args.seed,
-        bootstrap_samples=args.bootstrap_samples,
-    )
+    comparison = compare(groups, target=args.target, rank_by=args.rank_by)
     flows = gradient_flow(groups)
     extras = Extras(dead_units=dead_units(groups.runs), **_analyses(args, store, groups, workloads))
     if args.plot:
@@ -276,13 +267,7 @@ def _analyses(
     if args.expected_best:
         from services.analysis.tuning import expected_best
 
-        out["expected_best"] = expected_best(
-            groups,
-            metric=args.expected_best_metric,
-            k=args.k,
-            bootstrap_seed=args.seed,
-            bootstrap_samples=args.bootstrap_samples,
-        )
+        out["expected_best"] = expected_best(groups, metric=args.expected_best_metric, k=args.k)
     if args.win_metric:
         from services.analysis.wins import win_matrix
 

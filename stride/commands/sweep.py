@@ -88,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=local_path,
         help="export the best run (see --select-by) into this model repository",
     )
+    parser.add_argument(
+        "--allow-failed-trials",
+        action="store_true",
+        help="exit 0 even when trials failed outside the training (a worker lost, an error); "
+        "by default the sweep is incomplete then and exits 1. Diverged trials are results "
+        "and never fail the sweep",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -192,7 +199,30 @@ def run(args: argparse.Namespace) -> int:
             )
         if exported is not None:
             print(f"exported: {exported.path} (version {exported.version})")
-    failed = [r for r in runs if r.state == "failed"]
+    return _exit_status(runs, args.allow_failed_trials)
+
+
+def _exit_status(runs: list[Any], allow_failed: bool) -> int:
+    """0 when every trial has a result (completed, stopped, diverged); 1 when a trial
+    failed outside the training, unless `allow_failed`: the sweep is incomplete, and a
+    script or CI job that reads only the exit status must know."""
+    from runstore import diverged
+
+    diverging = [r for r in runs if r.state == "failed" and diverged(r.summary)]
+    failed = [r for r in runs if r.state in ("failed", "pending", "running") and r not in diverging]
+    for r in diverging:
+        print(f"diverged (a result, counted by stride compare): {r.run_id}", file=sys.stderr)
     for r in failed:
-        print(f"failed: {r.run_id}: {r.error}", file=sys.stderr)
-    return 1 if failed and len(failed) == len(runs) else 0
+        print(f"failed: {r.run_id}: {r.error or r.state}", file=sys.stderr)
+    if not failed:
+        return 0
+    what = f"{len(failed)} of {len(runs)} trials failed outside the training"
+    if allow_failed:
+        print(f"[sweep] {what}; exit 0 (--allow-failed-trials)", file=sys.stderr)
+        return 0
+    print(
+        f"[sweep] {what} (reasons above): the sweep is incomplete, exit 1; "
+        "--allow-failed-trials accepts an incomplete sweep",
+        file=sys.stderr,
+    )
+    return 1

@@ -1,5 +1,6 @@
-"""stride tune-optimizers: compare optimizers fairly, each at a learning rate tuned on the
-same budget (pipeline.tuning), beside the comparison at their default rates."""
+"""stride tune-optimizers: compare optimizers fairly, as DeepOBS prescribes: each at a
+learning rate tuned on the same budget, evaluated on fresh seeds (pipeline.tuning),
+beside the comparison at their default rates."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import argparse
 import sys
 from typing import Any
 
+from pipeline.tuning import MIN_EVALUATION_SEEDS, SEARCHES, TuningPlan
 from stride.commands.train import add_config_arguments, overrides_of
+
+defaults = TuningPlan()
 
 NAME = "tune-optimizers"
 HELP = (
-    "tune each optimizer's learning rate on the same budget (Ray Tune), rerun the best "
-    "with seeds, and compare with the default rates"
+    "tune each optimizer's learning rate on the same budget (Ray Tune), evaluate the tuned "
+    "rates on fresh seeds, and compare with the default rates"
 )
 ORDER = 25
 
@@ -43,14 +47,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trials",
         type=int,
-        default=8,
-        help="learning rates tried per optimizer, the same for each (default 8)",
+        default=defaults.trials,
+        help=f"learning rates tried per optimizer, the same for each (default {defaults.trials})",
     )
     parser.add_argument(
-        "--seeds", type=int, default=3, help="seeds of each rerun at the tuned rate (default 3)"
+        "--search",
+        default=defaults.search,
+        choices=list(SEARCHES),
+        help="grid (default): TRIALS log-spaced rates over --lr-range, the same for every "
+        "optimizer; random; optuna (TPE: more than its 10 random start-up trials)",
     )
     parser.add_argument(
-        "--search", default="optuna", choices=["optuna", "random"], help="default optuna (TPE)"
+        "--tuning-seeds",
+        type=int,
+        default=defaults.tuning_seeds,
+        help="seeds each tried rate is scored on, from the config's seed "
+        f"(default {defaults.tuning_seeds})",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=defaults.seeds,
+        help=f"fresh seeds (after the tuning seeds) the tuned rates are evaluated on, at least "
+        f"{MIN_EVALUATION_SEEDS} (default {defaults.seeds})",
     )
     parser.add_argument(
         "--no-default-rates",
@@ -77,7 +96,7 @@ def _compare(runs: Any, experiment: str, target: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.config import ConfigError, read_config_file
-    from pipeline.tuning import TuningPlan, experiments, prepare_tuning, run_tuning
+    from pipeline.tuning import experiments, prepare_tuning, run_tuning, seeds_of
 
     plan = TuningPlan(
         optimizers=tuple(o.strip() for o in args.optimizers.split(",") if o.strip()),
@@ -86,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         trials=args.trials,
         seeds=args.seeds,
         search=args.search,
+        tuning_seeds=args.tuning_seeds,
         default_rates=not args.no_default_rates,
     )
     if args.max_concurrent is not None and args.max_concurrent < 1:
@@ -118,12 +138,15 @@ def run(args: argparse.Namespace) -> int:
         say=say,
     )
     names = experiments(args.experiment, plan)
+    seeds = seeds_of(base, overrides, plan)
     print(
-        f"tuned learning rates ({plan.trials} {plan.search} trials per optimizer, "
-        f"range {plan.lr_low:g}..{plan.lr_high:g}, chosen on validation accuracy):"
+        f"tuned learning rates ({plan.trials} {plan.search} rates per optimizer over "
+        f"{plan.lr_low:g}..{plan.lr_high:g}, chosen on mean validation accuracy over seeds "
+        f"{seeds['tuning']}; evaluated on seeds {seeds['evaluation']}; the plan: "
+        f"{names['tuned']}/tuning.json):"
     )
     for o, lr in result.tuned_lr.items():
-        print(f"  {o:<10} {lr:.3g}")
+        print(f"  {o:<10} {lr!r}")
     if plan.default_rates:
         print(f"\ndefault-rate comparison ({names['default']}):")
         _compare(args.runs, names["default"], args.target)

@@ -87,7 +87,7 @@ def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path
     sweep = prepare(base, [], build_plan(parse_grid(["optimizer.lr=0.01,1000000.0"])))
     runs = run_sweep(sweep, store=tmp_path, experiment="sw", max_concurrent=2)
     states = {r.label: r.state for r in runs}
-    assert states == {"0.01": "completed", "1e06": "failed"}
+    assert states == {"0.01": "completed", "1000000.0": "failed"}
     failed = next(r for r in runs if r.state == "failed")
     summary = RunDir(tmp_path / "sw" / failed.run_id).read_summary()
     assert summary is not None and summary.status == "failed"

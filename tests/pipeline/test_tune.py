@@ -128,23 +128,37 @@ def test_a_sweep_resumes_after_its_driver_was_killed(
     assert resumed.resumed_from_epoch is not None and resumed.resumed_from_epoch >= 1
 
 
-def test_the_tuned_comparison_writes_both_experiments(ray_cluster: dict, tmp_path: Path) -> None:
-    base = tiny_config(**{"training.epochs": 1}).to_dict()
+def test_the_tuned_comparison_tunes_on_its_seeds_and_evaluates_on_fresh_ones(
+    ray_cluster: dict, tmp_path: Path
+) -> None:
+    base = tiny_config(**{"training.epochs": 1}).to_dict()  # seed 0
     plan = TuningPlan(
-        optimizers=("sgd", "adam"), lr_low=1e-3, lr_high=0.3, trials=2, seeds=2, search="random"
+        optimizers=("sgd", "adam"), lr_low=1e-3, lr_high=0.3, trials=2, default_rates=False
     )
     store = StoreLocation.parse(tmp_path)
     sweeps = prepare_tuning(base, [], plan, store, "fair")
     result = run_tuning(base, [], plan, sweeps, store=store, experiment="fair", max_concurrent=2)
     assert set(result.tuned_lr) == {"sgd", "adam"}
     for name in ("fair-lr-sgd", "fair-lr-adam"):
-        assert len([p for p in (tmp_path / name).iterdir() if not p.name.startswith(".")]) == 3
-    for name, rates in (("fair", result.tuned_lr), ("fair-default", {"sgd": None, "adam": None})):
-        runs = [RunDir(p) for p in (tmp_path / name).iterdir() if p.is_dir() and p.name[0] != "."]
-        assert len(runs) == 4  # 2 optimizers x 2 seeds
-        for run in runs:
-            config = run.read_config().config
-            assert config["optimizer"]["lr"] == rates[config["optimizer"]["name"]]
-            assert not_none(run.read_summary()).status == "completed"
+        tuning = [RunDir(p) for p in (tmp_path / name).iterdir() if p.is_dir() and p.name[0] != "."]
+        configs = [run.read_config().config for run in tuning]
+        assert sorted(c["optimizer"]["lr"] for c in configs) == [0.001, 0.3]  # the grid
+        assert {c["seed"] for c in configs} == {0}  # the tuning seed
+    evaluation = [
+        RunDir(p) for p in (tmp_path / "fair").iterdir() if p.is_dir() and p.name[0] != "."
+    ]
+    assert len(evaluation) == 2 * 5  # 2 optimizers x 5 fresh seeds
+    by_optimizer: dict[str, set[int]] = {}
+    for run in evaluation:
+        config = run.read_config().config
+        assert config["optimizer"]["lr"] == result.tuned_lr[config["optimizer"]["name"]]
+        by_optimizer.setdefault(config["optimizer"]["name"], set()).add(config["seed"])
+        assert not_none(run.read_summary()).status == "completed"
+    assert by_optimizer == {"sgd": {1, 2, 3, 4, 5}, "adam": {1, 2, 3, 4, 5}}
+    record = json.loads((tmp_path / "fair" / "tuning.json").read_text())
+    assert record["tuning_seeds"] == [0] and record["evaluation_seeds"] == [1, 2, 3, 4, 5]
+    assert record["search"] == "grid" and record["rates"] == [0.001, 0.3]
+    assert {o: t["lr"] for o, t in record["tuned"].items()} == result.tuned_lr
+    assert not (tmp_path / "fair-default").exists()
     with pytest.raises(ValueError, match="already holds a sweep"):
         prepare_tuning(base, [], plan, store, "fair")

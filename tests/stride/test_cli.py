@@ -225,3 +225,31 @@ def test_bad_sweep_flags_are_one_line_before_ray(
     assert message in err[0]
     assert ray.is_initialized() == started  # refused before Ray was started
     assert list(tmp_path.iterdir()) == []  # and left nothing
+
+
+def test_a_sweep_with_a_trial_that_failed_outside_the_training_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Diverged trials are results (exit 0, listed); a crash makes the sweep incomplete
+    (exit 1, saying which trial and why) unless --allow-failed-trials accepts that."""
+    from pipeline.sweep_results import SweepRun
+    from runstore import SummaryRecord
+    from stride.commands.sweep import _exit_status
+    from tests.pipeline.conftest import tiny_config
+
+    def trial(run_id: str, state: str, reason: str | None = None) -> SweepRun:
+        summary = SummaryRecord(status=state, reason=reason)
+        return SweepRun(run_id, {}, 0, tiny_config(), run_id, state, summary=summary)
+
+    diverged = "FloatingPointError: epoch 1: validation loss is nan; the run diverged"
+    good = [trial("a", "completed"), trial("b", "stopped"), trial("c", "failed", diverged)]
+    assert _exit_status(good, allow_failed=False) == 0
+    assert "diverged (a result, counted by stride compare): c" in capsys.readouterr().err
+    crashed = [*good, trial("d", "failed", "RuntimeError: worker lost")]
+    crashed[-1].error = "RuntimeError: worker lost"
+    assert _exit_status(crashed, allow_failed=False) == 1
+    err = capsys.readouterr().err
+    assert "failed: d: RuntimeError: worker lost" in err
+    assert "1 of 4 trials failed outside the training" in err and "exit 1" in err
+    assert _exit_status(crashed, allow_failed=True) == 0
+    assert "exit 0 (--allow-failed-trials)" in capsys.readouterr().err

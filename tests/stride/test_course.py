@@ -78,7 +78,16 @@ def test_claim_tables_on_a_store_with_known_answers(tmp_path: Path) -> None:
     t = tables.write_table("epochs_to_target", store, ["exp"], "model.activation.name", 0.9)
     assert t.numbers["activation=sigmoid"]["epochs_to_target"] == [2, 3]
     assert t.numbers["activation=tanh"]["epochs_to_target"] == [1, 1]
-    assert t.numbers["paired"] == {"faster": "activation=tanh", "wins": 2, "ties": 0, "seeds": 2}
+    assert t.numbers["paired"] == {
+        "faster": "activation=tanh",
+        "probability": 1.0,
+        "pairs": 2,
+        "paired_by_seed": True,
+    }
+    # the analysis library's numbers, not a second definition: its t interval
+    stat = t.numbers["activation=sigmoid"]["epochs_to_target_stat"]
+    assert stat["interval"] == "student_t" and stat["mean"] == 2.5
+    assert "95% Student's t interval of the mean" in t.markdown
     v = tables.write_table("vanishing", store, ["exp", "absent"], "model.activation.name", 0.9)
     sig = v.numbers["activation=sigmoid"]
     # weight layers only (batch norm left out), averaged over epochs and seeds
@@ -91,9 +100,51 @@ def test_claim_tables_on_a_store_with_known_answers(tmp_path: Path) -> None:
     r = tables.write_table("regularisation", store, ["exp"], "model.activation.name", 0.9)
     assert r.numbers["activation=tanh"]["accuracy_gap"] == pytest.approx([0.1, 0.1])
     assert math.isclose(r.numbers["activation=tanh"]["weight_norm_last"][0], 9.5)
-    assert "| activation=sigmoid | 2/2 |" in t.markdown
+    assert "| activation=sigmoid | 2 |" in t.markdown
     empty = tables.write_table("cost", store, ["nothing"], "model.name", 0.9)
     assert empty.markdown.startswith("(no runs")
+
+
+def test_claim_tables_count_diverged_runs_and_say_what_was_left_out(tmp_path: Path) -> None:
+    for seed in (1, 2):
+        epochs = [_epoch(0.9, 0.1, 0.5), _epoch(0.95, 0.1, 0.5)]
+        _write_run(tmp_path, "exp", f"relu-{seed}", {"seed": seed, "act": "relu"}, epochs)
+    diverged = RunDir.create(StoreLocation.parse(tmp_path), "exp", "relu-3")
+    diverged.write_config(ConfigRecord("exp", "relu-3", "now", {"seed": 3, "act": "relu"}))
+    reason = "FloatingPointError: epoch 1: validation loss is nan; the run diverged"
+    diverged.write_summary(SummaryRecord(status="failed", reason=reason))
+    crashed = RunDir.create(StoreLocation.parse(tmp_path), "exp", "relu-4")
+    crashed.write_config(ConfigRecord("exp", "relu-4", "now", {"seed": 4, "act": "relu"}))
+    crashed.append_metrics(EpochRecord(epoch=1, **_epoch(0.2, 0.1, 0.5)))
+    crashed.write_summary(SummaryRecord(status="failed", reason="RuntimeError: worker lost"))
+    d = tables.write_table("dead_units", StoreLocation.parse(tmp_path), ["exp"], "act", 0.9)
+    assert "| act=relu | 3 (1 diverged) |" in d.markdown
+    # no class count in this config.json: the diverged run scores the worst accuracy, 0
+    assert d.numbers["act=relu"]["final_val_accuracy"] == [0.95, 0.95, 0.0]
+    assert "left out: 1 run (1 failed outside the training): relu-4" in d.markdown
+    assert d.numbers["left_out"][0]["run_id"] == "relu-4"
+
+
+def test_the_course_exits_1_and_says_which_step_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stride.commands._paths import store_location
+
+    args = argparse.Namespace(
+        runs=store_location(str(tmp_path / "runs")),
+        out=tmp_path / "out",
+        img=tmp_path / "img",
+        seeds=3,
+        only=["tanh-sigmoid"],
+        quick=False,
+        tables_only=True,  # nothing to compare in an empty store: the comparison fails
+        subprocess=False,
+        address=None,
+    )
+    assert course.run(args) == 1
+    err = capsys.readouterr().err
+    assert "course: failed: stride compare tanh-sigmoid (exit 1)" in err
+    assert "course: 1 failed step; the tables of their claims are incomplete" in err
 
 
 def test_summary_paths_are_relative_to_the_working_directory(
@@ -142,7 +193,8 @@ def test_quick_course_runs_sweeps_compare_and_writes_tables(
     assert exp["name"] == "dying-relu" and exp["sweeps"][0]["rc"] == 0
     assert summary["runs"] == "runs" and str(tmp_path) not in json.dumps(summary)
     assert list((tmp_path / "runs").rglob("summary.json"))  # the runs landed where asked
-    assert set(exp["numbers"]) == {"activation=relu lr=0.05", "activation=leaky_relu lr=0.05"}
+    groups = {"activation=relu lr=0.05", "activation=leaky_relu lr=0.05"}
+    assert set(exp["numbers"]) == {*groups, "left_out"} and exp["numbers"]["left_out"] == []
     assert (tmp_path / "out" / "dying-relu.md").read_text().startswith("| group |")
     assert summary["convolution"]["flip_matches_definition"] is True
     assert (tmp_path / "img" / "course-dying-relu.png").stat().st_size > 1000

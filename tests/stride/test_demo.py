@@ -58,3 +58,23 @@ def test_demo_runs_the_whole_pipeline_twice(
     assert main(args) == 0
     assert "version 2" in capsys.readouterr().out
     assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_the_demo_table_names_its_interval(tmp_path: Path) -> None:
+    """The demo prints the analysis service's CompareRuns answer: each test accuracy and
+    epochs to target with the interval the service names, and that name in the footer."""
+    from runstore import RunStore
+    from services.analysis.servicer import AnalysisServicer
+    from services.generated.stride.analysis.v1 import analysis_pb2 as pb
+    from stride.demo import format_comparison
+    from tests.services.analysis.conftest import FakeContext
+    from tests.services.analysis.runstore import write_known_store
+
+    servicer = AnalysisServicer(RunStore(str(write_known_store(tmp_path))))
+    request = pb.CompareRunsRequest(selection=pb.RunSelection(experiment="opt"), target=0.95)
+    result = servicer.CompareRuns(request, FakeContext())
+    text = format_comparison(result)
+    adam = result.groups[0].epochs_to_target
+    assert f"2.0 ±1.0 [{adam.ci_low:.1f}, {adam.ci_high:.1f}]" in text
+    assert "[95% Student's t interval of the mean; none for one seed]" in text
+    assert "counts its budget of epochs" in text

@@ -49,6 +49,7 @@ def write_run(
     grid: Mapping[str, Any] | None = None,
     layers: Sequence[Mapping[str, Any]] | None = None,
     effective: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> Path:
     """A run folder: config.json, metrics.jsonl (one line per epoch) and summary.json if given."""
     folder = root / experiment / run_id
@@ -69,6 +70,8 @@ def write_run(
     }
     if layers is not None:
         meta["layers"] = [dict(layer) for layer in layers]
+    if data is not None:
+        meta["data"] = dict(data)
     (folder / "config.json").write_text(json.dumps(meta))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
     if summary is not None:

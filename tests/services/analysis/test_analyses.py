@@ -4,6 +4,7 @@ matrix, dead units, gradient flow over weight layers, and stopped runs."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,17 @@ def test_profile_ratios_rho_and_area_by_construction(tmp_path: Path) -> None:
         (0, 1, math.inf),
         (1, 1, 1.0),
     ]
-    area = {c.group: c.area for c in p.curves}
+    # AlgoPerf's score: per workload (tau_max - r) / (tau_max - 1), the mean over them
+    score = {c.group: c.score for c in p.curves}
+    assert score["a"] == pytest.approx((3 / 3 + 1 / 3) / 2)
+    assert score["b"] == pytest.approx((2 / 3 + 0) / 2)
+    assert score["c"] == pytest.approx((0 + 3 / 3) / 2)
+    area = {c.group: c.log_tau_area for c in p.curves}
     ln4 = math.log(4.0)
     assert area["a"] == pytest.approx((1 + (ln4 - math.log(3)) / ln4) / 2)
     assert area["b"] == pytest.approx(0.5 / 2)
     assert area["c"] == pytest.approx(0.5)
-    assert [c.group for c in p.curves] == ["a", "c", "b"]  # best area first
+    assert [c.group for c in p.curves] == ["a", "c", "b"]  # best score first
     rho_a = dict(zip(p.taus, p.curves[0].rho, strict=True))
     assert rho_a[1.0] == 0.5 and rho_a[4.0] == 1.0
 
@@ -190,23 +196,21 @@ def test_sensitivity_reads_effective_lr_when_the_config_has_none(tmp_path: Path)
 
 def test_expected_best_after_k_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     groups = select(RunStore(str(lr_store(tmp_path))), Selection("lr"))
-    e = expected_best(groups, metric="final_val_accuracy", bootstrap_samples=500)
+    e = expected_best(groups, metric="final_val_accuracy")
     adam = e.curves[0]
     values = sorted(v for (o, _, _), v in LR_CURVES.items() if o == "adam")
     assert adam.trials == 6 and adam.ks == (1, 2, 3, 4, 5, 6)
     assert adam.mean[0] == pytest.approx(sum(values) / 6)
-    n = 6
-    exact = sum(v * ((i / n) ** 2 - ((i - 1) / n) ** 2) for i, v in enumerate(values, 1))
-    assert adam.mean[1] == pytest.approx(exact)
-    assert all(
-        lo <= m <= hi for lo, m, hi in zip(adam.ci_low, adam.mean, adam.ci_high, strict=True)
-    )
-    assert len(expected_best(groups, k=2, bootstrap_samples=10).curves[1].ks) == 2
+    # the best of each of the 15 pairs of trials, averaged (without replacement)
+    pairs = list(itertools.combinations(values, 2))
+    assert adam.mean[1] == pytest.approx(sum(max(p) for p in pairs) / len(pairs))
+    assert adam.mean[-1] == pytest.approx(max(values))  # k = n: the best trial
+    assert len(expected_best(groups, k=2).curves[1].ks) == 2
     with pytest.raises(InvalidRequest, match=r"k 7 is larger than the 6 trials of group 'adam'"):
         expected_best(groups, k=7)
-    monkeypatch.setattr(tuning, "MAX_BOOTSTRAP_DRAWS", 1000)  # 100 x 6 trials x 2 k x 2 groups
-    with pytest.raises(InvalidRequest, match=r"100 bootstrap samples .* would weigh 2,400"):
-        expected_best(groups, bootstrap_samples=100, k=2)
+    monkeypatch.setattr(tuning, "MAX_WEIGHED", 20)  # 6 trials x 2 k x 2 groups = 24
+    with pytest.raises(InvalidRequest, match=r"would weigh 24 values; at most 20"):
+        expected_best(groups, k=2)
 
 
 # ---------------------------------------------------------------- win matrix
@@ -329,7 +333,7 @@ def test_a_stopped_run_counts_as_not_reaching_the_target(tmp_path: Path) -> None
     write_curves(tmp_path, "e", {("sgd", 1): [0.5, 0.96, 0.97], ("adam", 1): [0.96, 0.97, 0.98]})
     groups = select(RunStore(str(tmp_path)), Selection("e"))
     assert [r.run_id for r in groups.runs["sgd"]] == ["sgd-s1", "sgd-stopped"]  # never left out
-    c = compare(groups, bootstrap_samples=100)
+    c = compare(groups)
     sgd = next(g for g in c.groups if g.name == "sgd")
     result = next(r for r in sgd.runs if r.run_id == "sgd-stopped")
     assert (result.status, result.reached_target, result.epochs_to_target) == ("stopped", False, 10)

@@ -16,7 +16,7 @@ from tests.services.analysis.runstore import run_id
 
 
 def test_compare_prints_the_table(known_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["compare", "opt", "--runs", str(known_store), "--bootstrap-samples", "500"]) == 0
+    assert main(["compare", "opt", "--runs", str(known_store)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     adam = next(line for line in lines if line.startswith("1     adam"))
@@ -45,13 +45,11 @@ def test_compare_json_and_plot(
         "400",
         "--target",
         "0.5",
-        "--seed",
-        "3",
     ]
     assert main(args) == 0
     data = json.loads(capsys.readouterr().out)
     comparison = data["comparison"]
-    assert comparison["target"] == 0.5 and comparison["bootstrap_seed"] == 3
+    assert comparison["target"] == 0.5 and comparison["interval"] == "student_t"
     assert comparison["ranking"] == ["adam", "sgd"]
     adam = comparison["groups"][0]
     assert adam["epochs_to_target"]["mean"] == 1.0 and adam["epochs_to_target"]["std"] == 0.0
@@ -135,7 +133,7 @@ def test_compare_analysis_options(tmp_path: Path, capsys: pytest.CaptureFixture[
     lr_store(tmp_path)
     profile_store(tmp_path)
     plot = tmp_path / "all.png"
-    args = ["compare", "lr", "--runs", str(tmp_path), "--bootstrap-samples", "100"]
+    args = ["compare", "lr", "--runs", str(tmp_path)]
     extra = ["--sensitivity", "--expected-best", "--k", "2", "--win-metric", "final_val_accuracy"]
     assert main([*args, *extra, "--plot", str(plot), "--width", "600", "--height", "700"]) == 0
     out = capsys.readouterr().out

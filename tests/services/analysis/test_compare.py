@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy import stats as scipy_stats
 
 from runstore import RunStore
 from services.analysis.compare import Comparison, Selection, compare, gradient_flow, select
@@ -25,7 +26,7 @@ from tests.services.analysis.runstore import (
 
 def _compare(root: Path, **kwargs: Any) -> Comparison:
     selection = Selection("opt", **kwargs)
-    return compare(select(RunStore(str(root)), selection), bootstrap_samples=2000)
+    return compare(select(RunStore(str(root)), selection))
 
 
 def test_group_statistics_are_exact(known_store: Path) -> None:
@@ -39,9 +40,16 @@ def test_group_statistics_are_exact(known_store: Path) -> None:
     tests = [TEST_ACCURACY["sgd", s] for s in (1, 2, 3)]
     assert sgd.test_accuracy.mean == pytest.approx(statistics.mean(tests))
     assert sgd.test_accuracy.std == pytest.approx(statistics.stdev(tests))
+    # the interval, independently: scipy's t interval around the mean
     ci = sgd.test_accuracy
-    assert ci.ci_low is not None and ci.ci_high is not None
-    assert min(tests) - 1e-12 <= ci.ci_low < ci.ci_high <= max(tests) + 1e-12
+    low, high = scipy_stats.t.interval(
+        0.95, 2, loc=statistics.mean(tests), scale=scipy_stats.sem(tests)
+    )
+    assert (ci.ci_low, ci.ci_high, ci.interval) == (
+        pytest.approx(max(low, 0.0)),
+        pytest.approx(min(high, 1.0)),  # an accuracy's interval is cut at 1
+        "student_t",
+    )
     assert sgd.best_val_accuracy.mean == pytest.approx((0.7 + 0.96 + 0.94) / 3)
     assert adam.wall_seconds.mean == pytest.approx(3.5)
     assert adam.images_per_second.mean == pytest.approx(1000.0)
@@ -131,7 +139,7 @@ def test_unfinished_runs_are_left_out_unless_asked(known_store: Path) -> None:
         "adam-failed",
         config=run_config("adam", 5),
         epochs=[epoch_line(1, 0.1)],
-        summary=summary(None, 1, status="failed", reason="loss is NaN"),
+        summary=summary(None, 1, status="failed", reason="RuntimeError: worker lost"),
     )
     (known_store / "opt" / "broken").mkdir()
     (known_store / "opt" / "broken" / "metrics.jsonl").write_text('{"epoch": 1}\n')
@@ -140,7 +148,7 @@ def test_unfinished_runs_are_left_out_unless_asked(known_store: Path) -> None:
     assert len(c.groups[0].runs) == 3
     reasons = {s.run_id: s.reason for s in c.skipped}
     assert reasons["adam-running"] == "running"
-    assert reasons["adam-failed"] == "failed: loss is NaN"
+    assert reasons["adam-failed"] == "failed outside the training: RuntimeError: worker lost"
     assert reasons["broken"] == "malformed: config.json is missing"
     assert reasons["starting"] == "running"
     c = _compare(known_store, include_unfinished=True)
@@ -208,15 +216,12 @@ def test_gradient_flow_per_layer_and_ratio(tmp_path: Path) -> None:
 
 
 def test_the_work_of_a_comparison_is_bounded_before_it_starts(tmp_path: Path) -> None:
-    # 2,000 groups and 10^6 bootstrap samples cost 42 s of CPU before the answer was
-    # refused as too large; both are now refused at once.
-    import dataclasses
+    # 2,000 groups cost 42 s of CPU before the answer was refused as too large; they
+    # are now refused at once.
     import time
 
     from services.analysis import compare as cmp
 
-    stat_fields = [f for f in dataclasses.fields(cmp.GroupStats) if "Stat" in str(f.type)]
-    assert len(stat_fields) == cmp.STATS_PER_GROUP
     for seed in range(cmp.MAX_GROUPS + 1):
         write_run(
             tmp_path,
@@ -230,7 +235,4 @@ def test_the_work_of_a_comparison_is_bounded_before_it_starts(tmp_path: Path) ->
     start = time.monotonic()
     with pytest.raises(InvalidRequest, match=r"makes 257 groups; at most 256"):
         select(store, Selection(experiment="many", group_by="seed"))
-    few = select(store, Selection(experiment="many", group_by="optimizer.name"))
-    with pytest.raises(InvalidRequest, match="use at most"):
-        compare(few, bootstrap_samples=1_000_000)
     assert time.monotonic() - start < 10

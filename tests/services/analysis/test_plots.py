@@ -80,7 +80,7 @@ def test_render_png_with_every_extra_panel(tmp_path: Path) -> None:
         dead_units=dead_units(groups.runs),  # none recorded: no panel
         profile=profile(store, [Workload("w1"), Workload("w2")], group_by="optimizer.name"),
         sensitivity=sensitivity(groups),
-        expected_best=expected_best(groups, bootstrap_samples=50),
+        expected_best=expected_best(groups),
         win_matrix=win_matrix(groups),
     )
     assert len(extras.panels()) == 4

@@ -28,7 +28,7 @@ def test_compare_reads_what_training_writes(tmp_path: Path) -> None:
     assert scan.malformed == ()
     assert [r.status for r in scan.runs] == ["completed"]
     groups = select(store, Selection("real"))
-    comparison = compare(groups, target=0.5, bootstrap_samples=100)
+    comparison = compare(groups, target=0.5)
     assert comparison.ranking == ("adam",)
     for group in comparison.groups:
         [run] = group.runs

@@ -102,7 +102,7 @@ def test_epoch_series_over_runs_of_different_lengths(tmp_path: Path) -> None:
 
 
 def test_weight_norm_and_gap_per_group(reg_store: Path) -> None:
-    c = compare(_groups(reg_store), rank_by="accuracy_gap", bootstrap_samples=500)
+    c = compare(_groups(reg_store), rank_by="accuracy_gap")
     assert c.ranking == ("dropout", "decay", "plain")  # smallest gap first
     by = {g.name: g for g in c.groups}
     assert by["dropout"].accuracy_gap.mean == pytest.approx(-0.04)
@@ -123,19 +123,17 @@ def test_weight_norm_and_gap_per_group(reg_store: Path) -> None:
 
 
 def test_rank_by_final_weight_norm_puts_unrecorded_last(reg_store: Path) -> None:
-    c = compare(_groups(reg_store), rank_by="final_weight_norm", bootstrap_samples=100)
+    c = compare(_groups(reg_store), rank_by="final_weight_norm")
     assert c.ranking == ("decay", "dropout", "plain")
     # every loss gap is -0.05 (the helper's train loss): a tie, ordered by name
-    tied = compare(_groups(reg_store), rank_by="loss_gap", bootstrap_samples=100)
+    tied = compare(_groups(reg_store), rank_by="loss_gap")
     assert tied.ranking == ("decay", "dropout", "plain")
 
 
 def test_compare_runs_answers_the_weight_norm(reg_store: Path, context: FakeContext) -> None:
     servicer = AnalysisServicer(RunStore(str(reg_store)))
     selection = pb.RunSelection(experiment="reg", group_by="regulariser")
-    request = pb.CompareRunsRequest(
-        selection=selection, rank_by="final_weight_norm", bootstrap_samples=100
-    )
+    request = pb.CompareRunsRequest(selection=selection, rank_by="final_weight_norm")
     out = servicer.CompareRuns(request, context)
     assert list(out.ranking) == ["decay", "dropout", "plain"]
     decay, dropout, plain = out.groups
@@ -160,7 +158,7 @@ def test_compare_table_json_and_plot(
     reg_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["compare", "reg", "--runs", str(reg_store), "--by", "regulariser"]
-    assert main([*base, "--rank-by", "final_weight_norm", "--bootstrap-samples", "100"]) == 0
+    assert main([*base, "--rank-by", "final_weight_norm"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("rank"))
     assert "acc gap (train - val)" in header and header.endswith("final weight norm")
@@ -170,7 +168,7 @@ def test_compare_table_json_and_plot(
     assert lines[lines.index(header) + 4].rstrip().endswith("-")  # plain: not recorded
     plot = tmp_path / "reg.png"
     args = [*base, "--json", "--rank-by", "accuracy_gap", "--plot", str(plot)]
-    assert main([*args, "--width", "600", "--height", "600", "--bootstrap-samples", "100"]) == 0
+    assert main([*args, "--width", "600", "--height", "600"]) == 0
     data = json.loads(capsys.readouterr().out)["comparison"]
     assert data["rank_by"] == "accuracy_gap" and data["ranking"][0] == "dropout"
     dropout = data["groups"][0]
@@ -185,7 +183,7 @@ def test_compare_table_json_and_plot(
 def test_weight_norm_table_column_only_when_recorded(
     known_store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["compare", "opt", "--runs", str(known_store), "--bootstrap-samples", "50"]) == 0
+    assert main(["compare", "opt", "--runs", str(known_store)]) == 0
     assert "weight norm" not in capsys.readouterr().out
 
 

@@ -101,9 +101,7 @@ def test_get_run_has_config_history_and_summary(
 
 
 def test_compare_runs(servicer: AnalysisServicer, context: FakeContext) -> None:
-    request = pb.CompareRunsRequest(
-        selection=pb.RunSelection(experiment="opt"), bootstrap_seed=5, bootstrap_samples=500
-    )
+    request = pb.CompareRunsRequest(selection=pb.RunSelection(experiment="opt"))
     out = servicer.CompareRuns(request, context)
     assert (out.group_by, out.target, out.rank_by, out.auc_epochs) == (
         "optimizer.name",
@@ -117,12 +115,16 @@ def test_compare_runs(servicer: AnalysisServicer, context: FakeContext) -> None:
     assert (sgd.reached_target, len(sgd.runs)) == (1, 3)
     assert [r.reached_target for r in sgd.runs] == [False, True, False]
     assert adam.final_val_accuracy.HasField("ci_low")
+    assert adam.final_val_accuracy.interval == out.interval == "student_t"
+    assert out.confidence == pytest.approx(0.95)
     pair = {(p.a, p.b): p for p in out.pairwise}["adam", "sgd"]
     assert pair.paired_by_seed and pair.pairs == 3
     assert pair.probability == pytest.approx(2.5 / 3)
     assert {s.run_id for s in out.skipped} == {"adam-running", "adam-failed", "broken"}
-    again = servicer.CompareRuns(request, context)
-    assert again.groups[0].final_val_accuracy == adam.final_val_accuracy  # same seed, same CI
+    with pytest.raises(InvalidRequest, match="bootstrap_samples and bootstrap_seed are no longer"):
+        servicer.CompareRuns(
+            pb.CompareRunsRequest(selection=request.selection, bootstrap_samples=500), context
+        )
 
 
 def test_compare_explicit_groups_and_options(

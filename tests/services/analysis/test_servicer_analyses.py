@@ -77,7 +77,8 @@ def test_performance_profile(store: Path, context: FakeContext) -> None:
     )
     assert list(out.tau) == pytest.approx([1.0, 4**0.25, 4**0.5, 4**0.75, 4.0])
     assert [g.group for g in out.groups] == ["a", "c", "b"]
-    assert out.groups[2].area == pytest.approx(0.25)
+    assert out.groups[2].score == pytest.approx(1 / 3)  # b: ratios 2 and inf
+    assert out.groups[2].log_tau_area == pytest.approx(0.25)
     w1 = out.workloads[0]
     assert [(g.group, g.ratio) for g in w1.groups] == [("a", 1.0), ("b", 2.0), ("c", math.inf)]
     bad = pb.PerformanceProfileRequest(workloads=[pb.Workload(experiment="w1")], metric="val_loss")
@@ -108,13 +109,18 @@ def test_learning_rate_sensitivity(store: Path, context: FakeContext) -> None:
 
 def test_expected_best(store: Path, context: FakeContext) -> None:
     servicer = AnalysisServicer(RunStore(str(store)))
-    request = pb.ExpectedBestRequest(selection=selection("lr"), k=3, bootstrap_samples=200)
+    request = pb.ExpectedBestRequest(selection=selection("lr"), k=3)
     out = servicer.ExpectedBest(request, context)
     assert [(g.name, g.trials, list(g.k)) for g in out.groups] == [
         ("adam", 7, [1, 2, 3]),
         ("sgd", 6, [1, 2, 3]),
     ]
-    assert out.metric == "best_val_accuracy" and out.bootstrap_samples == 200
+    assert out.metric == "best_val_accuracy"
+    assert all(not g.ci_low and not g.ci_high for g in out.groups)  # no interval is given
+    with pytest.raises(InvalidRequest, match="no longer used"):
+        servicer.ExpectedBest(
+            pb.ExpectedBestRequest(selection=selection("lr"), bootstrap_samples=200), context
+        )
     with pytest.raises(InvalidRequest, match="k 7 is larger than the 6 trials of group 'sgd'"):
         servicer.ExpectedBest(pb.ExpectedBestRequest(selection=selection("lr"), k=7), context)
 
@@ -156,7 +162,7 @@ def test_render_comparison_draws_the_extra_panels(store: Path, context: FakeCont
         height=900,
         profile=pb.PerformanceProfileRequest(target=0.9),
         sensitivity=pb.LearningRateSensitivityRequest(),
-        expected_best=pb.ExpectedBestRequest(bootstrap_samples=50),
+        expected_best=pb.ExpectedBestRequest(),
         win_matrix=pb.WinMatrixRequest(selection=selection("w1")),
     )
     out = servicer.RenderComparison(request, context)

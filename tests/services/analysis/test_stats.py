@@ -6,56 +6,77 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from services.analysis import stats
 
 
-def test_describe_mean_and_sample_std() -> None:
-    s = stats.describe([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0], seed=0, samples=2000)
+def test_describe_mean_sample_std_and_t_interval() -> None:
+    values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]
+    s = stats.describe(values)
     assert s.n == 8
     assert s.mean == pytest.approx(5.0)
     # sum of squared deviations is 32; sample variance 32 / 7 (not 32 / 8)
     assert s.std == pytest.approx(math.sqrt(32 / 7))
-    assert s.ci_low is not None and s.ci_high is not None
-    assert s.ci_low < 5.0 < s.ci_high
+    # the same interval from scipy: t(7) quantile, standard error with divisor n - 1
+    low, high = scipy_stats.t.interval(0.95, 7, loc=5.0, scale=scipy_stats.sem(values))
+    assert (s.ci_low, s.ci_high) == (pytest.approx(low), pytest.approx(high))
+    assert s.interval == stats.STUDENT_T
 
 
-def test_describe_skips_none_and_handles_small_samples() -> None:
+def test_describe_skips_none_and_gives_no_interval_for_one_value() -> None:
     assert stats.describe([]) == stats.Stat(0, None, None, None, None)
     assert stats.describe([None, 0.5]) == stats.Stat(1, 0.5, None, None, None)
+    # an infinite value: the mean says so, and no interval pretends to bound it
+    inf = stats.describe([1.0, math.inf])
+    assert inf.mean == math.inf and inf.ci_low is None and inf.interval is None
 
 
-def test_bootstrap_of_two_values_has_a_known_interval() -> None:
-    # Means of resamples of {0, 1}: 0 (p=1/4), 0.5 (1/2), 1 (1/4): the 2.5% and
-    # 97.5% quantiles are 0 and 1 exactly.
-    assert stats.bootstrap_ci([0.0, 1.0], seed=3, samples=4000) == (0.0, 1.0)
+def test_two_values_give_the_wide_interval_they_warrant() -> None:
+    # n = 2: mean -/+ t(1) s / sqrt(2) with t(1) = 12.706; s = |a - b| / sqrt(2)
+    s = stats.describe([0.0, 1.0])
+    half = 12.706204736174707 * (1 / math.sqrt(2)) / math.sqrt(2)
+    assert (s.ci_low, s.ci_high) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
 
 
-def test_bootstrap_of_constant_values_is_the_value() -> None:
-    assert stats.bootstrap_ci([0.7, 0.7, 0.7], seed=1) == (pytest.approx(0.7), pytest.approx(0.7))
+def test_an_interval_is_cut_to_what_the_metric_can_be() -> None:
+    values = [0.1, 0.98, 0.1]
+    free = stats.describe(values)
+    cut = stats.describe(values, (0.0, 1.0))
+    assert free.ci_low is not None and free.ci_high is not None
+    assert free.ci_low < 0.0 and free.ci_high > 1.0
+    assert (cut.ci_low, cut.ci_high, cut.mean, cut.std) == (0.0, 1.0, free.mean, free.std)
 
 
-def test_bootstrap_is_reproducible_by_seed() -> None:
-    values = [0.9113, 0.9521, 0.9787, 0.9301, 0.9964, 0.9402, 0.9655]
-    a = stats.bootstrap_ci(values, seed=42, samples=97)
-    b = stats.bootstrap_ci(values, seed=42, samples=97)
-    c = stats.bootstrap_ci(values, seed=43, samples=97)
-    assert a == b
-    assert a != c
-    assert min(values) <= a[0] < a[1] <= max(values)
+def test_constant_values_have_a_zero_width_interval() -> None:
+    s = stats.describe([0.7, 0.7, 0.7])
+    assert s.std == pytest.approx(0.0, abs=1e-12)
+    assert (s.ci_low, s.ci_high) == (pytest.approx(0.7), pytest.approx(0.7))
 
 
-def test_bootstrap_matches_the_percentile_definition() -> None:
-    values = np.array([1.0, 2.0, 6.0])
-    rng = np.random.default_rng(9)
-    means = values[rng.integers(0, 3, size=(300, 3))].mean(axis=1)
-    expected = tuple(np.quantile(means, [0.025, 0.975]))
-    assert stats.bootstrap_ci(values.tolist(), seed=9, samples=300) == pytest.approx(expected)
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 6, 9, 10, 29, 30, 99, 1000, 9999, 10_001, 10**6])
+def test_t_critical_matches_scipy(df: int) -> None:
+    assert stats.t_critical(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-10)
+    assert stats.t_critical(df, 0.8) == pytest.approx(scipy_stats.t.ppf(0.9, df), rel=1e-10)
 
 
-def test_bootstrap_rejects_nothing_to_resample() -> None:
-    with pytest.raises(ValueError, match="no values"):
-        stats.bootstrap_ci([], seed=0)
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 8, 50, 51])
+def test_t_cdf_series_matches_scipy(df: int) -> None:
+    for t in (0.0, 0.3, 1.0, 2.5, 12.0):
+        expected = scipy_stats.t.cdf(t, df) - scipy_stats.t.cdf(-t, df)
+        assert stats.t_cdf_two_sided(t, df) == pytest.approx(expected, abs=1e-13)
+
+
+def test_t_intervals_are_row_wise_describe() -> None:
+    rows = np.array([[1.0, 2.0, 6.0], [0.5, 0.5, 0.8]])
+    mean, std, low, high = stats.t_intervals(rows)
+    for i, row in enumerate(rows):
+        d = stats.describe(row.tolist())
+        assert (mean[i], std[i], low[i], high[i]) == pytest.approx(
+            (d.mean, d.std, d.ci_low, d.ci_high)
+        )
+    with pytest.raises(ValueError, match="at least two"):
+        stats.t_intervals(np.array([[1.0]]))
 
 
 def test_time_to_target_reached() -> None:
@@ -66,6 +87,13 @@ def test_time_to_target_reached() -> None:
 def test_time_to_target_not_reached_counts_the_whole_budget() -> None:
     t = stats.time_to_target([0.5, 0.9, None, 0.94], [1.0, 2.0, 3.0, 4.25], 0.95)
     assert t == stats.TimeToTarget(reached=False, epochs=4, seconds=4.25)
+    # stopped after 2 of a budget of 10 epochs: 10 epochs at its pace of 1.5 s an epoch
+    t = stats.time_to_target([0.5, 0.6], [1.5, 3.0], 0.95, budget=10)
+    assert t == stats.TimeToTarget(reached=False, epochs=10, seconds=15.0)
+    # diverged before its first epoch was written: the budget, no seconds to scale
+    assert stats.time_to_target([], [], 0.95, budget=10) == stats.TimeToTarget(False, 10, None)
+    # reaching it counts however long the budget was
+    assert stats.time_to_target([0.96], [2.0], 0.95, budget=10) == stats.TimeToTarget(True, 1, 2.0)
 
 
 def test_auc_is_the_trapezoid_over_epochs() -> None:

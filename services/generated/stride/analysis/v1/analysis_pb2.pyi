@@ -208,21 +208,23 @@ class RunGroup(_message.Message):
     def __init__(self, name: _Optional[str] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Stat(_message.Message):
-    __slots__ = ("n", "mean", "std", "ci_low", "ci_high")
+    __slots__ = ("n", "mean", "std", "ci_low", "ci_high", "interval")
     N_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     CI_LOW_FIELD_NUMBER: _ClassVar[int]
     CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
     n: int
     mean: float
     std: float
     ci_low: float
     ci_high: float
-    def __init__(self, n: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ...) -> None: ...
+    interval: str
+    def __init__(self, n: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., interval: _Optional[str] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("run_id", "seed", "status", "epochs", "final_val_accuracy", "best_val_accuracy", "test_accuracy", "reached_target", "epochs_to_target", "seconds_to_target", "auc_val_loss", "wall_seconds", "images_per_second", "accuracy_gap", "loss_gap", "final_weight_norm")
+    __slots__ = ("run_id", "seed", "status", "epochs", "final_val_accuracy", "best_val_accuracy", "test_accuracy", "reached_target", "epochs_to_target", "seconds_to_target", "auc_val_loss", "wall_seconds", "images_per_second", "accuracy_gap", "loss_gap", "final_weight_norm", "outcome", "budget_epochs", "parameters")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +241,9 @@ class RunResult(_message.Message):
     ACCURACY_GAP_FIELD_NUMBER: _ClassVar[int]
     LOSS_GAP_FIELD_NUMBER: _ClassVar[int]
     FINAL_WEIGHT_NORM_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     seed: int
     status: str
@@ -255,7 +260,10 @@ class RunResult(_message.Message):
     accuracy_gap: float
     loss_gap: float
     final_weight_norm: float
-    def __init__(self, run_id: _Optional[str] = ..., seed: _Optional[int] = ..., status: _Optional[str] = ..., epochs: _Optional[int] = ..., final_val_accuracy: _Optional[float] = ..., best_val_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., reached_target: _Optional[bool] = ..., epochs_to_target: _Optional[int] = ..., seconds_to_target: _Optional[float] = ..., auc_val_loss: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., images_per_second: _Optional[float] = ..., accuracy_gap: _Optional[float] = ..., loss_gap: _Optional[float] = ..., final_weight_norm: _Optional[float] = ...) -> None: ...
+    outcome: str
+    budget_epochs: int
+    parameters: int
+    def __init__(self, run_id: _Optional[str] = ..., seed: _Optional[int] = ..., status: _Optional[str] = ..., epochs: _Optional[int] = ..., final_val_accuracy: _Optional[float] = ..., best_val_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., reached_target: _Optional[bool] = ..., epochs_to_target: _Optional[int] = ..., seconds_to_target: _Optional[float] = ..., auc_val_loss: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., images_per_second: _Optional[float] = ..., accuracy_gap: _Optional[float] = ..., loss_gap: _Optional[float] = ..., final_weight_norm: _Optional[float] = ..., outcome: _Optional[str] = ..., budget_epochs: _Optional[int] = ..., parameters: _Optional[int] = ...) -> None: ...
 
 class EpochSeries(_message.Message):
     __slots__ = ("epochs", "mean", "std", "low", "high")
@@ -272,7 +280,7 @@ class EpochSeries(_message.Message):
     def __init__(self, epochs: _Optional[_Iterable[int]] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GroupStats(_message.Message):
-    __slots__ = ("name", "runs", "final_val_accuracy", "best_val_accuracy", "test_accuracy", "epochs_to_target", "seconds_to_target", "reached_target", "auc_val_loss", "wall_seconds", "images_per_second", "epochs", "accuracy_gap", "loss_gap", "final_weight_norm", "weight_norm")
+    __slots__ = ("name", "runs", "final_val_accuracy", "best_val_accuracy", "test_accuracy", "epochs_to_target", "seconds_to_target", "reached_target", "auc_val_loss", "wall_seconds", "images_per_second", "epochs", "accuracy_gap", "loss_gap", "final_weight_norm", "weight_norm", "diverged", "stopped")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     FINAL_VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +297,8 @@ class GroupStats(_message.Message):
     LOSS_GAP_FIELD_NUMBER: _ClassVar[int]
     FINAL_WEIGHT_NORM_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_NORM_FIELD_NUMBER: _ClassVar[int]
+    DIVERGED_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
     name: str
     runs: _containers.RepeatedCompositeFieldContainer[RunResult]
     final_val_accuracy: Stat
@@ -305,7 +315,9 @@ class GroupStats(_message.Message):
     loss_gap: Stat
     final_weight_norm: Stat
     weight_norm: EpochSeries
-    def __init__(self, name: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[RunResult, _Mapping]]] = ..., final_val_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., best_val_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., test_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., epochs_to_target: _Optional[_Union[Stat, _Mapping]] = ..., seconds_to_target: _Optional[_Union[Stat, _Mapping]] = ..., reached_target: _Optional[int] = ..., auc_val_loss: _Optional[_Union[Stat, _Mapping]] = ..., wall_seconds: _Optional[_Union[Stat, _Mapping]] = ..., images_per_second: _Optional[_Union[Stat, _Mapping]] = ..., epochs: _Optional[_Union[Stat, _Mapping]] = ..., accuracy_gap: _Optional[_Union[Stat, _Mapping]] = ..., loss_gap: _Optional[_Union[Stat, _Mapping]] = ..., final_weight_norm: _Optional[_Union[Stat, _Mapping]] = ..., weight_norm: _Optional[_Union[EpochSeries, _Mapping]] = ...) -> None: ...
+    diverged: int
+    stopped: int
+    def __init__(self, name: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[RunResult, _Mapping]]] = ..., final_val_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., best_val_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., test_accuracy: _Optional[_Union[Stat, _Mapping]] = ..., epochs_to_target: _Optional[_Union[Stat, _Mapping]] = ..., seconds_to_target: _Optional[_Union[Stat, _Mapping]] = ..., reached_target: _Optional[int] = ..., auc_val_loss: _Optional[_Union[Stat, _Mapping]] = ..., wall_seconds: _Optional[_Union[Stat, _Mapping]] = ..., images_per_second: _Optional[_Union[Stat, _Mapping]] = ..., epochs: _Optional[_Union[Stat, _Mapping]] = ..., accuracy_gap: _Optional[_Union[Stat, _Mapping]] = ..., loss_gap: _Optional[_Union[Stat, _Mapping]] = ..., final_weight_norm: _Optional[_Union[Stat, _Mapping]] = ..., weight_norm: _Optional[_Union[EpochSeries, _Mapping]] = ..., diverged: _Optional[int] = ..., stopped: _Optional[int] = ...) -> None: ...
 
 class PairwiseWin(_message.Message):
     __slots__ = ("a", "b", "probability", "pairs", "paired_by_seed")
@@ -336,7 +348,7 @@ class CompareRunsRequest(_message.Message):
     def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ..., target: _Optional[float] = ..., rank_by: _Optional[str] = ..., bootstrap_seed: _Optional[int] = ..., bootstrap_samples: _Optional[int] = ...) -> None: ...
 
 class CompareRunsResponse(_message.Message):
-    __slots__ = ("experiment", "group_by", "target", "rank_by", "auc_epochs", "bootstrap_seed", "bootstrap_samples", "groups", "ranking", "pairwise", "skipped")
+    __slots__ = ("experiment", "group_by", "target", "rank_by", "auc_epochs", "bootstrap_seed", "bootstrap_samples", "groups", "ranking", "pairwise", "skipped", "interval", "confidence")
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -348,6 +360,8 @@ class CompareRunsResponse(_message.Message):
     RANKING_FIELD_NUMBER: _ClassVar[int]
     PAIRWISE_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     group_by: str
     target: float
@@ -359,7 +373,9 @@ class CompareRunsResponse(_message.Message):
     ranking: _containers.RepeatedScalarFieldContainer[str]
     pairwise: _containers.RepeatedCompositeFieldContainer[PairwiseWin]
     skipped: _containers.RepeatedCompositeFieldContainer[SkippedRun]
-    def __init__(self, experiment: _Optional[str] = ..., group_by: _Optional[str] = ..., target: _Optional[float] = ..., rank_by: _Optional[str] = ..., auc_epochs: _Optional[int] = ..., bootstrap_seed: _Optional[int] = ..., bootstrap_samples: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStats, _Mapping]]] = ..., ranking: _Optional[_Iterable[str]] = ..., pairwise: _Optional[_Iterable[_Union[PairwiseWin, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedRun, _Mapping]]] = ...) -> None: ...
+    interval: str
+    confidence: float
+    def __init__(self, experiment: _Optional[str] = ..., group_by: _Optional[str] = ..., target: _Optional[float] = ..., rank_by: _Optional[str] = ..., auc_epochs: _Optional[int] = ..., bootstrap_seed: _Optional[int] = ..., bootstrap_samples: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStats, _Mapping]]] = ..., ranking: _Optional[_Iterable[str]] = ..., pairwise: _Optional[_Iterable[_Union[PairwiseWin, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedRun, _Mapping]]] = ..., interval: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class GradientFlowRequest(_message.Message):
     __slots__ = ("selection",)
@@ -522,14 +538,16 @@ class WorkloadResult(_message.Message):
     def __init__(self, experiment: _Optional[str] = ..., target: _Optional[float] = ..., best_group: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupTime, _Mapping]]] = ...) -> None: ...
 
 class ProfileCurve(_message.Message):
-    __slots__ = ("group", "rho", "area")
+    __slots__ = ("group", "rho", "log_tau_area", "score")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     RHO_FIELD_NUMBER: _ClassVar[int]
-    AREA_FIELD_NUMBER: _ClassVar[int]
+    LOG_TAU_AREA_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
     group: str
     rho: _containers.RepeatedScalarFieldContainer[float]
-    area: float
-    def __init__(self, group: _Optional[str] = ..., rho: _Optional[_Iterable[float]] = ..., area: _Optional[float] = ...) -> None: ...
+    log_tau_area: float
+    score: float
+    def __init__(self, group: _Optional[str] = ..., rho: _Optional[_Iterable[float]] = ..., log_tau_area: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class PerformanceProfileResponse(_message.Message):
     __slots__ = ("group_by", "metric", "time", "tau_max", "tau", "groups", "workloads", "skipped")
@@ -562,7 +580,7 @@ class LearningRateSensitivityRequest(_message.Message):
     def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ..., metric: _Optional[str] = ..., lr_key: _Optional[str] = ...) -> None: ...
 
 class SensitivityPoint(_message.Message):
-    __slots__ = ("lr", "n", "mean", "std", "low", "high", "run_ids")
+    __slots__ = ("lr", "n", "mean", "std", "low", "high", "run_ids", "diverged")
     LR_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
@@ -570,6 +588,7 @@ class SensitivityPoint(_message.Message):
     LOW_FIELD_NUMBER: _ClassVar[int]
     HIGH_FIELD_NUMBER: _ClassVar[int]
     RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    DIVERGED_FIELD_NUMBER: _ClassVar[int]
     lr: float
     n: int
     mean: float
@@ -577,7 +596,8 @@ class SensitivityPoint(_message.Message):
     low: float
     high: float
     run_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, lr: _Optional[float] = ..., n: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    diverged: int
+    def __init__(self, lr: _Optional[float] = ..., n: _Optional[int] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., run_ids: _Optional[_Iterable[str]] = ..., diverged: _Optional[int] = ...) -> None: ...
 
 class SensitivityCurve(_message.Message):
     __slots__ = ("name", "points", "best_lr", "best_mean")
@@ -622,20 +642,22 @@ class ExpectedBestRequest(_message.Message):
     def __init__(self, selection: _Optional[_Union[RunSelection, _Mapping]] = ..., metric: _Optional[str] = ..., k: _Optional[int] = ..., bootstrap_seed: _Optional[int] = ..., bootstrap_samples: _Optional[int] = ...) -> None: ...
 
 class ExpectedBestCurve(_message.Message):
-    __slots__ = ("name", "trials", "k", "mean", "ci_low", "ci_high")
+    __slots__ = ("name", "trials", "k", "mean", "ci_low", "ci_high", "diverged")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TRIALS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     CI_LOW_FIELD_NUMBER: _ClassVar[int]
     CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    DIVERGED_FIELD_NUMBER: _ClassVar[int]
     name: str
     trials: int
     k: _containers.RepeatedScalarFieldContainer[int]
     mean: _containers.RepeatedScalarFieldContainer[float]
     ci_low: _containers.RepeatedScalarFieldContainer[float]
     ci_high: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., trials: _Optional[int] = ..., k: _Optional[_Iterable[int]] = ..., mean: _Optional[_Iterable[float]] = ..., ci_low: _Optional[_Iterable[float]] = ..., ci_high: _Optional[_Iterable[float]] = ...) -> None: ...
+    diverged: int
+    def __init__(self, name: _Optional[str] = ..., trials: _Optional[int] = ..., k: _Optional[_Iterable[int]] = ..., mean: _Optional[_Iterable[float]] = ..., ci_low: _Optional[_Iterable[float]] = ..., ci_high: _Optional[_Iterable[float]] = ..., diverged: _Optional[int] = ...) -> None: ...
 
 class ExpectedBestResponse(_message.Message):
     __slots__ = ("experiment", "group_by", "metric", "bootstrap_seed", "bootstrap_samples", "groups", "skipped")

@@ -150,9 +150,9 @@ class AnalysisServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PerformanceProfile(self, request, context):
-        """AlgoPerf-style performance profiles over several experiments (workloads): per group,
-        the fraction of workloads it reaches the target on within tau times the best
-        group's time, and the area under that curve as one score.
+        """Performance profiles (Dolan and More) over several experiments (workloads): per
+        group, the fraction of workloads it reaches the target on within tau times the best
+        group's time, and AlgoPerf's score (the area under that curve over tau).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
