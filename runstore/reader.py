@@ -15,19 +15,28 @@ writing, at runs that crashed, and at files written by other versions.
 Parsed runs are cached by the size and modification time of their files, so a
 server answering many calls about a large store parses each run once per change.
 Only JSON is parsed; nothing is ever unpickled.
+
+Memory: what parsing builds is counted (runstore.budget) and, with `memory_bytes`,
+bounded. Every parsed run alive in the process counts, cached or held by a call, until
+it is freed. The cache keeps runs by that count, not by number, and gives them up
+first when a parse needs room. A run that could not fit even alone is `RunTooLarge`
+(listed apart like a malformed run); one that does not fit beside the runs calls hold
+right now is `ReaderBusy`, which a server answers RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runstore.errors import ExperimentNotFound, MalformedRun, RunNotFound
+from runstore.budget import MemoryBudget, json_bound, json_size, mib
+from runstore.errors import ExperimentNotFound, MalformedRun, ReaderBusy, RunNotFound, RunTooLarge
 from runstore.files import Files, open_files
 from runstore.location import StoreLocation
 from runstore.names import check_read_name, is_readable_name
@@ -42,7 +51,10 @@ from runstore.records import (
 from runstore.rundir import CONFIG, METRICS, SUMMARY, RunDir
 
 DEFAULT_MAX_FILE_BYTES = 64 * 2**20  # per run file; a real run's metrics are a few MB
-DEFAULT_CACHE_RUNS = 512
+# What the cache keeps when no memory budget is given (with one, the budget bounds it).
+DEFAULT_CACHE_BYTES = 256 * 2**20
+MEMORY_FLAG = "--run-memory-mb"  # the serve-analysis option that sets memory_bytes
+METER_STEP = 2**20  # a parse reserves memory in steps of this many bytes
 _MISSING = object()
 
 
@@ -130,12 +142,17 @@ class RunStore:
         root: str | os.PathLike[str] | StoreLocation | Files,
         *,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-        cache_runs: int = DEFAULT_CACHE_RUNS,
+        memory_bytes: int | None = None,
     ) -> None:
+        """`memory_bytes` bounds the memory parsed runs take (None: no bound; the cache
+        then keeps DEFAULT_CACHE_BYTES of them)."""
         self.files = root if isinstance(root, Files) else open_files(root)
         self.max_file_bytes = max_file_bytes
-        self._cache: OrderedDict[tuple[str, str], tuple[Any, Run]] = OrderedDict()
-        self._cache_runs = cache_runs
+        self.budget = MemoryBudget(memory_bytes)
+        self.cache_bytes = DEFAULT_CACHE_BYTES if memory_bytes is None else memory_bytes
+        # (experiment, run id) -> (stamp of its files, the run, what it takes)
+        self._cache: OrderedDict[tuple[str, str], tuple[Any, Run, int]] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
 
     @property
@@ -160,24 +177,42 @@ class RunStore:
         return RunDir(self.files.child(experiment, run_id))
 
     def scan(self, experiment: str) -> Scan:
-        """Read every run of an experiment; malformed runs are listed, never raised."""
+        """Read every run of an experiment; malformed runs are listed, never raised
+        (ReaderBusy is: the runs did not fit in memory now, which is no run's fault)."""
         runs: list[Run] = []
         malformed: list[Skipped] = []
+        for item in self.each_run(experiment):
+            if isinstance(item, Run):
+                runs.append(item)
+            else:
+                malformed.append(item)
+        return Scan(tuple(runs), tuple(malformed))
+
+    def each_run(self, experiment: str) -> Iterator[Run | Skipped]:
+        """The runs of an experiment one at a time, malformed ones as Skipped: a caller
+        that needs one run at a time holds one, not the whole experiment."""
         for run_id in self.run_ids(experiment):
             try:
-                runs.append(self._read(experiment, run_id))
+                run = self._read(experiment, run_id)
+            except RunTooLarge as exc:
+                yield Skipped(experiment, run_id, f"not read: {exc}")
+                continue
             except MalformedRun as exc:
-                malformed.append(Skipped(experiment, run_id, f"malformed: {exc}"))
+                yield Skipped(experiment, run_id, f"malformed: {exc}")
+                continue
             except OSError as exc:  # permissions, a file system hiccup: this run only
-                reason = _os_reason(exc)
-                malformed.append(Skipped(experiment, run_id, f"unreadable: {reason}"))
-        return Scan(tuple(runs), tuple(malformed))
+                yield Skipped(experiment, run_id, f"unreadable: {_os_reason(exc)}")
+                continue
+            yield run
+            del run  # not kept alive by this generator while the caller goes on
 
     def run(self, experiment: str, run_id: str) -> Run:
         """One run; RunNotFound if absent, MalformedRun if unreadable."""
         self._check_exists(experiment, run_id)
         try:
             return self._read(experiment, run_id)
+        except RunTooLarge as exc:
+            raise RunTooLarge(f"run {run_id!r} of {experiment!r} is not read: {exc}") from None
         except MalformedRun as exc:
             raise MalformedRun(f"run {run_id!r} of {experiment!r} is malformed: {exc}") from None
         except OSError as exc:
@@ -213,13 +248,119 @@ class RunStore:
                     f"{name} is {size[0] / 2**20:.1f} MiB, over the reader's limit of "
                     f"{self.max_file_bytes / 2**20:.1f} MiB (--max-run-file-mb)"
                 )
-        run = _parse_run(folder, experiment, run_id)
-        if None not in stamp[:1]:  # cache runs whose config exists (a starting run changes)
-            with self._lock:
-                self._cache[key] = (stamp, run)
-                while len(self._cache) > self._cache_runs:
-                    self._cache.popitem(last=False)
+        meter = _Meter(self)
+        try:
+            run = _parse_run(folder, experiment, run_id, meter)
+        except BaseException:
+            meter.release()
+            raise
+        cost = meter.settle()
+        self.budget.hold_for(run, cost)  # from now on, given back when the run is freed
+        if stamp[0] is not None:  # cache runs whose config exists (a starting run changes)
+            self._remember(key, stamp, run, cost)
         return run
+
+    def _remember(self, key: tuple[str, str], stamp: Any, run: Run, cost: int) -> None:
+        if cost > self.cache_bytes:
+            return
+        evicted = []
+        with self._lock:
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self._cached_bytes -= old[2]
+                evicted.append(old)
+            self._cache[key] = (stamp, run, cost)
+            self._cached_bytes += cost
+            while self._cached_bytes > self.cache_bytes:
+                evicted.append(self._pop_oldest())
+        del evicted  # freed here, outside the lock (their finalizers take the budget's)
+
+    def _pop_oldest(self) -> tuple[Any, Run, int]:
+        _, entry = self._cache.popitem(last=False)
+        self._cached_bytes -= entry[2]
+        return entry
+
+    def evict_oldest(self) -> bool:
+        """Drop the least recently used run from the cache (False when it is empty). Its
+        memory comes back unless a call still holds the run."""
+        with self._lock:
+            if not self._cache:
+                return False
+            entry = self._pop_oldest()
+        del entry
+        return True
+
+    @property
+    def cached_bytes(self) -> int:
+        """What the runs in the cache take (some may be held by calls too)."""
+        return self._cached_bytes
+
+
+class _Meter:
+    """One parse's reservations in its store's budget: `charge` before memory is taken
+    (raising when it cannot be), `refund` when it is given back. It reserves in steps of
+    METER_STEP and keeps the unused part as credit, so that the many small charges of a
+    long metrics file do not each take the budget's lock."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.held = 0  # reserved in the budget
+        self.credit = 0  # reserved but not yet charged
+
+    @property
+    def used(self) -> int:
+        """What the parse has charged and not refunded."""
+        return self.held - self.credit
+
+    def __call__(self, nbytes: int) -> None:
+        if nbytes >= 0:
+            self.charge(nbytes)
+        else:
+            self.refund(-nbytes)
+
+    def charge(self, nbytes: int) -> None:
+        if nbytes <= self.credit:
+            self.credit -= nbytes
+            return
+        budget = self.store.budget
+        limit = budget.limit
+        need = nbytes - self.credit
+        step = max(need, METER_STEP)
+        if limit is not None and self.held + need > limit:
+            raise RunTooLarge(
+                f"parsing it takes more than {mib(limit)} of memory, the most this reader "
+                f"gives parsed runs ({MEMORY_FLAG})"
+            )
+        if limit is not None:
+            step = min(step, limit - self.held)
+        while not budget.try_reserve(step):
+            if not self.store.evict_oldest():
+                assert limit is not None
+                raise ReaderBusy(
+                    f"parsed runs that calls in flight hold take {mib(budget.used)} of the "
+                    f"{mib(limit)} this server gives them ({MEMORY_FLAG}), and reading one "
+                    "more needs more: try again when they have finished"
+                )
+        self.held += step
+        self.credit += step - nbytes
+
+    def refund(self, nbytes: int) -> None:
+        self.credit += nbytes
+        if self.credit > 2 * METER_STEP:
+            self._give_back(self.credit - METER_STEP)
+
+    def settle(self) -> int:
+        """Give back the unused credit; what stays reserved (the parsed run's size)."""
+        self._give_back(self.credit)
+        return self.held
+
+    def release(self) -> None:
+        self._give_back(self.held)
+
+    def _give_back(self, nbytes: int) -> None:
+        self.store.budget.release(nbytes)
+        self.held -= nbytes
+        self.credit = max(0, self.credit - nbytes)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -229,10 +370,10 @@ def _os_reason(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _parse_run(folder: Files, experiment: str, run_id: str) -> Run:
-    summary_raw = folder.read_bytes(SUMMARY)
-    summary = None if summary_raw is None else parse_summary(summary_raw)
-    raw_config = folder.read_bytes(CONFIG)
+def _parse_run(folder: Files, experiment: str, run_id: str, meter: _Meter) -> Run:
+    summary_raw = _read_file(folder, SUMMARY, meter)
+    summary = None if summary_raw is None else _parse_json(summary_raw, parse_summary, meter)
+    raw_config = _read_file(folder, CONFIG, meter)
     if raw_config is None:
         if summary is not None and summary.status == "failed":
             # A run can fail before it writes its config (a worker lost at start).
@@ -242,11 +383,41 @@ def _parse_run(folder: Files, experiment: str, run_id: str) -> Run:
             # The writer makes the folder (and checkpoints/) before config.json.
             return Run(experiment, run_id, None, (), None, ("starting: no config.json yet",))
         raise MalformedRun("config.json is missing")
-    record = parse_config_record(raw_config)
-    raw_metrics = folder.read_bytes(METRICS)
+    record = _parse_json(raw_config, parse_config_record, meter)
+    raw_metrics = _read_file(folder, METRICS, meter)
     if raw_metrics is None:
         if summary is not None and summary.status == "completed":
             raise MalformedRun("completed, but metrics.jsonl is missing")
         raw_metrics = b""
-    epochs, warnings = parse_metrics(raw_metrics)
+    epochs, warnings = parse_metrics(raw_metrics, account=meter)
+    meter.refund(len(raw_metrics))
     return Run(experiment, run_id, record, tuple(epochs), summary, tuple(warnings))
+
+
+def _read_file(folder: Files, name: str, meter: _Meter) -> bytes | None:
+    """A run file's bytes, charged to the meter (refunded by whoever parses them)."""
+    size = folder.size(name)
+    expected = size[0] if size is not None else 0
+    meter.charge(expected)
+    data = folder.read_bytes(name)
+    got = 0 if data is None else len(data)
+    meter(got - expected)  # it changed since it was measured
+    return data
+
+
+def _parse_json(data: bytes, parse: Any, meter: _Meter) -> Any:
+    """Parse a JSON file's bytes under the meter: the parse's bound while it runs, then
+    what the record keeps; the bytes themselves are refunded."""
+    bound = json_bound(data)
+    meter.charge(bound)
+    try:
+        record = parse(data)
+    finally:
+        meter.refund(bound + len(data))
+    meter.charge(_record_size(record))
+    return record
+
+
+def _record_size(record: Any) -> int:
+    """What a ConfigRecord or SummaryRecord takes: the object and every value in it."""
+    return sys.getsizeof(record) + json_size(list(vars(record).values()))

@@ -1,0 +1,101 @@
+"""How much memory parsed runs take, and a budget that bounds it.
+
+A server that reads a run store keeps parsed runs in memory (its cache, and the runs
+each call is working on). What a run costs there is not its size on disk: a metrics
+line of 1 kB becomes about 3 kB of Python objects, and a JSON file of empty objects
+about 25 times its size. So the reader counts what it builds:
+
+- before `json.loads`, an upper bound of what parsing those bytes can allocate
+  (`json_bound`: every value token at its largest Python object, every character at
+  four bytes), held only while the parse runs;
+- after it, what the records it keeps take (`epoch_size`, `json_size`), held for as
+  long as the parsed run is alive anywhere in the process: a `weakref.finalize` gives
+  it back when the last reference goes, whether the cache or a call held it.
+
+`MemoryBudget` is that count against a limit. It never blocks: a reservation that
+does not fit fails at once, and the reader turns that into a clear error.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from typing import Any
+
+# An upper bound on what one JSON value token costs once parsed: an empty dict (64
+# bytes) plus its slot in a list or dict that may be over-allocated.
+_TOKEN_BYTES = 100
+# A character of JSON text as a Python str: up to 4 bytes (a string holding one
+# character outside the BMP stores every character in 4 bytes).
+_CHAR_BYTES = 4
+
+
+def json_bound(data: bytes) -> int:
+    """An upper bound on the bytes `json.loads(data)` allocates.
+
+    Every value other than the first in a container follows a comma and every first
+    one an opening bracket or brace, and every key a colon, so these four bytes count
+    the objects parsing can make (commas inside strings only make the bound larger).
+    """
+    tokens = 1 + data.count(b",") + data.count(b"[") + data.count(b"{") + data.count(b":")
+    return _CHAR_BYTES * len(data) + _TOKEN_BYTES * tokens
+
+
+def json_size(value: Any) -> int:
+    """The bytes a parsed JSON value takes: its containers, strings and numbers."""
+    total = 0
+    stack = [value]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:  # json.loads shares repeated keys; count them once
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return total
+
+
+class MemoryBudget:
+    """Bytes of parsed runs alive in this process, against a limit (None: no limit)."""
+
+    def __init__(self, limit: int | None) -> None:
+        if limit is not None and limit <= 0:
+            raise ValueError(f"memory budget must be positive, got {limit} bytes")
+        self.limit = limit
+        self._used = 0
+        # Re-entrant: a run freed by the garbage collector while this lock is held gives
+        # its bytes back through `release` on the same thread.
+        self._lock = threading.RLock()
+
+    @property
+    def used(self) -> int:
+        """Bytes reserved now."""
+        return self._used
+
+    def try_reserve(self, nbytes: int) -> bool:
+        """Reserve `nbytes` if they fit under the limit; False (nothing reserved) if not."""
+        with self._lock:
+            if self.limit is not None and self._used + nbytes > self.limit:
+                return False
+            self._used += nbytes
+            return True
+
+    def release(self, nbytes: int) -> None:
+        """Give back bytes reserved earlier."""
+        with self._lock:
+            self._used -= nbytes
+
+    def hold_for(self, owner: object, nbytes: int) -> None:
+        """Keep `nbytes` reserved (already reserved by the caller) until `owner` is freed."""
+        weakref.finalize(owner, self.release, nbytes)
+
+
+def mib(nbytes: float) -> str:
+    """Bytes as MiB for messages: `12.3 MiB`."""
+    return f"{nbytes / 2**20:.1f} MiB"
