@@ -39,8 +39,9 @@ from runstore.reader import DEFAULT_MAX_FILE_BYTES
 from runstore.records import MAX_LINE_BYTES, EpochRecord, SummaryRecord, parse_epoch
 from runstore.rundir import METRICS, SUMMARY, RunDir
 
-# One read of metrics.jsonl: room for the anchor and a whole line of the longest kind.
-READ_BYTES = 4 * MAX_LINE_BYTES
+# One read of metrics.jsonl: room for the anchor (the last line taken) and a whole line
+# of the longest kind after it.
+READ_BYTES = 2 * MAX_LINE_BYTES + 4096
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,8 @@ class Follower:
         tail = b""
         while True:
             data = self.run.read_metrics_from(self._offset - len(self._anchor), READ_BYTES)
-            complete = len(data) < READ_BYTES  # read to the end of the file
             if data.startswith(self._anchor):
-                data = data[len(self._anchor) :]
+                start = len(self._anchor)
             else:  # rewritten by a resumed run: take it again from the start
                 if self._expected > 1:
                     yield Event(
@@ -98,18 +98,19 @@ class Follower:
                     )
                 self._offset, self._anchor, self._expected = 0, b"", 1
                 data = self.run.read_metrics_from(0, READ_BYTES)
-                complete = len(data) < READ_BYTES
-            end = data.rfind(b"\n") + 1
-            for epoch in self._take(data[:end]):
+                start = 0
+            complete = len(data) < READ_BYTES  # read to the end of the file
+            end = max(start, data.rfind(b"\n", start) + 1)  # after the last whole line
+            for epoch in self._take(data, start, end):
                 if self._new(epoch):
                     yield Event(epoch=epoch)
-            tail = data[end:]  # a line still being written, torn by a crash, or cut here
-            if len(tail) > MAX_LINE_BYTES:
+            if len(data) - end > MAX_LINE_BYTES:  # a line still being written, or cut here
                 raise MalformedRun(
                     f"metrics.jsonl line {self._expected} is longer than the "
                     f"{MAX_LINE_BYTES:,} bytes a line may be"
                 )
-            if complete or end == 0:
+            if complete or end == start:
+                tail = data[end:]  # a line still being written, or torn by a crash
                 break
         self._seen = stat
         if summary is not None:
@@ -146,13 +147,13 @@ class Follower:
         self.sent = epoch.epoch
         return True
 
-    def _take(self, whole: bytes) -> Iterator[EpochRecord]:
-        """Parse whole lines (each ending in a newline), moving the cursor past each."""
-        start = 0
-        while start < len(whole):
-            end = whole.index(b"\n", start) + 1
-            line = whole[start:end]
-            start = end
+    def _take(self, data: bytes, start: int, end: int) -> Iterator[EpochRecord]:
+        """Parse the whole lines of data[start:end], moving the cursor past each (one
+        line is copied at a time: the piece is not)."""
+        while start < end:
+            stop = data.index(b"\n", start) + 1
+            line = data[start:stop]
+            start = stop
             at = self._offset
             self._offset += len(line)
             if not line.strip():  # a blank line: skipped, but still part of the anchor

@@ -150,8 +150,9 @@ class RunStore:
         self.max_file_bytes = max_file_bytes
         self.budget = MemoryBudget(memory_bytes)
         self.cache_bytes = DEFAULT_CACHE_BYTES if memory_bytes is None else memory_bytes
-        # (experiment, run id) -> (stamp of its files, the run, what it takes)
-        self._cache: OrderedDict[tuple[str, str], tuple[Any, Run, int]] = OrderedDict()
+        # (experiment, run id) -> (stamp of its files, the run, what it takes); a malformed
+        # run's entry holds its error's class and message instead of the run
+        self._cache: OrderedDict[tuple[str, str], tuple[Any, Any, int]] = OrderedDict()
         self._cached_bytes = 0
         self._lock = threading.Lock()
 
@@ -241,16 +242,25 @@ class RunStore:
             cached = self._cache.get(key)
             if cached is not None and cached[0] == stamp:
                 self._cache.move_to_end(key)
-                return cached[1]
+                found = cached[1]
+                if isinstance(found, Run):
+                    return found
+                raise found[0](found[1])  # malformed, as it was when last read
         for name, size in zip((CONFIG, METRICS, SUMMARY), stamp, strict=True):
             if size is not None and size[0] > self.max_file_bytes:
                 raise MalformedRun(
                     f"{name} is {size[0] / 2**20:.1f} MiB, over the reader's limit of "
                     f"{self.max_file_bytes / 2**20:.1f} MiB (--max-run-file-mb)"
                 )
-        meter = _Meter(self)
+        meter = _Meter(self, experiment, run_id)
         try:
             run = _parse_run(folder, experiment, run_id, meter)
+        except MalformedRun as exc:  # remembered: a listing does not parse it every time
+            meter.release()
+            if stamp[0] is not None:
+                text = str(exc)
+                self._remember(key, stamp, (type(exc), text), sys.getsizeof(text) + 200)
+            raise
         except BaseException:
             meter.release()
             raise
@@ -260,7 +270,9 @@ class RunStore:
             self._remember(key, stamp, run, cost)
         return run
 
-    def _remember(self, key: tuple[str, str], stamp: Any, run: Run, cost: int) -> None:
+    def _remember(
+        self, key: tuple[str, str], stamp: Any, run: Run | tuple[type, str], cost: int
+    ) -> None:
         if cost > self.cache_bytes:
             return
         evicted = []
@@ -275,7 +287,7 @@ class RunStore:
                 evicted.append(self._pop_oldest())
         del evicted  # freed here, outside the lock (their finalizers take the budget's)
 
-    def _pop_oldest(self) -> tuple[Any, Run, int]:
+    def _pop_oldest(self) -> tuple[Any, Any, int]:
         _, entry = self._cache.popitem(last=False)
         self._cached_bytes -= entry[2]
         return entry
@@ -302,8 +314,9 @@ class _Meter:
     METER_STEP and keeps the unused part as credit, so that the many small charges of a
     long metrics file do not each take the budget's lock."""
 
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, experiment: str, run_id: str) -> None:
         self.store = store
+        self.what = f"run {run_id!r} of {experiment!r}"
         self.held = 0  # reserved in the budget
         self.credit = 0  # reserved but not yet charged
 
@@ -337,9 +350,9 @@ class _Meter:
             if not self.store.evict_oldest():
                 assert limit is not None
                 raise ReaderBusy(
-                    f"parsed runs that calls in flight hold take {mib(budget.used)} of the "
-                    f"{mib(limit)} this server gives them ({MEMORY_FLAG}), and reading one "
-                    "more needs more: try again when they have finished"
+                    f"parsed runs in use take {mib(budget.used)} of the {mib(limit)} this "
+                    f"server gives them ({MEMORY_FLAG}), and reading {self.what} needs more: "
+                    "try again when other calls have finished, or compare fewer runs at once"
                 )
         self.held += step
         self.credit += step - nbytes

@@ -260,7 +260,8 @@ def parse_epoch(line: str | bytes, where: str, names: dict[str, str] | None = No
     data = line if isinstance(line, bytes) else line.encode("utf-8", errors="replace")
     if len(data) > MAX_LINE_BYTES:
         raise MalformedRun(
-            f"{where} is {len(data):,} bytes, longer than the {MAX_LINE_BYTES:,} a line may be"
+            f"{where} is {len(data):,} bytes, longer than the {MAX_LINE_BYTES:,} bytes "
+            "a line may be"
         )
     obj = load_object(data, where)
     epoch = _checked(obj, "epoch", where)

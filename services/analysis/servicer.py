@@ -116,6 +116,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
                     counts[item.status] = counts.get(item.status, 0) + 1
                 else:
                     malformed += 1
+                del item  # not held while the next one is read
             out.experiments.append(
                 pb.ExperimentInfo(
                     name=name,
@@ -141,6 +142,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
                     out.runs.append(convert.run_info(item))
             else:
                 out.malformed.append(convert.skipped(item))
+            del item  # not held while the next one is read
         return out
 
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
