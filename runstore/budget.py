@@ -18,9 +18,11 @@ does not fit fails at once, and the reader turns that into a clear error.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 # An upper bound on what one JSON value token costs once parsed: an empty dict (64
@@ -43,22 +45,28 @@ def json_bound(data: bytes) -> int:
 
 
 def json_size(value: Any) -> int:
-    """The bytes a parsed JSON value takes: its containers, strings and numbers."""
-    total = 0
-    stack = [value]
-    seen: set[int] = set()
+    """The bytes a parsed JSON value takes: its containers, strings and numbers. Objects
+    json.loads shares (repeated keys, small integers) count at every use, so this may be
+    more, never less. The walk holds one iterator per level of nesting, nothing more."""
+    total = sys.getsizeof(value)
+    stack = [_children(value)]
     while stack:
-        item = stack.pop()
-        if id(item) in seen:  # json.loads shares repeated keys; count them once
-            continue
-        seen.add(id(item))
-        total += sys.getsizeof(item)
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+        for item in stack[-1]:
+            total += sys.getsizeof(item)
+            if isinstance(item, dict | list | tuple):
+                stack.append(_children(item))
+                break
+        else:
+            stack.pop()
     return total
+
+
+def _children(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        return itertools.chain(value.keys(), value.values())
+    if isinstance(value, list | tuple):
+        return iter(value)
+    return iter(())
 
 
 class MemoryBudget:

@@ -23,9 +23,9 @@ values the file had when it was read.
 What a follower holds is bounded, however the files look: it reads metrics.jsonl in
 pieces of READ_BYTES and hands out each epoch as it parses it (`events`), a line longer
 than MAX_LINE_BYTES is an error at once (also while it is still being written), a file
-over the reader's size limit is an error before it is read, and a poll that finds
-metrics.jsonl unchanged (same size and modification time) reads none of it, so a
-last line being written is not read again and again.
+over the size limit a server gives (`max_file_bytes`) is an error before it is read,
+and a poll that finds metrics.jsonl unchanged (same size and modification time) reads
+none of it, so a last line being written is not read again and again.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from runstore.errors import MalformedRun
-from runstore.reader import DEFAULT_MAX_FILE_BYTES
 from runstore.records import MAX_LINE_BYTES, EpochRecord, SummaryRecord, parse_epoch
 from runstore.rundir import METRICS, SUMMARY, RunDir
 
@@ -58,8 +57,10 @@ class Follower:
     two files' sizes, and a read of what is new)."""
 
     def __init__(
-        self, run: RunDir, *, after_epoch: int = 0, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+        self, run: RunDir, *, after_epoch: int = 0, max_file_bytes: int | None = None
     ) -> None:
+        """`max_file_bytes`: a file larger than this is an error (a server passes its
+        reader's limit; the trainer following its own run passes none)."""
         self.run = run
         self.sent = after_epoch  # epochs through this one are not delivered (again)
         self.ended = False
@@ -68,7 +69,6 @@ class Follower:
         self._anchor = b""  # the bytes before _offset: "\n" (unless at 0) + last line + "\n"
         self._expected = 1  # the epoch the next line must have
         self._seen: tuple[int, int] | None = None  # metrics.jsonl when last read to its end
-        self._names: dict[str, str] = {}  # layer names, shared between epochs
 
     def poll(self) -> list[Event]:
         """New events; the last is the summary once the run has ended. Raises
@@ -134,7 +134,7 @@ class Follower:
     def _checked_size(self, name: str) -> tuple[int, int] | None:
         """A file's (size, mtime), None when absent; MalformedRun when over the limit."""
         stat = self.run.files.size(name)
-        if stat is not None and stat[0] > self.max_file_bytes:
+        if stat is not None and self.max_file_bytes is not None and stat[0] > self.max_file_bytes:
             raise MalformedRun(
                 f"{name} is {stat[0] / 2**20:.1f} MiB, over the reader's limit of "
                 f"{self.max_file_bytes / 2**20:.1f} MiB (--max-run-file-mb)"
@@ -165,7 +165,7 @@ class Follower:
             yield epoch
 
     def _parse(self, line: bytes) -> EpochRecord:
-        epoch = parse_epoch(line, f"metrics.jsonl line {self._expected}", self._names)
+        epoch = parse_epoch(line, f"metrics.jsonl line {self._expected}")
         if epoch.epoch != self._expected:
             raise MalformedRun(
                 f"metrics.jsonl: epoch {epoch.epoch} where epoch {self._expected} was expected"
@@ -181,7 +181,7 @@ def follow(
     wait: Callable[[float], object] = time.sleep,
     active: Callable[[], bool] = lambda: True,
     deadline: float | None = None,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_file_bytes: int | None = None,
 ) -> Iterator[Event]:
     """Yield the run's events as they appear, until its summary, until `active()` turns
     False, or until `deadline` (a time.monotonic() value). `wait(seconds)` sleeps between

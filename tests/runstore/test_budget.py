@@ -179,3 +179,22 @@ def test_a_budget_reserves_only_what_fits() -> None:
     assert budget.used == 0 and budget.try_reserve(100)
     with pytest.raises(ValueError, match="positive"):
         MemoryBudget(0)
+
+
+def test_a_config_of_empty_objects_is_counted_before_it_is_parsed(tmp_path: Path) -> None:
+    run = RunDir.create(tmp_path, "exp", "r")
+    empties = "[" + ",".join(["{}"] * 200_000) + "]"  # 600 kB on disk, about 15 MB parsed
+    (run.path / "config.json").write_text('{"config": {"x": ' + empties + "}}")
+    store = RunStore(tmp_path, memory_bytes=256 * MiB)
+    used, _run = allocated(lambda: store.run("exp", "r"))
+    assert 0.95 * used <= store.budget.used <= 1.3 * used  # the cache's own entry aside
+    refused = RunStore(tmp_path, memory_bytes=4 * MiB)
+    peak: list[int] = []
+
+    def parse() -> None:
+        with pytest.raises(RunTooLarge):
+            refused.run("exp", "r")
+        peak.append(tracemalloc.get_traced_memory()[1])
+
+    allocated(parse)
+    assert peak[0] < 4 * MiB  # refused from its bound, before json.loads built it
