@@ -55,6 +55,7 @@ DEFAULT_MAX_FILE_BYTES = 64 * 2**20  # per run file; a real run's metrics are a 
 DEFAULT_CACHE_BYTES = 256 * 2**20
 MEMORY_FLAG = "--run-memory-mb"  # the serve-analysis option that sets memory_bytes
 METER_STEP = 2**20  # a parse reserves memory in steps of this many bytes
+MAX_INDEXED_RUNS = 100_000  # statuses remembered for listings (a few hundred bytes each)
 _MISSING = object()
 
 
@@ -154,6 +155,8 @@ class RunStore:
         # run's entry holds its error's class and message instead of the run
         self._cache: OrderedDict[tuple[str, str], tuple[Any, Any, int]] = OrderedDict()
         self._cached_bytes = 0
+        # (experiment, run id) -> (stamp, status or None when malformed): each_status's
+        self._statuses: OrderedDict[tuple[str, str], tuple[Any, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -207,6 +210,28 @@ class RunStore:
             yield run
             del run  # not kept alive by this generator while the caller goes on
 
+    def each_status(self, experiment: str) -> Iterator[tuple[str, str | None]]:
+        """(run id, status) of each run of an experiment; None for a run that is malformed,
+        not read or unreadable. Statuses are remembered apart from the parsed runs (a few
+        bytes each, up to MAX_INDEXED_RUNS), so a listing of a store larger than the
+        memory budget parses only what changed."""
+        for run_id in self.run_ids(experiment):
+            key = (experiment, run_id)
+            stamp = self._stamp(experiment, run_id) if is_readable_name(run_id) else None
+            with self._lock:
+                known = self._statuses.get(key)
+                if stamp is not None and known is not None and known[0] == stamp:
+                    self._statuses.move_to_end(key)
+                    yield run_id, known[1]
+                    continue
+            try:
+                status: str | None = self._read(experiment, run_id).status
+            except (MalformedRun, OSError):
+                status = None
+            if stamp is not None and stamp[0] is not None:
+                self._index(key, stamp, status)  # the stamp from before the read: safe
+            yield run_id, status
+
     def run(self, experiment: str, run_id: str) -> Run:
         """One run; RunNotFound if absent, MalformedRun if unreadable."""
         self._check_exists(experiment, run_id)
@@ -236,7 +261,7 @@ class RunStore:
         if not is_readable_name(run_id):
             raise MalformedRun(f"folder name {run_id!r} is not a valid run id")
         folder = self.files.child(experiment, run_id)
-        stamp = tuple(folder.size(name) for name in (CONFIG, METRICS, SUMMARY))
+        stamp = self._stamp(experiment, run_id)
         key = (experiment, run_id)
         with self._lock:
             cached = self._cache.get(key)
@@ -269,6 +294,18 @@ class RunStore:
         if stamp[0] is not None:  # cache runs whose config exists (a starting run changes)
             self._remember(key, stamp, run, cost)
         return run
+
+    def _stamp(self, experiment: str, run_id: str) -> tuple[Any, ...]:
+        """The (size, mtime) of a run's three files: what says it changed."""
+        folder = self.files.child(experiment, run_id)
+        return tuple(folder.size(name) for name in (CONFIG, METRICS, SUMMARY))
+
+    def _index(self, key: tuple[str, str], stamp: Any, status: str | None) -> None:
+        with self._lock:
+            self._statuses[key] = (stamp, status)
+            self._statuses.move_to_end(key)
+            while len(self._statuses) > MAX_INDEXED_RUNS:
+                self._statuses.popitem(last=False)
 
     def _remember(
         self, key: tuple[str, str], stamp: Any, run: Run | tuple[type, str], cost: int
@@ -347,6 +384,9 @@ class _Meter:
         if limit is not None:
             step = min(step, limit - self.held)
         while not budget.try_reserve(step):
+            if step > need and budget.try_reserve(need):  # no room for a step: what it needs
+                step = need
+                break
             if not self.store.evict_oldest():
                 assert limit is not None
                 raise ReaderBusy(

@@ -111,12 +111,11 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
         for name in self.store.experiments():
             counts = dict.fromkeys(STATUSES, 0)
             malformed = 0
-            for item in self.store.each_run(name):  # one parsed run held at a time
-                if isinstance(item, Run):
-                    counts[item.status] = counts.get(item.status, 0) + 1
-                else:
+            for _, status in self.store.each_status(name):  # parses only what changed
+                if status is None:
                     malformed += 1
-                del item  # not held while the next one is read
+                else:
+                    counts[status] = counts.get(status, 0) + 1
             out.experiments.append(
                 pb.ExperimentInfo(
                     name=name,

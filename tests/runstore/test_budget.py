@@ -198,3 +198,29 @@ def test_a_config_of_empty_objects_is_counted_before_it_is_parsed(tmp_path: Path
 
     allocated(parse)
     assert peak[0] < 4 * MiB  # refused from its bound, before json.loads built it
+
+
+def test_listing_statuses_parses_only_what_changed_when_runs_outgrow_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(6):
+        write_run(tmp_path, f"r{i}", 300)  # about 0.9 MiB parsed each: 2 fit in 2 MiB
+    bad = write_run(tmp_path, "bad", 1)
+    (bad.path / "metrics.jsonl").write_text('{"epoch": "one"}\n')
+    store = RunStore(tmp_path, memory_bytes=2 * MiB)
+    parses: list[str] = []
+
+    def counting(data: bytes, **kwargs: Any) -> Any:
+        parses.append("metrics")
+        return parse_metrics(data, **kwargs)
+
+    monkeypatch.setattr("runstore.reader.parse_metrics", counting)
+    first = dict(store.each_status("exp"))
+    assert first == {**{f"r{i}": "running" for i in range(6)}, "bad": None}
+    assert len(parses) == 7
+    assert dict(store.each_status("exp")) == first
+    assert len(parses) == 7  # nothing changed: nothing parsed, though few runs stay cached
+    assert len(store._cache) < 6
+    write_run(tmp_path, "r5", 301)
+    assert dict(store.each_status("exp")) == first
+    assert len(parses) == 8  # only the run that changed
