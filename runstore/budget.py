@@ -14,14 +14,22 @@ about 25 times its size. So the reader counts what it builds:
 
 `MemoryBudget` is that count against a limit. It never blocks: a reservation that
 does not fit fails at once, and the reader turns that into a clear error.
+
+`ClientShares` keeps one client from taking the whole budget: while a server's call
+runs inside `shares.client(key)`, what its parses reserve also counts against that
+client's share (by default half the budget), for as long as the client has calls in
+flight.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import sys
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,6 +110,95 @@ class MemoryBudget:
     def hold_for(self, owner: object, nbytes: int) -> None:
         """Keep `nbytes` reserved (already reserved by the caller) until `owner` is freed."""
         weakref.finalize(owner, self.release, nbytes)
+
+
+class ClientShares:
+    """What each client's calls in flight have parsed, against a share of the budget."""
+
+    def __init__(self, share: int | None) -> None:
+        self.share = share
+        self._used: Counter[str] = Counter()
+        # Re-entrant: a run freed while it is held gives its part back on the same thread.
+        self._lock = threading.RLock()
+
+    def used(self, key: str) -> int:
+        """Bytes the client's calls in flight hold now."""
+        return self._used[key]
+
+    @contextlib.contextmanager
+    def client(self, key: str) -> Iterator[None]:
+        """Count the parses of the code inside against client `key`'s share, until it ends."""
+        tally = Tally(self, key)
+        token = _CLIENT.set(tally)
+        try:
+            yield
+        finally:
+            _CLIENT.reset(token)
+            tally.close()
+
+
+class Tally:
+    """One call's part of its client's share. A parsed run's part goes back when the run
+    is freed, when the call lets go of it (`let_go`: the cache may keep it, but the call
+    no longer holds it), or when the call ends, whichever comes first."""
+
+    def __init__(self, shares: ClientShares, key: str) -> None:
+        self.shares, self.key = shares, key
+        self.held = 0
+        self._parts: dict[int, int] = {}  # id of a parsed run -> its part of `held`
+
+    @property
+    def share(self) -> int | None:
+        return self.shares.share
+
+    def try_add(self, nbytes: int) -> bool:
+        shares = self.shares
+        with shares._lock:
+            if shares.share is not None and shares._used[self.key] + nbytes > shares.share:
+                return False
+            shares._used[self.key] += nbytes
+            self.held += nbytes
+            return True
+
+    def sub(self, nbytes: int) -> None:
+        shares = self.shares
+        with shares._lock:
+            nbytes = min(nbytes, self.held)
+            self.held -= nbytes
+            shares._used[self.key] -= nbytes
+            if shares._used[self.key] <= 0:
+                del shares._used[self.key]
+
+    def hold_for(self, owner: object, nbytes: int) -> None:
+        """`nbytes` of `held` are `owner`'s: given back when it is freed or let go of."""
+        key = id(owner)
+        with self.shares._lock:
+            self._parts[key] = self._parts.get(key, 0) + nbytes
+        weakref.finalize(owner, self._drop, key)
+
+    def let_go(self, owner: object) -> None:
+        """The call holds `owner` no more (one run at a time through a listing)."""
+        self._drop(id(owner))
+
+    def _drop(self, key: int) -> None:
+        with self.shares._lock:
+            nbytes = self._parts.pop(key, 0)
+        self.sub(nbytes)
+
+    def close(self) -> None:
+        with self.shares._lock:
+            self._parts.clear()
+        self.sub(self.held)
+
+
+_CLIENT: contextvars.ContextVar[Tally | None] = contextvars.ContextVar(
+    "runstore_client", default=None
+)
+
+
+def current_tally() -> Tally | None:
+    """The tally of the call running in this context (None outside `ClientShares.client`)."""
+    return _CLIENT.get()
 
 
 def mib(nbytes: float) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runstore.budget import MemoryBudget, json_bound, json_size, mib
+from runstore.budget import ClientShares, MemoryBudget, current_tally, json_bound, json_size, mib
 from runstore.errors import ExperimentNotFound, MalformedRun, ReaderBusy, RunNotFound, RunTooLarge
 from runstore.files import Files, open_files
 from runstore.location import StoreLocation
@@ -146,10 +146,12 @@ class RunStore:
         memory_bytes: int | None = None,
     ) -> None:
         """`memory_bytes` bounds the memory parsed runs take (None: no bound; the cache
-        then keeps DEFAULT_CACHE_BYTES of them)."""
+        then keeps DEFAULT_CACHE_BYTES of them); the calls of one client (see
+        `shares.client`) may hold half of it."""
         self.files = root if isinstance(root, Files) else open_files(root)
         self.max_file_bytes = max_file_bytes
         self.budget = MemoryBudget(memory_bytes)
+        self.shares = ClientShares(None if memory_bytes is None else memory_bytes // 2)
         self.cache_bytes = DEFAULT_CACHE_BYTES if memory_bytes is None else memory_bytes
         # (experiment, run id) -> (stamp of its files, the run, what it takes); a malformed
         # run's entry holds its error's class and message instead of the run
@@ -185,7 +187,7 @@ class RunStore:
         (ReaderBusy is: the runs did not fit in memory now, which is no run's fault)."""
         runs: list[Run] = []
         malformed: list[Skipped] = []
-        for item in self.each_run(experiment):
+        for item in self._each(experiment, held=True):
             if isinstance(item, Run):
                 runs.append(item)
             else:
@@ -193,8 +195,12 @@ class RunStore:
         return Scan(tuple(runs), tuple(malformed))
 
     def each_run(self, experiment: str) -> Iterator[Run | Skipped]:
-        """The runs of an experiment one at a time, malformed ones as Skipped: a caller
-        that needs one run at a time holds one, not the whole experiment."""
+        """The runs of an experiment one at a time, malformed ones as Skipped, for a
+        caller that holds one run at a time (a run no longer counts against the caller's
+        share once the next one is asked for)."""
+        return self._each(experiment, held=False)
+
+    def _each(self, experiment: str, *, held: bool) -> Iterator[Run | Skipped]:
         for run_id in self.run_ids(experiment):
             try:
                 run = self._read(experiment, run_id)
@@ -208,6 +214,8 @@ class RunStore:
                 yield Skipped(experiment, run_id, f"unreadable: {_os_reason(exc)}")
                 continue
             yield run
+            if not held:
+                _let_go(run)
             del run  # not kept alive by this generator while the caller goes on
 
     def each_status(self, experiment: str) -> Iterator[tuple[str, str | None]]:
@@ -225,9 +233,13 @@ class RunStore:
                     yield run_id, known[1]
                     continue
             try:
-                status: str | None = self._read(experiment, run_id).status
+                run = self._read(experiment, run_id)
             except (MalformedRun, OSError):
-                status = None
+                status: str | None = None
+            else:
+                status = run.status
+                _let_go(run)
+                del run
             if stamp is not None and stamp[0] is not None:
                 self._index(key, stamp, status)  # the stamp from before the read: safe
             yield run_id, status
@@ -291,6 +303,8 @@ class RunStore:
             raise
         cost = meter.settle()
         self.budget.hold_for(run, cost)  # from now on, given back when the run is freed
+        if meter.tally is not None:
+            meter.tally.hold_for(run, cost)
         if stamp[0] is not None:  # cache runs whose config exists (a starting run changes)
             self._remember(key, stamp, run, cost)
         return run
@@ -354,6 +368,7 @@ class _Meter:
     def __init__(self, store: RunStore, experiment: str, run_id: str) -> None:
         self.store = store
         self.what = f"run {run_id!r} of {experiment!r}"
+        self.tally = current_tally()  # the client's share, inside a server's call
         self.held = 0  # reserved in the budget
         self.credit = 0  # reserved but not yet charged
 
@@ -374,28 +389,57 @@ class _Meter:
             return
         budget = self.store.budget
         limit = budget.limit
+        share = self.tally.share if self.tally is not None else None
         need = nbytes - self.credit
-        step = max(need, METER_STEP)
         if limit is not None and self.held + need > limit:
             raise RunTooLarge(
                 f"parsing it takes more than {mib(limit)} of memory, the most this reader "
                 f"gives parsed runs ({MEMORY_FLAG})"
             )
+        if share is not None and self.held + need > share:
+            raise RunTooLarge(
+                f"parsing it takes more than {mib(share)} of memory, the most one client's "
+                f"calls may hold (half of {MEMORY_FLAG})"
+            )
+        step = max(need, METER_STEP)
         if limit is not None:
             step = min(step, limit - self.held)
-        while not budget.try_reserve(step):
-            if step > need and budget.try_reserve(need):  # no room for a step: what it needs
-                step = need
-                break
-            if not self.store.evict_oldest():
-                assert limit is not None
-                raise ReaderBusy(
-                    f"parsed runs in use take {mib(budget.used)} of the {mib(limit)} this "
-                    f"server gives them ({MEMORY_FLAG}), and reading {self.what} needs more: "
-                    "try again when other calls have finished, or compare fewer runs at once"
-                )
+        if share is not None:
+            step = min(step, share - self.held)
+        step = self._reserve(step, need)
         self.held += step
         self.credit += step - nbytes
+
+    def _reserve(self, step: int, need: int) -> int:
+        """Reserve `step` bytes (or, short of room, `need`) in the client's share and the
+        budget; what was reserved. ReaderBusy when even `need` does not fit."""
+        tally = self.tally
+        if tally is not None and not tally.try_add(step):
+            step = need
+            if not tally.try_add(step):
+                assert tally.share is not None
+                raise ReaderBusy(
+                    f"this client's calls in flight hold {mib(tally.shares.used(tally.key))} "
+                    f"of parsed runs, their share of this server's memory (half of "
+                    f"{MEMORY_FLAG}), and reading {self.what} needs more: wait for their "
+                    "answers, or compare fewer runs at once"
+                )
+        budget = self.store.budget
+        while not budget.try_reserve(step):
+            if step > need and budget.try_reserve(need):  # no room for a step: what it needs
+                if tally is not None:
+                    tally.sub(step - need)
+                return need
+            if not self.store.evict_oldest():
+                if tally is not None:
+                    tally.sub(step)
+                assert budget.limit is not None
+                raise ReaderBusy(
+                    f"parsed runs in use take {mib(budget.used)} of the {mib(budget.limit)} "
+                    f"this server gives them ({MEMORY_FLAG}), and reading {self.what} needs "
+                    "more: try again when other calls have finished, or compare fewer runs"
+                )
+        return step
 
     def refund(self, nbytes: int) -> None:
         self.credit += nbytes
@@ -412,8 +456,17 @@ class _Meter:
 
     def _give_back(self, nbytes: int) -> None:
         self.store.budget.release(nbytes)
+        if self.tally is not None:
+            self.tally.sub(nbytes)
         self.held -= nbytes
         self.credit = max(0, self.credit - nbytes)
+
+
+def _let_go(run: Run) -> None:
+    """The calling call holds `run` no more: its client's share gets its part back."""
+    tally = current_tally()
+    if tally is not None:
+        tally.let_go(run)
 
 
 def _os_reason(exc: OSError) -> str:

@@ -11,6 +11,7 @@ run beside them, so they answer while the lanes are full.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from runstore import (
 from services.analysis import analyses, convert, convert_analyses, plots
 from services.analysis import compare as cmp
 from services.analysis.errors import InvalidRequest
-from services.analysis.lanes import CallLimits, Lane
+from services.analysis.lanes import CallLimits, Lane, peer_key
 from services.analysis.layers import dead_units
 from services.analysis.store import run_matcher
 from services.analysis.watch import watch
@@ -55,6 +56,21 @@ for _error, _code in (
 # server thread for ever.
 MAX_WATCH_SECONDS = 3600.0
 T = TypeVar("T")
+Request = TypeVar("Request")
+
+
+def per_client(
+    method: Callable[[AnalysisServicer, Request, grpc.ServicerContext], T],
+) -> Callable[[AnalysisServicer, Request, grpc.ServicerContext], T]:
+    """Count the runs a call parses against its client's share of the memory budget
+    (runstore.budget.ClientShares): one client cannot take the whole budget."""
+
+    @functools.wraps(method)
+    def call(self: AnalysisServicer, request: Request, context: grpc.ServicerContext) -> T:
+        with self.store.shares.client(peer_key(context)):
+            return method(self, request, context)
+
+    return call
 
 
 class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
@@ -104,6 +120,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
     def _compute(self, context: grpc.ServicerContext, work: Callable[[Callable[[], None]], T]) -> T:
         return self.analyses.run(context, work)
 
+    @per_client
     def ListExperiments(
         self, request: pb.ListExperimentsRequest, context: grpc.ServicerContext
     ) -> pb.ListExperimentsResponse:
@@ -129,6 +146,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
             )
         return out
 
+    @per_client
     def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.ServicerContext
     ) -> pb.ListRunsResponse:
@@ -144,6 +162,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
             del item  # not held while the next one is read
         return out
 
+    @per_client
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.GetRunResponse:
         run = self.store.run(
             _required(request.experiment, "experiment"), _required(request.run_id, "run_id")
@@ -155,6 +174,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
             grad_norms=not request.without_grad_norms,
         )
 
+    @per_client
     def CompareRuns(
         self, request: pb.CompareRunsRequest, context: grpc.ServicerContext
     ) -> pb.CompareRunsResponse:
@@ -175,6 +195,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
 
         return self._compute(context, work)
 
+    @per_client
     def GradientFlow(
         self, request: pb.GradientFlowRequest, context: grpc.ServicerContext
     ) -> pb.GradientFlowResponse:
@@ -187,6 +208,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
 
         return self._compute(context, work)
 
+    @per_client
     def RenderComparison(
         self, request: pb.RenderComparisonRequest, context: grpc.ServicerContext
     ) -> pb.RenderComparisonResponse:
@@ -216,6 +238,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
             png=png, width=width, height=height, content_type="image/png"
         )
 
+    @per_client
     def PerformanceProfile(
         self, request: pb.PerformanceProfileRequest, context: grpc.ServicerContext
     ) -> pb.PerformanceProfileResponse:
@@ -223,6 +246,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
             context, lambda check: convert_analyses.profile(analyses.profile(self.store, request))
         )
 
+    @per_client
     def LearningRateSensitivity(
         self, request: pb.LearningRateSensitivityRequest, context: grpc.ServicerContext
     ) -> pb.LearningRateSensitivityResponse:
@@ -235,6 +259,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
 
         return self._compute(context, work)
 
+    @per_client
     def ExpectedBest(
         self, request: pb.ExpectedBestRequest, context: grpc.ServicerContext
     ) -> pb.ExpectedBestResponse:
@@ -247,6 +272,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
 
         return self._compute(context, work)
 
+    @per_client
     def WinMatrix(
         self, request: pb.WinMatrixRequest, context: grpc.ServicerContext
     ) -> pb.WinMatrixResponse:
@@ -259,6 +285,7 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
 
         return self._compute(context, work)
 
+    @per_client
     def DeadUnits(
         self, request: pb.DeadUnitsRequest, context: grpc.ServicerContext
     ) -> pb.DeadUnitsResponse:
@@ -285,16 +312,17 @@ class AnalysisServicer(pb_grpc.AnalysisServiceServicer):
         if self._closed.is_set():
             wake.set()
         try:
-            events = watch(
-                self.store,
-                experiment,
-                run_id,
-                after_epoch=request.after_epoch,
-                poll_seconds=request.poll_seconds,
-                wait=wake.wait,
-                active=lambda: context.is_active() and not wake.is_set(),
-                deadline=time.monotonic() + min(budget, self.max_watch_seconds),
-            )
+            with self.store.shares.client(peer_key(context)):  # its read of the run
+                events = watch(
+                    self.store,
+                    experiment,
+                    run_id,
+                    after_epoch=request.after_epoch,
+                    poll_seconds=request.poll_seconds,
+                    wait=wake.wait,
+                    active=lambda: context.is_active() and not wake.is_set(),
+                    deadline=time.monotonic() + min(budget, self.max_watch_seconds),
+                )
             for event in events:
                 out = pb.WatchRunResponse()
                 if event.epoch is not None:

@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-memory-mb",
         type=float,
         default=env_default("run-memory-mb", "256"),
-        help="memory parsed runs may take, cached or in use by calls; a run that would not "
-        "fit alone is listed as not read, a call whose runs do not fit beside the others' is "
-        "RESOURCE_EXHAUSTED (env STRIDE_RUN_MEMORY_MB, default 256)",
+        help="memory parsed runs may take, cached or in use by calls; one client's calls may "
+        "hold half of it, a run larger than that half is listed as not read, a call whose "
+        "runs do not fit is RESOURCE_EXHAUSTED (env STRIDE_RUN_MEMORY_MB, default 256)",
     )
     parser.add_argument(
         "--max-queued-renders",

@@ -21,6 +21,7 @@ from runstore import (
     EpochRecord,
     MalformedRun,
     ReaderBusy,
+    Run,
     RunDir,
     RunStore,
     RunTooLarge,
@@ -119,7 +120,7 @@ def test_the_cache_keeps_runs_by_bytes_and_the_budget_holds_across_calls(
     tmp_path: Path,
 ) -> None:
     for i in range(8):
-        write_run(tmp_path, f"r{i}", 300)  # about 0.9 MiB parsed each
+        write_run(tmp_path, f"r{i}", 300)  # about 0.7 MiB parsed each
     store = RunStore(tmp_path, memory_bytes=4 * MiB)
     for _ in range(2):
         for i in range(8):
@@ -204,7 +205,7 @@ def test_listing_statuses_parses_only_what_changed_when_runs_outgrow_the_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(6):
-        write_run(tmp_path, f"r{i}", 300)  # about 0.9 MiB parsed each: 2 fit in 2 MiB
+        write_run(tmp_path, f"r{i}", 300)  # about 0.7 MiB parsed each: 2 fit in 2 MiB
     bad = write_run(tmp_path, "bad", 1)
     (bad.path / "metrics.jsonl").write_text('{"epoch": "one"}\n')
     store = RunStore(tmp_path, memory_bytes=2 * MiB)
@@ -215,12 +216,40 @@ def test_listing_statuses_parses_only_what_changed_when_runs_outgrow_the_budget(
         return parse_metrics(data, **kwargs)
 
     monkeypatch.setattr("runstore.reader.parse_metrics", counting)
-    first = dict(store.each_status("exp"))
+    with store.shares.client("ipv4:10.0.0.1"):  # 4 MiB of runs, one at a time: its 1 MiB
+        first = dict(store.each_status("exp"))
+        assert len(parses) == 7
+        assert sum(isinstance(r, Run) for r in store.each_run("exp")) == 6
     assert first == {**{f"r{i}": "running" for i in range(6)}, "bad": None}
-    assert len(parses) == 7
+    parses.clear()
     assert dict(store.each_status("exp")) == first
-    assert len(parses) == 7  # nothing changed: nothing parsed, though few runs stay cached
+    assert len(parses) == 0  # nothing changed: nothing parsed, though few runs stay cached
     assert len(store._cache) < 6
     write_run(tmp_path, "r5", 301)
     assert dict(store.each_status("exp")) == first
-    assert len(parses) == 8  # only the run that changed
+    assert len(parses) == 1  # only the run that changed
+
+
+def test_one_client_holds_at_most_half_of_the_budget(tmp_path: Path) -> None:
+    for i in range(6):
+        write_run(tmp_path, f"r{i}", 300)  # about 0.7 MiB parsed each
+    store = RunStore(tmp_path, memory_bytes=8 * MiB)
+    with store.shares.client("ipv4:10.0.0.1"):
+        held = [store.run("exp", f"r{i}") for i in range(5)]  # 3.3 MiB of its 4 MiB
+        with pytest.raises(ReaderBusy, match="this client's calls in flight hold"):
+            held.append(store.run("exp", "r5"))
+        with store.shares.client("ipv4:10.0.0.2"):  # another client still reads
+            assert store.run("exp", "r5").run_id == "r5"
+    assert store.shares.used("ipv4:10.0.0.1") == 0  # its calls ended
+    del held
+    with store.shares.client("ipv4:10.0.0.1"):
+        listed = [r.run_id for r in store.scan("exp").runs]  # one run at a time is fine
+    assert listed == [f"r{i}" for i in range(6)]
+
+
+def test_a_run_over_a_clients_share_is_not_read_for_any_client(tmp_path: Path) -> None:
+    write_run(tmp_path, "large", 2000)  # about 6 MiB parsed: under 8 MiB, over its half
+    store = RunStore(tmp_path, memory_bytes=8 * MiB)
+    with store.shares.client("ipv4:10.0.0.1"), pytest.raises(RunTooLarge) as info:
+        store.run("exp", "large")
+    assert "the most one client's calls may hold (half of --run-memory-mb)" in str(info.value)

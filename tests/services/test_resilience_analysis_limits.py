@@ -1,13 +1,14 @@
 """Issue 25, items 5 and 11: what parsed runs may cost, and a SIGTERM with renders queued.
 
 Item 5. `stride serve-analysis --run-memory-mb 48` over an experiment of five legal
-runs, each a metrics.jsonl of 8 MB of short gradient norms that parses into about
-25 MB. Before the fix the cache kept up to 512 runs whatever they cost: after a GetRun
-of each, all five stayed resident (about 130 MB more), and a few large runs took a pod
-past its memory limit on every restart. Now the parsed runs alive in the server never
-pass 48 MiB (the cache gives them up first), so its resident memory grows by far less
-than the five would take; and a run that alone would take more than the limit is
-refused with a message naming the run, the limit and the flag, and listed apart.
+runs, each a metrics.jsonl of 5 MB of short gradient norms that parses into about
+15 MB. Before the fix the cache kept up to 512 runs whatever they cost: after a GetRun
+of each, all five stayed resident (the server grew by about 160 MiB), and a few large
+runs took a pod past its memory limit on every restart. Now the parsed runs alive in
+the server never pass 48 MiB (the cache gives them up first), so its resident memory
+grows by far less than the five would take; and a run that alone would take more than
+a client may hold (half the budget) is refused with a message naming the run, the
+limit and the flag, and listed apart.
 
 Item 11. The server runs with the deployment's grace period (10 s) and one client
 queues five large figures. Before the fix SIGTERM waited for every queued figure to be
@@ -63,7 +64,7 @@ def serve(runs: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
 @pytest.fixture
 def big_store(tmp_path: Path) -> Iterator[tuple[int, int, list[str]]]:
     runs = tmp_path / "runs"
-    ids = large_runs(runs, "big", 5, megabytes=8)
+    ids = large_runs(runs, "big", 5, megabytes=5)
     large_runs(runs, "alone", 1, megabytes=20)  # about 65 MB parsed: over 48 MiB by itself
     write_run(runs, "small", "r", lines=metrics_lines(3, 4))
     proc, port = serve(runs, "--run-memory-mb", str(MEMORY_MB))
@@ -96,12 +97,12 @@ def test_parsed_runs_are_bounded_by_what_they_take_in_memory(
     print(f"\nRSS {before:.0f} -> peak {probe.peak_rss:.0f} -> {after:.0f} MiB (+{grown:.0f})")
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     message = info.value.details()
-    assert "'big0' of 'alone'" in message and "48.0 MiB" in message, message
+    assert "'big0' of 'alone'" in message and "24.0 MiB" in message, message
     assert "--run-memory-mb" in message, message
     [skipped] = listing.malformed
     assert skipped.run_id == "big0" and skipped.reason.startswith("not read:"), skipped
-    # The five runs take about 130 MB parsed; the budget keeps 48 MiB of them alive, and a
-    # parse holds the file's bytes (8 MB) beside them.
+    # The five runs take about 75 MB parsed; the budget keeps 48 MiB of them alive, with
+    # the bytes of the file being parsed among them.
     assert grown < 100, f"resident memory grew by {grown:.0f} MiB"
 
 
