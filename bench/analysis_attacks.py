@@ -206,7 +206,14 @@ def slow_renders(
 
 
 def watchers(
-    address: str, experiment: str, run_id: str, count: int, hold: float, poll: float = 0.01
+    address: str,
+    experiment: str,
+    run_id: str,
+    count: int,
+    hold: float,
+    poll: float = 0.01,
+    *,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> Outcome:
     """`count` WatchRun streams of one run, each polling every `poll` s, for `hold` s."""
     outcome = Outcome("watchers")
@@ -217,7 +224,7 @@ def watchers(
             stub = pb_grpc.AnalysisServiceStub(channel)
             request = pb.WatchRunRequest(experiment=experiment, run_id=run_id, poll_seconds=poll)
             try:
-                for _ in stub.WatchRun(request, timeout=hold):
+                for _ in stub.WatchRun(request, timeout=hold, metadata=metadata):
                     pass
                 code = "OK"
             except grpc.RpcError as exc:
