@@ -157,11 +157,15 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT, then drain and exit 0."""
     from runstore import RunStore
     from services.analysis.server import AnalysisServer
+    from services.common.server import return_large_allocations_to_the_os
 
     if not args.max_run_file_mb > 0:
         raise ValueError(f"--max-run-file-mb must be > 0, got {args.max_run_file_mb}")
     if not args.run_memory_mb > 0:
         raise ValueError(f"--run-memory-mb must be > 0, got {args.run_memory_mb}")
+    # Run files of many MB are read whole and parsed runs come and go: freed buffers must
+    # go back to the system rather than ratchet the heap up.
+    return_large_allocations_to_the_os()
     store = RunStore(
         args.runs,
         max_file_bytes=int(args.max_run_file_mb * 2**20),
