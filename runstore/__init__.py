@@ -13,7 +13,14 @@ typed records, one run's folder (`RunDir`), a whole store (`RunStore`) and one
 follower of a running run (`Follower`). docs/formats.md describes the format.
 """
 
-from runstore.errors import BadName, ExperimentNotFound, MalformedRun, RunNotFound
+from runstore.errors import (
+    BadName,
+    ExperimentNotFound,
+    MalformedRun,
+    ReaderBusy,
+    RunNotFound,
+    RunTooLarge,
+)
 from runstore.files import Files, open_files
 from runstore.follow import Event, Follower, follow
 from runstore.location import StoreLocation, redact
@@ -54,10 +61,12 @@ __all__ = [
     "Files",
     "Follower",
     "MalformedRun",
+    "ReaderBusy",
     "Run",
     "RunDir",
     "RunNotFound",
     "RunStore",
+    "RunTooLarge",
     "Scan",
     "Skipped",
     "StoreLocation",

@@ -18,3 +18,11 @@ class ExperimentNotFound(LookupError):
 
 class RunNotFound(LookupError):
     """No run of that id in the experiment."""
+
+
+class RunTooLarge(MalformedRun):
+    """A run whose parsed records would take more memory than the reader may use at all."""
+
+
+class ReaderBusy(RuntimeError):
+    """Parsed runs that calls in flight hold leave no room for another now; try later."""

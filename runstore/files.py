@@ -32,9 +32,9 @@ class Files:
     def child(self, *parts: str) -> Files:
         raise NotImplementedError
 
-    def read_bytes(self, rel: str, offset: int = 0) -> bytes | None:
-        """The file's bytes from `offset` on ('' past its end), or None when it does
-        not exist."""
+    def read_bytes(self, rel: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """The file's bytes from `offset` on, at most `length` of them (all when None;
+        '' past its end), or None when it does not exist."""
         raise NotImplementedError
 
     def size(self, rel: str) -> tuple[int, int] | None:
@@ -103,7 +103,7 @@ class LocalFiles(Files):
         root = os.path.realpath(self.root)
         return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
-    def read_bytes(self, rel: str, offset: int = 0) -> bytes | None:
+    def read_bytes(self, rel: str, offset: int = 0, length: int | None = None) -> bytes | None:
         path = self.base / rel
         shown = os.path.relpath(path, self.root)  # messages never show the store's own path
         if not self._inside(path):
@@ -118,7 +118,7 @@ class LocalFiles(Files):
                 raise PermissionError(f"{shown} is not a regular file; not read")
             if offset:
                 f.seek(offset)
-            return f.read()
+            return f.read() if length is None else f.read(length)
 
     def size(self, rel: str) -> tuple[int, int] | None:
         try:
@@ -195,14 +195,14 @@ class ArrowFiles(Files):
     def _type(self, rel: str) -> Any:
         return self.fs.get_file_info(self._path(rel)).type
 
-    def read_bytes(self, rel: str, offset: int = 0) -> bytes | None:
+    def read_bytes(self, rel: str, offset: int = 0, length: int | None = None) -> bytes | None:
         try:
             with self.fs.open_input_file(self._path(rel)) as f:
                 if offset:
                     if offset >= f.size():  # object stores refuse to seek past the end
                         return b""
                     f.seek(offset)
-                return bytes(f.read())
+                return bytes(f.read() if length is None else f.read(length))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
@@ -276,12 +276,12 @@ class FsspecFiles(Files):
     def _path(self, rel: str) -> str:
         return f"{self.base}/{rel}" if rel else self.base
 
-    def read_bytes(self, rel: str, offset: int = 0) -> bytes | None:
+    def read_bytes(self, rel: str, offset: int = 0, length: int | None = None) -> bytes | None:
         try:
             with self.fs.open(self._path(rel), "rb") as f:
                 if offset:
                     f.seek(offset)
-                return bytes(f.read())
+                return bytes(f.read() if length is None else f.read(length))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 

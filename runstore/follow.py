@@ -19,6 +19,13 @@ stands; when they are not (the file shrank, was replaced, or no longer has a lin
 boundary there), it is taken again from the start. An epoch already delivered is
 never delivered again, so a reader gets each epoch number once, in order, with the
 values the file had when it was read.
+
+What a follower holds is bounded, however the files look: it reads metrics.jsonl in
+pieces of READ_BYTES and hands out each epoch as it parses it (`events`), a line longer
+than MAX_LINE_BYTES is an error at once (also while it is still being written), a file
+over the size limit a server gives (`max_file_bytes`) is an error before it is read,
+and a poll that finds metrics.jsonl unchanged (same size and modification time) reads
+none of it, so a last line being written is not read again and again.
 """
 
 from __future__ import annotations
@@ -28,8 +35,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from runstore.errors import MalformedRun
-from runstore.records import EpochRecord, SummaryRecord, parse_epoch
-from runstore.rundir import RunDir
+from runstore.records import MAX_LINE_BYTES, EpochRecord, SummaryRecord, parse_epoch
+from runstore.rundir import METRICS, SUMMARY, RunDir
+
+# One read of metrics.jsonl: room for the anchor (the last line taken) and a whole line
+# of the longest kind after it.
+READ_BYTES = 2 * MAX_LINE_BYTES + 4096
 
 
 @dataclass(frozen=True)
@@ -42,57 +53,93 @@ class Event:
 
 
 class Follower:
-    """Reads what a run wrote since the last `poll()`; cheap to call often (one read of
-    summary.json and one of the new part of metrics.jsonl)."""
+    """Reads what a run wrote since the last poll; cheap to call often (a look at the
+    two files' sizes, and a read of what is new)."""
 
-    def __init__(self, run: RunDir, *, after_epoch: int = 0) -> None:
+    def __init__(
+        self, run: RunDir, *, after_epoch: int = 0, max_file_bytes: int | None = None
+    ) -> None:
+        """`max_file_bytes`: a file larger than this is an error (a server passes its
+        reader's limit; the trainer following its own run passes none)."""
         self.run = run
         self.sent = after_epoch  # epochs through this one are not delivered (again)
         self.ended = False
+        self.max_file_bytes = max_file_bytes
         self._offset = 0  # end of the last whole line taken
         self._anchor = b""  # the bytes before _offset: "\n" (unless at 0) + last line + "\n"
         self._expected = 1  # the epoch the next line must have
+        self._seen: tuple[int, int] | None = None  # metrics.jsonl when last read to its end
 
     def poll(self) -> list[Event]:
         """New events; the last is the summary once the run has ended. Raises
         MalformedRun when a line breaks the format."""
+        return list(self.events())
+
+    def events(self) -> Iterator[Event]:
+        """`poll`'s events one at a time, as metrics.jsonl is read, for a caller that
+        sends each on (a long history is never held whole)."""
         if self.ended:
-            return []
-        events: list[Event] = []
-        summary = self.run.read_summary()
-        start = self._offset - len(self._anchor)
-        data = self.run.read_metrics_from(start)
-        if data.startswith(self._anchor):
-            data = data[len(self._anchor) :]
-        else:  # rewritten by a resumed run: take it again from the start
-            if self._expected > 1:
-                events.append(
-                    Event(
+            return
+        summary = self._summary()
+        stat = self._checked_size(METRICS)
+        if stat is not None and stat == self._seen and summary is None:
+            return  # nothing written since the last poll read it all
+        tail = b""
+        while True:
+            data = self.run.read_metrics_from(self._offset - len(self._anchor), READ_BYTES)
+            if data.startswith(self._anchor):
+                start = len(self._anchor)
+            else:  # rewritten by a resumed run: take it again from the start
+                if self._expected > 1:
+                    yield Event(
                         warning="metrics.jsonl was rewritten (the run resumed or restarted); "
                         f"epochs through {self.sent} are not delivered again, also where "
                         "they are redone"
                     )
+                self._offset, self._anchor, self._expected = 0, b"", 1
+                data = self.run.read_metrics_from(0, READ_BYTES)
+                start = 0
+            complete = len(data) < READ_BYTES  # read to the end of the file
+            end = max(start, data.rfind(b"\n", start) + 1)  # after the last whole line
+            for epoch in self._take(data, start, end):
+                if self._new(epoch):
+                    yield Event(epoch=epoch)
+            if len(data) - end > MAX_LINE_BYTES:  # a line still being written, or cut here
+                raise MalformedRun(
+                    f"metrics.jsonl line {self._expected} is longer than the "
+                    f"{MAX_LINE_BYTES:,} bytes a line may be"
                 )
-            self._offset, self._anchor, self._expected = 0, b"", 1
-            data = self.run.read_metrics_from(0)
-        end = data.rfind(b"\n") + 1
-        events.extend(Event(epoch=e) for e in self._take(data[:end]) if self._new(e))
-        tail = data[end:]  # a line still being written, or torn by a crash
+            if complete or end == start:
+                tail = data[end:]  # a line still being written, or torn by a crash
+                break
+        self._seen = stat
         if summary is not None:
             if tail.strip():
                 try:
                     epoch = self._parse(tail)
                 except MalformedRun:
                     line = self._expected
-                    events.append(
-                        Event(warning=f"metrics.jsonl: truncated last line {line} skipped")
-                    )
+                    yield Event(warning=f"metrics.jsonl: truncated last line {line} skipped")
                 else:
                     if self._new(epoch):
-                        events.append(Event(epoch=epoch))
-            events.append(Event(summary=summary))
+                        yield Event(epoch=epoch)
             self.ended = True
-        return events
+            yield Event(summary=summary)
+
+    def _summary(self) -> SummaryRecord | None:
+        if self._checked_size(SUMMARY) is None:
+            return None
+        return self.run.read_summary()
+
+    def _checked_size(self, name: str) -> tuple[int, int] | None:
+        """A file's (size, mtime), None when absent; MalformedRun when over the limit."""
+        stat = self.run.files.size(name)
+        if stat is not None and self.max_file_bytes is not None and stat[0] > self.max_file_bytes:
+            raise MalformedRun(
+                f"{name} is {stat[0] / 2**20:.1f} MiB, over the reader's limit of "
+                f"{self.max_file_bytes / 2**20:.1f} MiB (--max-run-file-mb)"
+            )
+        return stat
 
     def _new(self, epoch: EpochRecord) -> bool:
         if epoch.epoch <= self.sent:
@@ -100,18 +147,21 @@ class Follower:
         self.sent = epoch.epoch
         return True
 
-    def _take(self, whole: bytes) -> Iterator[EpochRecord]:
-        """Parse whole lines (each ending in a newline), moving the cursor past each."""
-        for text in whole.split(b"\n")[:-1]:
-            line = text + b"\n"
-            start = self._offset
+    def _take(self, data: bytes, start: int, end: int) -> Iterator[EpochRecord]:
+        """Parse the whole lines of data[start:end], moving the cursor past each (one
+        line is copied at a time: the piece is not)."""
+        while start < end:
+            stop = data.index(b"\n", start) + 1
+            line = data[start:stop]
+            start = stop
+            at = self._offset
             self._offset += len(line)
-            if not text.strip():  # a blank line: skipped, but still part of the anchor
-                self._anchor += line
+            if not line.strip():  # a blank line: skipped, but still part of the anchor
+                self._anchor = (self._anchor + line)[-MAX_LINE_BYTES:]
                 continue
-            epoch = self._parse(text)
+            epoch = self._parse(line[:-1])
             self._expected += 1
-            self._anchor = (b"\n" if start else b"") + line
+            self._anchor = (b"\n" if at else b"") + line
             yield epoch
 
     def _parse(self, line: bytes) -> EpochRecord:
@@ -131,13 +181,14 @@ def follow(
     wait: Callable[[float], object] = time.sleep,
     active: Callable[[], bool] = lambda: True,
     deadline: float | None = None,
+    max_file_bytes: int | None = None,
 ) -> Iterator[Event]:
     """Yield the run's events as they appear, until its summary, until `active()` turns
     False, or until `deadline` (a time.monotonic() value). `wait(seconds)` sleeps between
     polls; a server passes one that wakes early when the call is cancelled."""
-    follower = Follower(run, after_epoch=after_epoch)
+    follower = Follower(run, after_epoch=after_epoch, max_file_bytes=max_file_bytes)
     while True:
-        yield from follower.poll()
+        yield from follower.events()
         if follower.ended or not active():
             return
         if deadline is not None:

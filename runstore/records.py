@@ -13,15 +13,22 @@ runs. docs/formats.md is tested against these fields (tests/runstore).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from runstore.budget import json_bound
 from runstore.errors import MalformedRun
 
 SCHEMA_VERSION = 1  # config.json and summary.json say which they follow ("schema")
+# The longest line of metrics.jsonl a reader takes: an epoch of a model with thousands of
+# layers is tens of kB. A reader holds a line whole while it parses it (and a follower
+# while the line is being written), so this bounds what one line can cost it.
+MAX_LINE_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -247,9 +254,15 @@ def parse_summary(data: bytes) -> SummaryRecord:
     )
 
 
-def parse_epoch(line: str | bytes, where: str) -> EpochRecord:
-    """One metrics.jsonl line; MalformedRun names what is wrong."""
+def parse_epoch(line: str | bytes, where: str, names: dict[str, str] | None = None) -> EpochRecord:
+    """One metrics.jsonl line; MalformedRun names what is wrong. `names` shares layer
+    names between the lines of one file (each line would otherwise hold its own copies)."""
     data = line if isinstance(line, bytes) else line.encode("utf-8", errors="replace")
+    if len(data) > MAX_LINE_BYTES:
+        raise MalformedRun(
+            f"{where} is {len(data):,} bytes, longer than the {MAX_LINE_BYTES:,} bytes "
+            "a line may be"
+        )
     obj = load_object(data, where)
     epoch = _checked(obj, "epoch", where)
     if epoch is None:
@@ -261,13 +274,15 @@ def parse_epoch(line: str | bytes, where: str) -> EpochRecord:
     }
     return EpochRecord(
         epoch=epoch,
-        grad_norms=_per_layer(obj.get("grad_norms"), "grad_norms", "norm", where),
-        dead_units=_per_layer(obj.get("dead_units"), "dead_units", "fraction", where),
+        grad_norms=_per_layer(obj.get("grad_norms"), "grad_norms", "norm", where, names),
+        dead_units=_per_layer(obj.get("dead_units"), "dead_units", "fraction", where, names),
         **values,
     )
 
 
-def _per_layer(value: Any, key: str, number: str, where: str) -> tuple[tuple[str, float], ...]:
+def _per_layer(
+    value: Any, key: str, number: str, where: str, names: dict[str, str] | None
+) -> tuple[tuple[str, float], ...]:
     """[{"layer": name, <number>: value}, ...] as ((name, value), ...); null is NaN."""
     if value is None:
         return ()
@@ -280,33 +295,85 @@ def _per_layer(value: Any, key: str, number: str, where: str) -> tuple[tuple[str
         v = item.get(number)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
             raise MalformedRun(f"{where}: {key} {number} {v!r:.80} is not a number")
-        out.append((item["layer"], math.nan if v is None else float(v)))
+        name = item["layer"]
+        if names is not None:
+            name = names.setdefault(name, name)
+        out.append((name, math.nan if v is None else float(v)))
     return tuple(out)
 
 
-def parse_metrics(data: bytes) -> tuple[list[EpochRecord], list[str]]:
+def parse_metrics(
+    data: bytes, *, account: Callable[[int], None] | None = None
+) -> tuple[list[EpochRecord], list[str]]:
     """metrics.jsonl as epochs 1, 2, 3, ... and the warnings met on the way.
 
     Writers append whole lines, so only the last line can be incomplete: when it does
-    not parse it is skipped with a warning. Any other bad line, a gap, a repeated
-    epoch or a decreasing one makes the run malformed.
+    not parse it is skipped with a warning. Any other bad line, a line longer than
+    MAX_LINE_BYTES, a gap, a repeated epoch or a decreasing one makes the run malformed.
+
+    `account(nbytes)` is told what parsing costs as it goes (runstore.budget): before a
+    line is parsed, an upper bound of what parsing it may allocate; after, that bound
+    back (a negative number) and what the record kept takes. It may raise to stop.
     """
-    lines = data.split(b"\n")
-    tail = lines.pop()  # bytes after the last newline: b"" when the file ends cleanly
-    epochs = [
-        parse_epoch(line, f"metrics.jsonl line {number}")
-        for number, line in enumerate(lines, start=1)
-        if line.strip()
-    ]
+    epochs: list[EpochRecord] = []
     warnings: list[str] = []
-    if tail.strip():
+    names: dict[str, str] = {}
+    start, number = 0, 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        last = end < 0
+        line = data[start:] if last else data[start:end]
+        start = len(data) if last else end + 1
+        number += 1
+        if not line.strip():
+            continue
+        where = f"metrics.jsonl line {number}"
+        bound = json_bound(line) if account is not None and len(line) <= MAX_LINE_BYTES else 0
+        if account is not None:
+            account(bound)
+        known = len(names)
         try:
-            epochs.append(parse_epoch(tail, f"metrics.jsonl line {len(lines) + 1}"))
+            epoch = parse_epoch(line, where, names)
         except MalformedRun:
-            warnings.append(f"metrics.jsonl: truncated last line {len(lines) + 1} skipped")
+            if not last or len(line) > MAX_LINE_BYTES:
+                raise
+            warnings.append(f"metrics.jsonl: truncated last line {number} skipped")
+            continue
+        finally:
+            if account is not None:
+                account(-bound)
+        if account is not None:
+            fresh = itertools.islice(reversed(names), len(names) - known)  # this line's new
+            account(epoch_size(epoch) + sum(sys.getsizeof(n) for n in fresh))
+        epochs.append(epoch)
     for expected, epoch in enumerate(epochs, start=1):
         if epoch.epoch != expected:
             raise MalformedRun(
                 f"metrics.jsonl: epoch {epoch.epoch} where epoch {expected} was expected"
             )
     return epochs, warnings
+
+
+_EPOCH_FLOATS = tuple(
+    f.name for f in fields(EpochRecord) if f.name in _NUMBER_FIELDS and f.name != "epoch"
+)
+_EXAMPLE = EpochRecord(1)
+_RECORD_BYTES = sys.getsizeof(_EXAMPLE) + sys.getsizeof(_EXAMPLE.__dict__)
+_FLOAT_BYTES = sys.getsizeof(1.0)
+_PAIR_BYTES = sys.getsizeof((None, None)) + 8  # the pair and its slot in the tuple
+_TUPLE_BYTES = sys.getsizeof(())
+
+
+def epoch_size(epoch: EpochRecord) -> int:
+    """The bytes an EpochRecord takes in memory (its layer names aside: parse_metrics
+    shares them between lines and counts each once)."""
+    floats = sum(getattr(epoch, name) is not None for name in _EPOCH_FLOATS)
+    pairs = len(epoch.grad_norms) + len(epoch.dead_units)
+    big_epoch = sys.getsizeof(epoch.epoch) if epoch.epoch > 256 else 0  # small ints are shared
+    return (
+        _RECORD_BYTES
+        + floats * _FLOAT_BYTES
+        + 2 * _TUPLE_BYTES
+        + pairs * (_PAIR_BYTES + _FLOAT_BYTES)
+        + big_epoch
+    )

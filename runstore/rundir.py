@@ -106,9 +106,10 @@ class RunDir:
         with self._named():
             return parse_metrics(self.files.read_bytes(METRICS) or b"")[0]
 
-    def read_metrics_from(self, offset: int) -> bytes:
-        """metrics.jsonl's bytes from `offset` on (empty while it is absent or shorter)."""
-        return self.files.read_bytes(METRICS, offset) or b""
+    def read_metrics_from(self, offset: int, length: int | None = None) -> bytes:
+        """metrics.jsonl's bytes from `offset` on, at most `length` of them (empty while
+        it is absent or shorter)."""
+        return self.files.read_bytes(METRICS, offset, length) or b""
 
     def keep_metrics_through(self, epoch: int) -> None:
         """Drop lines after `epoch` (a resumed run redoes them), atomically."""

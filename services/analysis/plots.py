@@ -6,6 +6,11 @@ curves dashed), the weight layers' gradient norm against depth, and the first/la
 weight layer gradient ratio over epochs; below them the weight norm when runs recorded
 it and the extra panels (services.analysis.panels) that were asked for. Curves of runs
 of different lengths are averaged over the runs that reached each epoch.
+
+A figure takes seconds to draw, most of it inside `savefig`. A caller that may have to
+stop (its client left) passes `check`: it is called between panels and, through an
+invisible artist in every panel, while the canvas draws, and stops the figure by
+raising.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import io
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -57,15 +64,14 @@ def render_png(
     dpi: int = DEFAULT_DPI,
     title: str = "",
     extras: Extras | None = None,
+    check: Callable[[], None] | None = None,
 ) -> bytes:
     """The comparison figure as PNG bytes of exactly `width` x `height` pixels.
 
-    `extras` adds rows of three panels below the six (services.analysis.panels)."""
-    for name, value in (("width", width), ("height", height)):
-        if not 200 <= value <= MAX_PIXELS:
-            raise InvalidRequest(f"{name} {value} px not in 200..{MAX_PIXELS}")
-    if not 30 <= dpi <= 600:
-        raise InvalidRequest(f"dpi {dpi} not in 30..600")
+    `extras` adds rows of three panels below the six (services.analysis.panels);
+    `check()` is called between steps and may raise to stop the figure."""
+    check_size(width, height, dpi)
+    step = check or _nothing
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
     extra_panels = recorded_panels(groups) + (extras.panels() if extras is not None else [])
@@ -75,7 +81,11 @@ def render_png(
     if extras is not None:
         names += [n for n in dict.fromkeys(extras.group_names()) if n not in groups.runs]
     colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    if check is not None:
+        for ax in axes.flat:
+            ax.add_artist(_Checkpoint(check))
     for i, draw in enumerate(extra_panels):
+        step()
         draw(axes[2 + i // 3][i % 3], colours)
     for i in range(len(extra_panels), 3 * (rows - 2)):
         axes[2 + i // 3][i % 3].set_axis_off()
@@ -87,6 +97,7 @@ def render_png(
     ]
     labels = {name: _label(name, runs) for name, runs in groups.runs.items()}
     for ax, val_field, train_field, x_name, y_name in panels:
+        step()
         for name, runs in groups.runs.items():
             _curve(ax, runs, val_field, x_name, colours[name], labels[name], solid=True)
             _curve(ax, runs, train_field, x_name, colours[name], None, solid=False)
@@ -96,6 +107,7 @@ def render_png(
         ax.set_ylabel(f"{y_name} (val solid, train dashed)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(title=groups.group_by, fontsize="small")
+    step()
     _depth_panel(axes[0][2], flows, colours)
     _ratio_panel(axes[1][2], flows, colours)
     heading = title or f"{groups.experiment}: by {groups.group_by}"
@@ -105,10 +117,43 @@ def render_png(
         # Small figures cannot fit every label; the picture is still drawn.
         warnings.simplefilter("ignore", UserWarning)
         fig.tight_layout()
+    step()
     buffer = io.BytesIO()
     # No bbox_inches="tight": it would change the pixel size the caller asked for.
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+def check_size(width: int, height: int, dpi: int) -> None:
+    """InvalidRequest unless the figure's size and resolution are within the limits."""
+    for name, value in (("width", width), ("height", height)):
+        if not 200 <= value <= MAX_PIXELS:
+            raise InvalidRequest(f"{name} {value} px not in 200..{MAX_PIXELS}")
+    if not 30 <= dpi <= 600:
+        raise InvalidRequest(f"dpi {dpi} not in 30..600")
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Checkpoint(Artist):
+    """Draws nothing; calls `check` when its panel is drawn (tight_layout and savefig
+    draw every panel), so that a long draw can be stopped between panels."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        super().__init__()
+        self._check = check
+        self.set_zorder(-1e9)  # first among its panel's artists
+        self.set_in_layout(False)
+
+    def draw(self, renderer: object) -> None:
+        self._check()
+
+    def get_window_extent(self, renderer: object = None) -> Any:
+        from matplotlib.transforms import Bbox
+
+        return Bbox.null()
 
 
 def recorded_panels(groups: Groups) -> list[Callable[[Axes, Colours], None]]:

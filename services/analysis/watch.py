@@ -54,4 +54,5 @@ def watch(
         wait=wait,
         active=active,
         deadline=deadline,
+        max_file_bytes=store.max_file_bytes,
     )

@@ -8,6 +8,8 @@ Kubernetes manifests configure it.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +23,7 @@ from stride.commands._server import (
 )
 
 if TYPE_CHECKING:
+    from services.analysis.lanes import CallLimits
     from services.common import ServerOptions
 
 NAME = "serve-analysis"
@@ -53,6 +56,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("max-request-kb", "64"),
         help="largest request in KB (env STRIDE_MAX_REQUEST_KB, default 64: requests are a "
         "few hundred bytes; answers may be up to 64 MB)",
+    )
+    parser.add_argument(
+        "--run-memory-mb",
+        type=float,
+        default=env_default("run-memory-mb", "256"),
+        help="memory parsed runs may take, cached or in use by calls; one client's calls may "
+        "hold half of it, a run larger than that half is listed as not read, a call whose "
+        "runs do not fit is RESOURCE_EXHAUSTED (env STRIDE_RUN_MEMORY_MB, default 256)",
+    )
+    parser.add_argument(
+        "--max-queued-renders",
+        type=int,
+        default=env_default("max-queued-renders", "8"),
+        help="RenderComparison calls that wait while one is drawn; more are refused with "
+        "RESOURCE_EXHAUSTED, one client holds at most half the places "
+        "(env STRIDE_MAX_QUEUED_RENDERS, default 8)",
+    )
+    parser.add_argument(
+        "--analysis-workers",
+        type=int,
+        default=env_default("analysis-workers", "2"),
+        help="comparison calls (CompareRuns, GradientFlow, PerformanceProfile, ...) computed "
+        "at once (env STRIDE_ANALYSIS_WORKERS, default 2)",
+    )
+    parser.add_argument(
+        "--max-queued-analyses",
+        type=int,
+        default=env_default("max-queued-analyses", "16"),
+        help="comparison calls that wait for a worker; more are refused with "
+        "RESOURCE_EXHAUSTED (env STRIDE_MAX_QUEUED_ANALYSES, default 16)",
     )
     parser.add_argument(
         "--host", default=env_default("host", "0.0.0.0"), help="address to listen on"
@@ -112,15 +145,41 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
     )
 
 
+def call_limits(args: argparse.Namespace) -> CallLimits:
+    """CallLimits from the parsed arguments; ValueError names a bad option."""
+    from services.analysis.lanes import CallLimits
+
+    try:
+        return CallLimits(
+            render_queue=args.max_queued_renders,
+            analysis_workers=args.analysis_workers,
+            analysis_queue=args.max_queued_analyses,
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc} (--max-queued-renders, --analysis-workers, --max-queued-analyses)"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT, then drain and exit 0."""
     from runstore import RunStore
     from services.analysis.server import AnalysisServer
+    from services.common.server import return_large_allocations_to_the_os
 
     if not args.max_run_file_mb > 0:
         raise ValueError(f"--max-run-file-mb must be > 0, got {args.max_run_file_mb}")
-    store = RunStore(args.runs, max_file_bytes=int(args.max_run_file_mb * 2**20))
-    server = AnalysisServer(store, server_options(args)).start()
+    if not args.run_memory_mb > 0:
+        raise ValueError(f"--run-memory-mb must be > 0, got {args.run_memory_mb}")
+    # Run files of many MB are read whole and parsed runs come and go: freed buffers must
+    # go back to the system rather than ratchet the heap up.
+    return_large_allocations_to_the_os()
+    store = RunStore(
+        args.runs,
+        max_file_bytes=int(args.max_run_file_mb * 2**20),
+        memory_bytes=int(args.run_memory_mb * 2**20),
+    )
+    server = AnalysisServer(store, server_options(args), call_limits(args)).start()
     server.install_signal_handlers()
     health = f", health on {server.health_port}" if server.health_port else ""
     print(
@@ -129,4 +188,11 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     server.wait()
+    if not server.finished():
+        # A call still running past the grace period (a read blocked on the store): the
+        # interpreter would wait for its thread at exit; the pod's own limit must not.
+        logging.getLogger("stride.analysis").warning("exiting with calls still running")
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -21,10 +21,14 @@ def known_store(tmp_path: Path) -> Path:
 class FakeContext:
     """The parts of grpc.ServicerContext the servicer uses, for in-process calls."""
 
-    def __init__(self, timeout: float | None = None) -> None:
+    def __init__(self, timeout: float | None = None, peer: str = "ipv4:127.0.0.1:50000") -> None:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._callbacks: list[Callable[[], None]] = []
+        self._peer = peer
         self.cancelled = threading.Event()
+
+    def peer(self) -> str:
+        return self._peer
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
