@@ -159,6 +159,8 @@ class Acceptor:
             if slot is None:
                 _refuse(conn, self._tls is None)
                 continue
+            with contextlib.suppress(OSError):  # uvicorn writes an answer's head and body apart
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = self.loop.create_task(self._open(conn, slot))
             self._opening.add(task)
             task.add_done_callback(self._opening.discard)

@@ -134,7 +134,8 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
     Python's recursion limit, an integer of more digits than Python converts) is an
     InvalidInput naming the problem."""
     try:
-        return json.loads(str(data, "utf-8-sig"))
+        text = str(data, "utf-8")
+        return json.loads(text[1:] if text.startswith("\ufeff") else text)  # a BOM: no harm
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"the request is not valid UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:

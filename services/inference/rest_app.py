@@ -14,48 +14,58 @@ over the same `InferenceCore` as gRPC.
 
 Every call passes through `RestApp.serve`: request id, --max-concurrent-requests, the
 bearer token, the method, the error mapping (services.common.status; errors answer
-{"error": message}), the counters. The event loop answers only cheap calls; a body is
-read on the loop, counted against the memory budget (services.inference.rest_budget)
-as its bytes arrive, together with what its JSON will cost once parsed; it is then
-decompressed, parsed, converted, run and answered on a bounded thread pool, so that a
-parsed body never waits for a thread and JSON never stalls the loop's other calls.
+{"error": message}), the counters. A body is read on the event loop, counted against
+the memory budget as its bytes arrive together with what its JSON will cost once
+parsed (services.inference.rest_body, rest_budget). An infer request whose JSON and
+answer are small (the common case: tensors as binary data, or a few thousand values)
+is decoded and answered on the loop, its model run awaited from the dynamic batcher as
+over gRPC; larger JSON, compressed bodies, images to decode, load and unload go to a
+bounded thread pool, so that JSON never stalls the loop's other calls and a parsed body
+never waits for a thread (it waits as bytes, counted).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
+import os
 import time
-import uuid
-import zlib
 from collections.abc import Awaitable, Callable, Collection
 from concurrent import futures
 from typing import Any, Protocol
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from services.common.counters import CallCounters
-from services.common.errors import InvalidInput, ResourceExhausted
+from services.common.errors import ResourceExhausted
 from services.common.logs import request_id_var
 from services.common.status import http_status_for
 from services.inference import rest
 from services.inference.core import InferenceCore
-from services.inference.rest_budget import Held, JsonCost, MemoryBudget, TooCostly
-from services.inference.tensors import InferResult
+from services.inference.rest_body import (
+    Reply,
+    check_json_size,
+    encoding,
+    header,
+    headers,
+    plain,
+    read_body,
+)
+from services.inference.rest_budget import Held, MemoryBudget, TooCostly
+from services.inference.tensors import BYTES, InferRequest, InferResult
 
 log = logging.getLogger("stride.inference.http")
 
-# The JSON part of a request: parsed, each number becomes a Python object of 24 to 32
-# bytes; larger tensors go as binary data.
-MAX_JSON_BYTES = 16 * 1024 * 1024
 JSON = "application/json"
-INFLATE_STEP = 1 << 20  # bytes a compressed body is inflated by at a time (each counted)
+OCTETS = "application/octet-stream"
+# Work below this many bytes (a body's JSON as it will cost parsed, an answer as it will
+# cost encoded) is done on the event loop: it takes less than handing it to a thread.
+INLINE_COST = 1 << 20
 # Triton's extensions Stride does not implement, answered as Triton's HTTP server answers
 # for what a build of it lacks (503, "the server does not support ...").
 UNSUPPORTED = {
@@ -83,14 +93,6 @@ class AppOptions(Protocol):
     def max_concurrent(self) -> int | None: ...
     @property
     def body_timeout(self) -> float: ...
-
-
-class Reply(Exception):
-    """An answer decided before the core was called (404, 405, 413, ...)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 Handler = Callable[[Request, Held], Awaitable[Response]]
@@ -141,7 +143,7 @@ class RestApp:
             int(options.memory_budget_mb_per_peer * 1024 * 1024),
         )
         self._in_flight = 0  # calls being answered, probes aside (the event loop only)
-        self.pool = futures.ThreadPoolExecutor(options.threads, thread_name_prefix="http")
+        self.pool = futures.ThreadPoolExecutor(options.threads, thread_name_prefix="http-work")
         self.router = Router(self._routes(), redirect_slashes=False, default=self._not_found())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -200,7 +202,7 @@ class RestApp:
         counters; the call's memory reservations are released once it is answered."""
         start = time.perf_counter_ns()
         scope = request.scope
-        rid = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
+        rid = header(request, b"x-request-id")[:64] or os.urandom(8).hex()
         token = request_id_var.set(rid)
         client = scope.get("client")
         held = Held(self.budget, str(client[0]) if client else "")
@@ -246,8 +248,8 @@ class RestApp:
     def _authorize(self, request: Request) -> None:
         if self._token is None:
             return
-        given = request.headers.get("authorization")
-        if given is None or not hmac.compare_digest(given.encode("latin-1"), self._token):
+        given = headers(request).get(b"authorization")
+        if given is None or not hmac.compare_digest(given, self._token):
             reason = "missing" if given is None else "invalid"
             raise Reply(401, f"{reason} bearer token: send header 'Authorization: Bearer <token>'")
 
@@ -270,64 +272,25 @@ class RestApp:
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-    async def _body(self, request: Request, held: Held, json_part: int | None = None) -> bytearray:
-        """The request body as it arrived (compressed or not), its bytes counted in `held` as
-        they come, together with what the first `json_part` bytes (all of them when None)
-        will cost once parsed; 413 past the message size or the JSON limit, 429 past the
-        memory budget, 408 past the body timeout, 415 for an unknown encoding.
+    async def _body(
+        self, request: Request, held: Held, json_part: int | None = None
+    ) -> tuple[bytearray, int]:
+        timeout = self.options.body_timeout
+        return await read_body(
+            request, held, max_bytes=self._max_body, timeout=timeout, json_part=json_part
+        )
 
-        Nothing is counted for what Content-Length declares: a client that declares 64 MB
-        and sends nothing holds nothing.
-        """
-        declared = request.headers.get("content-length", "")
-        size = int(declared) if declared.isdigit() else 0
-        if size > self._max_body:
-            raise Reply(
-                413, f"request body of {size} bytes exceeds {self._max_body} (--max-message-mb)"
-            )
-        encoding = _encoding(request)
-        if encoding not in ("", "identity", "gzip", "deflate"):
-            raise Reply(
-                415, f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none"
-            )
-        # The JSON's cost is counted here for a plain body, while inflating for a compressed one.
-        json_left = 0
-        if encoding in ("", "identity"):
-            json_left = self._max_body + 1 if json_part is None else json_part
-        json_cost = JsonCost()
-        body = bytearray()
-        try:
-            async with asyncio.timeout(self.options.body_timeout):
-                async with contextlib.aclosing(request.stream()) as chunks:
-                    async for chunk in chunks:
-                        if len(body) + len(chunk) > self._max_body:
-                            raise Reply(
-                                413,
-                                f"request body exceeds {self._max_body} bytes (--max-message-mb)",
-                            )
-                        cost = len(chunk)
-                        if json_left > 0:
-                            part = chunk[:json_left]
-                            json_left -= len(part)
-                            _check_json_size(len(body) + len(part))
-                            cost += json_cost.add(part)
-                        held.reserve(cost)
-                        body += chunk
-        except TimeoutError:
-            raise Reply(
-                408,
-                f"the request body did not arrive within {self.options.body_timeout:g} s "
-                f"({len(body)} of {size or 'unknown'} bytes; --http-body-timeout)",
-            ) from None
-        except ClientDisconnect:
-            raise Reply(400, "the client closed the connection mid-request") from None
-        return body
+    def _plain(
+        self, body: bytearray, coding: str, held: Held, json_part: int | None = None
+    ) -> bytearray:
+        return plain(body, coding, held, max_bytes=self._max_body, json_part=json_part)
 
     # Health and metadata: answered on the event loop ---------------------------------
 
     async def _live(self, request: Request, held: Held) -> Response:
-        return _json(200, {"live": True}) if self.core.live() else _json(
-            400, {"live": False, "error": "the server is not live"})  # fmt: skip
+        if self.core.live():
+            return _json(200, {"live": True})
+        return _json(400, {"live": False, "error": "the server is not live"})
 
     async def _ready(self, request: Request, held: Held) -> Response:
         if self.core.ready():
@@ -363,12 +326,12 @@ class RestApp:
     # The repository: parsed and run on the thread pool -------------------------------
 
     async def _index(self, request: Request, held: Held) -> Response:
-        body = await self._body(request, held)
-        entries = await self._run(self._index_sync, body, _encoding(request), held)
+        body, _ = await self._body(request, held)
+        entries = await self._run(self._index_sync, body, encoding(request), held)
         return _json(200, entries)
 
-    def _index_sync(self, body: bytearray, encoding: str, held: Held) -> list[dict[str, str]]:
-        ready = rest.parse_json_object(self._plain(body, encoding, held)).get("ready", False)
+    def _index_sync(self, body: bytearray, coding: str, held: Held) -> list[dict[str, str]]:
+        ready = rest.parse_json_object(self._plain(body, coding, held)).get("ready", False)
         if not isinstance(ready, bool):
             raise Reply(400, "Invalid value for 'ready': expected a boolean")
         return rest.index(self.core.index(ready))
@@ -382,11 +345,11 @@ class RestApp:
     async def _control(
         self, request: Request, held: Held, call: Callable[[str, list[str]], None]
     ) -> Response:
-        body = await self._body(request, held)
-        name, encoding = request.path_params["name"], _encoding(request)
+        body, _ = await self._body(request, held)
+        name, coding = request.path_params["name"], encoding(request)
 
         def run() -> None:
-            params = rest.parse_json_object(self._plain(body, encoding, held)).get("parameters")
+            params = rest.parse_json_object(self._plain(body, coding, held)).get("parameters")
             if not isinstance(params or {}, dict):
                 raise Reply(400, "'parameters' must be a JSON object")
             call(name, list(params or {}))
@@ -397,87 +360,71 @@ class RestApp:
     # Inference ------------------------------------------------------------------
 
     async def _infer(self, request: Request, held: Held) -> Response:
+        """Decode, run and encode an infer request: on the event loop when its JSON and its
+        answer are small (less work than a hand-over to a thread), else on the thread pool;
+        the model's run is awaited from the dynamic batcher either way (BYTES inputs, images
+        decoded by the model, run on the pool)."""
         name, version = _model(request)
-        length = request.headers.get(rest.HEADER_LENGTH)
+        length = headers(request).get(b"inference-header-content-length")
         json_part = int(length) if length is not None and length.isdigit() else None
         if json_part is not None:
-            _check_json_size(json_part)
-        body = await self._body(request, held, json_part)
-        args = (name, version, body, length, _encoding(request), held)
-        response: Response = await self._run(self._infer_sync, *args)
+            check_json_size(json_part)
+        body, parsed = await self._body(request, held, json_part)
+        header_length = None if length is None else length.decode("latin-1")
+        args = (name, version, body, header_length, encoding(request), held)
+        if args[4] == "identity" and parsed <= INLINE_COST:
+            decoded = self._decode(*args)
+        else:
+            decoded = await self._run(self._decode, *args)
+        del body
+        infer_request, chosen, default = decoded
+        # The request's `timeout` parameter applies as the model's queue policy allows (there
+        # is no call deadline over HTTP).
+        if any(tensor.datatype == BYTES for tensor in infer_request.inputs):
+            result = await self._run(self.core.infer, infer_request, None)
+        else:
+            result = await self.core.infer_async(infer_request, None)
+        del infer_request, decoded
+        cost = _answer_cost(result, chosen, default)
+        held.reserve(cost)
+        if cost <= INLINE_COST:
+            return _answer(result, chosen, default)
+        response: Response = await self._run(_answer, result, chosen, default)
         return response
 
-    def _infer_sync(
-        self, name: str, version: str, body: bytearray, length: str | None, encoding: str,
+    def _decode(
+        self, name: str, version: str, body: bytearray, length: str | None, coding: str,
         held: Held,
-    ) -> Response:  # fmt: skip
-        """Decode, run and encode one infer request (on a pool thread)."""
+    ) -> tuple[InferRequest, set[str] | None, bool]:  # fmt: skip
+        """The request (its arrays), the outputs asked for as binary data (None: all as the
+        default says) and that default."""
         json_part = int(length) if length is not None and length.isdigit() else None
-        body = self._plain(body, encoding, held, json_part)
+        body = self._plain(body, coding, held, json_part)
         header, binary = rest.parse_header(body, length)
         request, default = rest.request_from_json(
             name, version, header, binary, self.core.max_bytes_elements
         )
         chosen = rest.binary_outputs(header, default) if "outputs" in header else None
-        del header  # the parsed JSON: the request's arrays are what is left of it
-        # The request's `timeout` parameter applies as the model's queue policy allows (there
-        # is no call deadline over HTTP).
-        result = self.core.infer(request, None)
-        del request, binary
-        held.reserve(_answer_cost(result, chosen, default))
-        text, chunks = rest.response_to_json(result, chosen, default)
-        if not chunks:
-            return Response(text, 200, media_type=JSON)
-        headers = {rest.HEADER_LENGTH: str(len(text))}
-        body_out = b"".join([text, *chunks])
-        return Response(body_out, 200, headers, media_type="application/octet-stream")
-
-    def _plain(
-        self, body: bytearray, encoding: str, held: Held, json_part: int | None = None
-    ) -> bytearray:
-        """`body` decompressed (as it is when not compressed), at most one step of
-        INFLATE_STEP bytes at a time, each counted in `held` with what the first
-        `json_part` bytes (all when None) will cost parsed; 413 past the message size."""
-        if encoding in ("", "identity"):
-            if json_part is None:
-                _check_json_size(len(body))
-            return body
-        wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}[encoding]
-        inflater = zlib.decompressobj(wbits)
-        json_left = self._max_body + 1 if json_part is None else json_part
-        json_cost = JsonCost()
-        out, pending = bytearray(), bytes(body)
-        del body
-        while True:
-            try:
-                piece = inflater.decompress(pending, INFLATE_STEP)
-            except zlib.error as exc:
-                raise InvalidInput(f"the body is not valid {encoding}: {exc}") from None
-            pending = inflater.unconsumed_tail
-            if len(out) + len(piece) > self._max_body:
-                raise Reply(
-                    413, f"the decompressed body exceeds {self._max_body} bytes (--max-message-mb)"
-                )
-            cost = len(piece)
-            if json_left > 0:
-                part = piece[:json_left]
-                json_left -= len(part)
-                _check_json_size(len(out) + len(part))
-                cost += json_cost.add(part)
-            held.reserve(cost)
-            out += piece
-            if not piece and not pending:
-                return out
+        return request, chosen, default
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _answer(result: InferResult, chosen: set[str] | None, default: bool) -> Response:
+    text, chunks = rest.response_to_json(result, chosen, default)
+    if not chunks:
+        return Response(text, 200, media_type=JSON)
+    headers = {rest.HEADER_LENGTH: str(len(text))}
+    return Response(b"".join([text, *chunks]), 200, headers, media_type=OCTETS)
 
 
 def _answer_cost(result: InferResult, chosen: set[str] | None, default: bool) -> int:
     """An upper bound of what encoding `result` takes: for an output answered as JSON, a
     Python object, a list slot and its text per element; as binary data, its bytes twice
     (copied out, then joined into the answer)."""
-    cost = 1024
+    # The id is echoed: its text and the bytes encoded from it (\uXXXX escapes if not ASCII).
+    cost = 1024 + len(result.id) * (2 if result.id.isascii() else 12)
     for out in result.outputs:
         as_binary = default if chosen is None else out.name in chosen
         if isinstance(out.data, list):
@@ -488,20 +435,7 @@ def _answer_cost(result: InferResult, chosen: set[str] | None, default: bool) ->
     return cost
 
 
-def _encoding(request: Request) -> str:
-    return request.headers.get("content-encoding", "identity").lower()
-
-
 def _model(request: Request) -> tuple[str, str]:
     params = request.path_params
     version = params.get("version")
     return params["name"], "" if version is None else str(version)
-
-
-def _check_json_size(size: int) -> None:
-    if size > MAX_JSON_BYTES:
-        raise Reply(
-            413,
-            f"the JSON part of the request is {size} bytes, more than {MAX_JSON_BYTES}: send "
-            "large tensors as binary data (parameter binary_data_size)",
-        )

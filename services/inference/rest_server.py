@@ -113,6 +113,9 @@ class HttpServer:
             http=protocol_class(options.header_timeout),
             ws="none",
             lifespan="off",
+            # The client is the connection's address (the limits per client count by it), not
+            # what an X-Forwarded-For header says.
+            proxy_headers=False,
             access_log=False,
             log_config=None,
             server_header=False,

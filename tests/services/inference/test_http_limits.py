@@ -179,9 +179,12 @@ def test_malformed_json_is_a_400_naming_the_problem(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_json_is_parsed_on_the_thread_pool(
+def test_large_json_is_parsed_on_the_thread_pool_and_small_json_on_the_loop(
     server: InferenceServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """JSON that costs more than INLINE_COST parsed is parsed on a pool thread ("http-work"),
+    never on the event loop's ("http"); a small request is answered on the loop, where a
+    hand-over to a thread would cost more than the parse."""
     threads = []
     loads = rest.loads
 
@@ -190,9 +193,15 @@ def test_json_is_parsed_on_the_thread_pool(
         return loads(data)
 
     monkeypatch.setattr(rest, "loads", spy)
-    assert ask(server, request("/v2/models/digits/infer", b"{}"))[0] == 400
-    assert ask(server, request("/v2/repository/index", b"{}"))[0] == 200
-    assert len(threads) == 2 and all(name.startswith("http") for name in threads), threads
+    x = [0.5] * 64
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": x}
+    small = json.dumps({"inputs": [tensor]}).encode()
+    large = json.dumps({"inputs": [tensor], "id": "x" * (600 << 10)}).encode()
+    repository = b'{"ready": true}'
+    for body, path in ((small, "/v2/models/digits/infer"), (large, "/v2/models/digits/infer"),
+                       (repository, "/v2/repository/index")):  # fmt: skip
+        assert ask(server, request(path, body))[0] == 200
+    assert threads[0] == "http" and all(t.startswith("http-work") for t in threads[1:]), threads
 
 
 def test_json_that_would_cost_more_than_a_client_may_hold_is_413(server: InferenceServer) -> None:

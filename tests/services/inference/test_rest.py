@@ -324,9 +324,9 @@ def test_token_and_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_large_json_is_refused_before_parsing(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.inference import rest_app
+    from services.inference import rest_body
 
-    monkeypatch.setattr(rest_app, "MAX_JSON_BYTES", 100)
+    monkeypatch.setattr(rest_body, "MAX_JSON_BYTES", 100)
     status, _, body = call(f"{base}/v2/models/digits/infer", infer_json(X))
     assert status == 413 and "binary_data_size" in json.loads(body)["error"]
 
@@ -380,8 +380,9 @@ def test_calls_past_max_concurrent_are_refused_and_probes_are_not() -> None:
         def ready(self) -> bool:
             return True
 
-        def infer(self, request: Any, deadline: Any) -> InferResult:
-            release.wait(10)
+        async def infer_async(self, request: Any, deadline: Any) -> InferResult:
+            while not release.is_set():  # a model still running
+                await asyncio.sleep(0.01)
             return InferResult(request.model, "1", request.id)
 
     app = RestApp(SlowCore(), HttpOptions(max_concurrent=1))  # type: ignore[arg-type]
