@@ -18,6 +18,9 @@ a while. uvicorn (0.30 to 0.55) bounds none of this, and has no option for it:
   of the connection or of the request's first byte (408 and closed, nginx's
   client_header_timeout); a request answered before its body was read must finish
   sending it within as long (its bytes are thrown away), else the connection is closed.
+- answers: one the client does not read stays in the transport's buffer. Here an
+  answer whose bytes have not moved for `header_timeout` seconds is dropped, with its
+  connection.
 - pipelining: uvicorn parses every request a read holds, queues those it cannot serve
   yet and reads on after each answer, so a client that sends requests and never reads
   the answers grows the queue without end. Here reading stays paused while requests
@@ -230,6 +233,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._whole_chunk = False  # the chunk being parsed began inside a request's headers
         self._refused = False  # answered for good: what still comes is thrown away
         self._linger: asyncio.TimerHandle | None = None
+        self._writes: asyncio.TimerHandle | None = None  # watches an answer not yet sent
 
     # The connection ------------------------------------------------------------
 
@@ -239,8 +243,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        if self._linger is not None:
-            self._linger.cancel()
+        for timer in (self._linger, self._writes):
+            if timer is not None:
+                timer.cancel()
         if self.slot is not None:
             self.slot.release()
         super().connection_lost(exc)
@@ -268,6 +273,18 @@ class GuardedProtocol(HttpToolsProtocol):
         draining = self.cycle is not None and not self._request_done  # answered already
         # An unread body not sent in time after its answer, or headers not in time.
         self._refuse(b"" if draining else HEADERS_LATE)
+
+    def _check_writes(self, before: int) -> None:
+        """An answer the client does not read stays in memory until it does: one that has
+        not moved for the header time is dropped with its connection."""
+        self._writes = None
+        unsent = self.transport.get_write_buffer_size()
+        if not unsent or self._refused:
+            return
+        if unsent >= before:
+            self.transport.abort()
+            return
+        self._writes = self.loop.call_later(self.header_timeout, self._check_writes, unsent)
 
     # Parsing -------------------------------------------------------------------
 
@@ -359,6 +376,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # starts the next waiting request, resumes reading
+        unsent = self.transport.get_write_buffer_size()
+        if unsent and self._writes is None:
+            self._writes = self.loop.call_later(self.header_timeout, self._check_writes, unsent)
         if self.transport.is_closing():
             return
         if self.pipeline:

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -239,3 +240,27 @@ def wait_for(condition: Any, timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+def test_an_answer_the_client_does_not_read_is_dropped(tmp_path: Path) -> None:
+    """A 12 MB answer (the request's id, echoed) to a client that reads nothing: once its
+    bytes have not moved for the header time, the server drops it with the connection
+    instead of keeping it for as long as the client stays."""
+    add_model(tmp_path, "digits")
+    http = HttpOptions(host="127.0.0.1", port=0, grace_period=1, header_timeout=HEADER_TIMEOUT)
+    options = ServerOptions(host="127.0.0.1", port=0, grace_period=1)
+    srv = InferenceServer(tmp_path, options, metrics=None, http=http).start()
+    try:
+        tensor = {"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0] * 64}
+        body = json.dumps({"id": "x" * (12 << 20), "inputs": [tensor]}).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert srv.http is not None
+        sock.connect(("127.0.0.1", srv.http.port))
+        with sock:
+            sock.sendall(request("/v2/models/digits/infer", body))
+            time.sleep(8 * HEADER_TIMEOUT)  # reading nothing
+            received = len(read_all(sock, timeout=30))
+        assert received < len(body)  # cut short: the rest was dropped
+    finally:
+        srv.stop(0)
