@@ -13,7 +13,7 @@ a while. uvicorn (0.30 to 0.55) bounds none of this, and has no option for it:
   timeout; a handshaking connection is counted like any other.
 - headers: httptools keeps every header line (and a header value grows without end
   until its line ends). Here the request line and headers of a request may take
-  `MAX_HEADER_BYTES`; past that: 431 and closed.
+  `MAX_HEADER_BYTES` and `MAX_HEADERS` fields; past that: 431 and closed.
 - time: a connection must send each request's headers within `header_timeout` seconds
   of the connection or of the request's first byte (408 and closed, nginx's
   client_header_timeout); a request answered before its body was read must finish
@@ -46,6 +46,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("stride.inference.http")
 
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers of one request (Node.js's default)
+MAX_HEADERS = 100  # header fields of one request (Apache's LimitRequestFields)
 MAX_PIPELINED = 8  # requests parsed and waiting behind the one being answered
 LINGER_S = 1.0  # seconds a refused connection is read from (and what comes thrown away)
 
@@ -61,7 +62,7 @@ def _reply(status: str, message: str) -> bytes:
 HEADERS_LATE = _reply("408 Request Timeout", "request headers did not arrive in time")
 HEADERS_TOO_LARGE = _reply(
     "431 Request Header Fields Too Large",
-    f"the request line and headers exceed {MAX_HEADER_BYTES} bytes",
+    f"the request line and headers exceed {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields",
 )
 TOO_MANY = _reply("503 Service Unavailable", "too many connections from this address or in all")
 
@@ -358,6 +359,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
+        if len(self.headers) >= MAX_HEADERS:  # a short line costs 20 times its bytes parsed
+            raise _Refused(HEADERS_TOO_LARGE)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
