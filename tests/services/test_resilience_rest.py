@@ -1,8 +1,9 @@
 """Issue 25's REST attacks (items 2, 3, 4, 8, 9, 13) against `stride serve`, scaled to seconds.
 
 The server runs as a subprocess with the flags deploy/k8s gives it (TLS on the main
-ports, a bearer token, a metrics port), and a few limits made small through the
-environment so that each attack reaches them quickly. While an attack runs, a probe
+ports, a bearer token, metrics and health ports, its grace period and polling), and a
+few limits made small through the environment so that each attack reaches them
+quickly. While an attack runs, a probe
 from another address (127.0.0.1; the attacks come from 127.0.0.2) calls REST's ready
 and a JSON infer, and gRPC health, every 100 ms: none may fail or wait 1 s. Each test
 also measures what the attack cost: the server's resident memory (/proc, against its
@@ -92,11 +93,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     repo = root / "repository"
     linear_model(repo, "digits", max_batch=64)
     (root / "token").write_text(TOKEN)
-    port, metrics_port, http_port = free_port(), free_port(), free_port()
-    command = [
+    port, metrics_port, http_port, health_port = (free_port() for _ in range(4))
+    command = [  # deploy/k8s/base/inference-deployment.yaml's flags, on free ports
         sys.executable, "-m", "stride.cli", "serve", "--repository", str(repo),
         "--host", "127.0.0.1", "--port", str(port), "--http-port", str(http_port),
-        "--metrics-port", str(metrics_port), "--grace-period", "2",
+        "--metrics-port", str(metrics_port), "--health-port", str(health_port),
+        "--grace-period", "20", "--poll-interval", "10",
         "--tls-cert", str(certs["server.pem"]), "--tls-key", str(certs["server.key"]),
         "--auth-token-file", str(root / "token"), "--threads", "1", "--log-format", "text",
     ]  # fmt: skip

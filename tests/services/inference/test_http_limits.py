@@ -266,3 +266,19 @@ def test_an_answer_the_client_does_not_read_is_dropped(tmp_path: Path) -> None:
         assert received < len(body)  # cut short: the rest was dropped
     finally:
         srv.stop(0)
+
+
+def test_several_processes_can_listen_on_one_port_with_reuse_port() -> None:
+    """`HttpOptions(reuse_port=True)`: a second server process binds the same port (the
+    kernel spreads connections among them); without it the port is busy."""
+    from services.inference.rest_server import _listen
+
+    first = _listen("127.0.0.1", 0, reuse_port=True)
+    port = first.getsockname()[1]
+    try:
+        second = _listen("127.0.0.1", port, reuse_port=True)
+        second.close()
+        with pytest.raises(OSError, match="cannot listen for HTTP"):
+            _listen("127.0.0.1", port)
+    finally:
+        first.close()
