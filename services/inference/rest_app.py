@@ -151,7 +151,9 @@ class RestApp:
             await self.router(scope, receive, send)
 
     def _routes(self) -> list[Route]:
-        def route(path: str, name: str, handler: Handler, *methods: str, probe: bool = False):
+        def route(
+            path: str, name: str, handler: Handler, *methods: str, probe: bool = False
+        ) -> Route:
             return Route(path, Endpoint(self, name, handler, methods, probe=probe))
 
         model = "/v2/models/{name}"
