@@ -81,10 +81,11 @@ class HttpOptions:
             )
         if self.max_message_mb <= 0:
             raise ValueError(f"HTTP message size must be positive, got {self.max_message_mb} MB")
-        if not 0 < self.memory_budget_mb_per_peer <= self.memory_budget_mb:
+        if not self.max_message_mb <= self.memory_budget_mb_per_peer <= self.memory_budget_mb:
             raise ValueError(
-                "the HTTP memory budget per client must be positive and at most the whole "
-                f"budget, got {self.memory_budget_mb_per_peer} of {self.memory_budget_mb} MB"
+                "the HTTP memory budget per client must hold at least one message and at most "
+                f"the whole budget, got {self.memory_budget_mb_per_peer} MB per client, "
+                f"{self.memory_budget_mb} MB in all, messages of {self.max_message_mb} MB"
             )
         if not 1 <= self.max_connections_per_peer <= self.max_connections:
             raise ValueError(

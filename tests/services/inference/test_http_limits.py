@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferenceServer
     add_model(repo, "digits")
     http = HttpOptions(
         host="127.0.0.1", port=0, grace_period=1, header_timeout=HEADER_TIMEOUT,
-        max_connections=6, max_connections_per_peer=3, memory_budget_mb=8,
+        max_connections=6, max_connections_per_peer=3, max_message_mb=4, memory_budget_mb=8,
         memory_budget_mb_per_peer=4,
     )  # fmt: skip
     options = ServerOptions(host="127.0.0.1", port=0, grace_period=1)
