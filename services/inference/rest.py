@@ -267,20 +267,23 @@ def _json_data(out: OutputTensor) -> list[Any]:
 
 def response_to_json(
     result: InferResult, binary: set[str] | None, default: bool
-) -> tuple[bytes, list[bytes]]:
-    """The answer's JSON and the binary chunks that follow it (empty: a JSON-only answer).
+) -> tuple[bytes, list[bytes | memoryview]]:
+    """The answer's JSON and the binary chunks that follow it (empty: a JSON-only answer);
+    a numeric output's chunk is a view of its array, not a copy.
 
     `binary` names the outputs sent as bytes; None means every output uses `default`.
     """
-    outputs, chunks = [], []
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes | memoryview] = []
     for out in result.outputs:
         entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
         as_binary = default if binary is None else out.name in binary
         if as_binary:
+            raw: bytes | memoryview
             if isinstance(out.data, list):
                 raw = encode_bytes_elements(out.data)
             else:
-                raw = np.ascontiguousarray(out.data).tobytes()
+                raw = np.ascontiguousarray(out.data).data.cast("B")  # a view, not a copy
             entry["parameters"] = {BINARY_SIZE: len(raw)}
             chunks.append(raw)
         else:

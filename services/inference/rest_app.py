@@ -387,6 +387,8 @@ class RestApp:
         else:
             result = await self.core.infer_async(infer_request, None)
         del infer_request, decoded
+        # The request's body and JSON are gone now; what is held from here is the answer.
+        held.release()
         cost = _answer_cost(result, chosen, default)
         held.reserve(cost)
         if cost <= INLINE_COST:
@@ -422,9 +424,10 @@ def _answer(result: InferResult, chosen: set[str] | None, default: bool) -> Resp
 
 
 def _answer_cost(result: InferResult, chosen: set[str] | None, default: bool) -> int:
-    """An upper bound of what encoding `result` takes: for an output answered as JSON, a
-    Python object, a list slot and its text per element; as binary data, its bytes twice
-    (copied out, then joined into the answer)."""
+    """An upper bound of what encoding `result` takes beyond the outputs themselves (the
+    model's, like ONNX Runtime's working memory, not counted): for an output answered as
+    JSON, a Python object, a list slot and its text per element; as binary data, its
+    bytes once (read in place, joined into the answer), twice for BYTES."""
     # The id is echoed: its text and the bytes encoded from it (\uXXXX escapes if not ASCII).
     cost = 1024 + len(result.id) * (2 if result.id.isascii() else 12)
     for out in result.outputs:
@@ -433,7 +436,7 @@ def _answer_cost(result: InferResult, chosen: set[str] | None, default: bool) ->
             size = sum(len(item) for item in out.data) + 4 * len(out.data)
             cost += 2 * size if as_binary else 64 * len(out.data) + 3 * size
         else:
-            cost += 2 * out.data.nbytes if as_binary else 64 * out.data.size
+            cost += out.data.nbytes if as_binary else 64 * out.data.size
     return cost
 
 
