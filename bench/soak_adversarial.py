@@ -9,6 +9,13 @@ as failures of the load's model): repeated outputs, made-up method names, idle
 streams past --max-streams, oversized images, millions of empty BYTES elements,
 half-open metrics connections. A probe calls health every 100 ms with a 1 s deadline.
 
+The server also serves REST (`--http-port`, a 2 s header timeout and a 32 MB REST memory
+budget, so that the REST attacks reach its limits): the same client cycles through
+issue 25's REST attacks (bench/rest_attacks.py) from another address (127.0.0.2):
+header lines that never end, pipelined requests never read, bodies of `{}` that cost
+too much parsed, withheld bodies, silent connections past the per-address limit, held
+metrics connections while a scrape from 127.0.0.1 must be answered.
+
 Pass, printed and checked (the exit status is 1 otherwise):
 - zero failed normal requests: perf_analyzer reports no error and the server counts
   no failure for `digits`;
@@ -25,9 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import attacks
-from bench.attacks import Outcome, Probe, Target
+from bench import attacks, rest_attacks
+from bench.attacks import Outcome, Probe, Target, _timed
 from bench.repo import linear_model
+from bench.rest_attacks import RestTarget
 from bench.servers import (
     free_port,
     perf_analyzer_command,
@@ -46,7 +54,16 @@ CLEAR = {
     "large images": {"INVALID_ARGUMENT"},
     "empty BYTES elements": {"INVALID_ARGUMENT"},
     "half-open metrics connections": {"closed"},
+    "REST header flood": {"answered 431"},
+    "REST pipelined requests never read": {"closed"},
+    "costly JSON": {"413", "429"},
+    "withheld REST bodies": {"open", "answered 429"},
+    "silent REST connections": {"answered 408", "answered 503", "closed"},
+    "scrapes beside held metrics connections": {"200"},
 }
+HEADER_TIMEOUT_S = 2  # the server's --http-header-timeout here
+REST_BUDGET_MB = 32  # and --http-memory-budget-mb: 16 MB for one address
+ATTACKER = "127.0.0.2"
 STREAM_HOLD_S = 5.0  # each cycle holds its idle streams this long, then leaves
 METRICS_HOLD_S = 7.0  # half-open metrics connections: stride serve's --metrics-timeout + 2
 
@@ -54,8 +71,9 @@ METRICS_HOLD_S = 7.0  # half-open metrics connections: stride serve's --metrics-
 class Hostile:
     """Cycles through the attacks until stopped; `outcomes` adds up what each one got."""
 
-    def __init__(self, target: Target, max_streams: int) -> None:
+    def __init__(self, target: Target, max_streams: int, rest: RestTarget) -> None:
         self.target = target
+        self.rest = rest
         self.max_streams = max_streams
         self.outcomes: dict[str, Outcome] = {}
         self.cycles = 0
@@ -65,6 +83,7 @@ class Hostile:
         self._plain = attacks.repeated_outputs_request(target.model, 20_000)
         self._ranked = attacks.repeated_outputs_request(target.model, 1_000, k=10)
         self._empty = attacks.empty_bytes_requests(target.model, 2_000_000)
+        self._costly = rest_attacks.empty_objects_body(2 << 20)
         attacks.large_png(4000)
 
     def _attacks(self) -> list[Any]:
@@ -77,7 +96,38 @@ class Hostile:
             lambda: attacks.large_images(t, side=4000, parallel=4),
             lambda: attacks.empty_bytes(t, self._empty),
             lambda: attacks.half_open_metrics(t, count=40, hold=METRICS_HOLD_S),
+            *self._rest_attacks(),
         ]
+
+    def _rest_attacks(self) -> list[Any]:
+        r = self.rest
+        return [
+            lambda: rest_attacks.header_flood(r, 5),
+            lambda: rest_attacks.header_flood(r, 5, one_value=True),
+            lambda: rest_attacks.pipeline_flood(r, 5),
+            lambda: rest_attacks.parallel_posts(r, "costly JSON", self._costly, 4, source=ATTACKER),
+            self._withheld,
+            lambda: rest_attacks.silent_connections(
+                r, 140, hold=HEADER_TIMEOUT_S + 2, source=ATTACKER
+            ),
+            self._scrapes,
+        ]
+
+    def _withheld(self) -> Outcome:
+        with rest_attacks.withheld_bodies(self.rest, 4, 8 << 20, ATTACKER) as outcome:
+            time.sleep(2)
+        return outcome
+
+    def _scrapes(self) -> Outcome:
+        def attack(out: Outcome) -> None:
+            with rest_attacks.held_metrics_connections(self.rest, 8, ATTACKER):
+                for _ in range(3):
+                    try:
+                        out.add(str(rest_attacks.scrape(self.rest)))
+                    except OSError as exc:
+                        out.add(type(exc).__name__)
+
+        return _timed("scrapes beside held metrics connections", attack)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -109,15 +159,20 @@ def adversarial(minutes: float, window_s: float = 60, concurrency: int = 64) -> 
         repo = Path(tmp)
         linear_model(repo, "digits", max_batch=64)
         linear_model(repo, "target", max_batch=64)
-        port, metrics_port = free_port(), free_port()
-        server = start_stride_serve(repo, port, metrics_port=metrics_port)
+        port, metrics_port, http_port = free_port(), free_port(), free_port()
+        extra = ("--http-header-timeout", str(HEADER_TIMEOUT_S),
+                 "--http-memory-budget-mb", str(REST_BUDGET_MB))  # fmt: skip
+        server = start_stride_serve(
+            repo, port, metrics_port=metrics_port, http_port=http_port, extra=extra
+        )
         try:
             ready_s = wait_ready(port, server)
             target = Target(port, "target", metrics_port=metrics_port)
+            rest = RestTarget(http_port, "target", metrics_port=metrics_port)
             command = perf_analyzer_command(
                 "digits", port, concurrency, int(window_s * 1000), passes, stability=0
             )
-            hostile = Hostile(target, max_streams)
+            hostile = Hostile(target, max_streams, rest)
             start = time.perf_counter()
             sampler = Sampler(server.pid, port, "digits")
             watcher = threading.Thread(target=sampler.run, args=(start,), daemon=True)

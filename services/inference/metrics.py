@@ -151,11 +151,13 @@ DEFAULT_TIMEOUT = 5.0
 
 
 class _HTTPServer(ThreadingHTTPServer):
-    """A thread per connection, but at most `max_connections` of them, each ended after
-    `timeout` seconds however slowly its client trickles bytes.
+    """A thread per connection, but at most `max_connections` of them (a quarter of them,
+    at least one, from one client address), each ended after `timeout` seconds however
+    slowly its client trickles bytes.
 
     The standard server kept a thread for every half-sent request for ever (300 such
-    connections: 300 threads, and 5,700 lines of tracebacks when they closed).
+    connections: 300 threads, and 5,700 lines of tracebacks when they closed); and when
+    one client held every connection, no scrape was answered.
     """
 
     daemon_threads = True
@@ -173,10 +175,12 @@ class _HTTPServer(ThreadingHTTPServer):
         ssl_context: ssl.SSLContext | None,
     ) -> None:
         self.max_connections = max_connections
+        self.max_per_peer = max(1, max_connections // 4)
         self.connection_timeout = timeout
         self.refused = 0
         self._ssl = ssl_context
         self._open: dict[socket.socket, float] = {}  # connection -> when it must be closed
+        self._peers: dict[str, int] = {}  # open connections per client address
         self._open_lock = threading.Lock()
         super().__init__(address, handler)
 
@@ -187,10 +191,13 @@ class _HTTPServer(ThreadingHTTPServer):
         return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        peer = _peer(client_address)
         with self._open_lock:
-            full = len(self._open) >= self.max_connections
+            mine = self._peers.get(peer, 0)
+            full = len(self._open) >= self.max_connections or mine >= self.max_per_peer
             if not full:
                 self._open[request] = time.monotonic() + self.connection_timeout
+                self._peers[peer] = mine + 1
         if full:
             self.refused += 1
             self.shutdown_request(request)  # closed at once: no thread, no reply
@@ -198,7 +205,7 @@ class _HTTPServer(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._forget(request)
+            self._forget(request, peer)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -211,11 +218,16 @@ class _HTTPServer(ThreadingHTTPServer):
             log.debug("metrics connection from %s failed", client_address, exc_info=True)
             self.shutdown_request(request)
         finally:
-            self._forget(request)
+            self._forget(request, _peer(client_address))
 
-    def _forget(self, request: Any) -> None:
+    def _forget(self, request: Any, peer: str) -> None:
         with self._open_lock:
-            self._open.pop(request, None)
+            if self._open.pop(request, None) is not None:
+                left = self._peers.get(peer, 0) - 1
+                if left > 0:
+                    self._peers[peer] = left
+                else:
+                    self._peers.pop(peer, None)
 
     def service_actions(self) -> None:
         # Called by serve_forever between polls: the socket timeout bounds each read, this
@@ -237,6 +249,10 @@ class _HTTPServer(ThreadingHTTPServer):
             return len(self._open)
 
 
+def _peer(client_address: Any) -> str:
+    return str(client_address[0]) if isinstance(client_address, tuple) else ""
+
+
 def server_ssl_context(tls: TlsFiles) -> ssl.SSLContext:
     """The main port's TLS for the metrics port (with a CA: clients need certificates)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -250,9 +266,9 @@ def server_ssl_context(tls: TlsFiles) -> ssl.SSLContext:
 class MetricsServer:
     """Serves GET /metrics on its own port until `stop()`.
 
-    `max_connections` connections at once (more are closed unanswered), each for at
-    most `timeout` seconds; with `tls`, over the same TLS (and client certificates) as
-    the gRPC port.
+    `max_connections` connections at once, a quarter of them from one client address
+    (more are closed unanswered), each for at most `timeout` seconds; with `tls`, over
+    the same TLS (and client certificates) as the gRPC port.
     """
 
     def __init__(

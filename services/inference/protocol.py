@@ -124,7 +124,7 @@ def check_bytes_count(shape: tuple[int, ...], what: str, limit: int) -> int:
 
 
 def raw_input(
-    name: str, datatype: str, shape: tuple[int, ...], raw: bytes, max_bytes: int
+    name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview, max_bytes: int
 ) -> InputTensor:
     """An input sent as raw little-endian bytes (gRPC raw_input_contents, or the binary
     tensor data of the REST protocol), checked against its shape."""

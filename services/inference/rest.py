@@ -106,7 +106,14 @@ def _json_input(
     if datatype == BYTES:
         if not all(isinstance(v, str) for v in flat):
             raise InvalidInput(f"{what}: BYTES 'data' must be strings (or use binary data)")
-        return InputTensor(name, datatype, shape, [v.encode() for v in flat])
+        try:
+            items = [v.encode() for v in flat]
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(
+                f"{what}: BYTES 'data' holds a string that is not Unicode text (a lone "
+                f"surrogate {exc.object[exc.start : exc.end]!r}); send such bytes as binary data"
+            ) from None
+        return InputTensor(name, datatype, shape, items)
     kinds = (bool,) if datatype == "BOOL" else (int, float)
     if not all(isinstance(v, kinds) for v in flat) or (
         datatype != "BOOL" and any(isinstance(v, bool) for v in flat)
@@ -126,9 +133,44 @@ def _shape(value: Any, what: str) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def parse_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
-    """Split an infer body into its JSON object and the binary data after it."""
-    view = memoryview(body)
+def loads(data: bytes | bytearray | memoryview) -> Any:
+    """Parse UTF-8 JSON; every way it can be malformed (not UTF-8, not JSON, nested past
+    Python's recursion limit, an integer of more digits than Python converts) is an
+    InvalidInput naming the problem."""
+    try:
+        text = str(data, "utf-8")
+        return json.loads(text[1:] if text.startswith("\ufeff") else text)  # a BOM: no harm
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the request is not valid UTF-8: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"the request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(
+            "the request's JSON nests arrays or objects too deeply (a tensor has at most 64 "
+            "dimensions)"
+        ) from None
+    except ValueError as exc:  # int(): more digits than sys.get_int_max_str_digits()
+        raise InvalidInput(
+            f"the request is not valid JSON: a number is out of range ({exc})"
+        ) from None
+
+
+def parse_json_object(body: bytes | bytearray) -> dict[str, Any]:
+    """A request body that must be a JSON object (or empty: {})."""
+    if not body.strip():
+        return {}
+    value = loads(body)
+    if not isinstance(value, dict):
+        raise InvalidInput("the request must be a JSON object")
+    return value
+
+
+def parse_header(
+    body: bytes | bytearray, header_length: str | None
+) -> tuple[dict[str, Any], memoryview]:
+    """Split an infer body into its JSON object and the binary data after it (a view of
+    `body`, not a copy)."""
+    view = memoryview(body).toreadonly()
     size = len(body)
     if header_length is not None:
         try:
@@ -140,10 +182,7 @@ def parse_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
                 f"Inference-Header-Content-Length {header_length!r} must be a byte count "
                 f"within the body's {len(body)} bytes"
             )
-    try:
-        header = json.loads(bytes(view[:size]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"the request is not valid JSON: {exc}") from None
+    header = loads(view[:size])
     return _object(header, "the request"), view[size:]
 
 
@@ -199,7 +238,7 @@ def request_from_json(
                     f"input {name!r}: {BINARY_SIZE} {size} runs past the {len(binary)} bytes "
                     "of binary data after the JSON"
                 )
-            raw = bytes(binary[offset : offset + size])
+            raw = binary[offset : offset + size]  # a view: the arrays are read in place
             offset += size
             decoded.append(raw_input(name, datatype, shape, raw, max_bytes_elements))
         elif "data" in item:
@@ -239,20 +278,23 @@ def _json_data(out: OutputTensor) -> list[Any]:
 
 def response_to_json(
     result: InferResult, binary: set[str] | None, default: bool
-) -> tuple[bytes, list[bytes]]:
-    """The answer's JSON and the binary chunks that follow it (empty: a JSON-only answer).
+) -> tuple[bytes, list[bytes | memoryview]]:
+    """The answer's JSON and the binary chunks that follow it (empty: a JSON-only answer);
+    a numeric output's chunk is a view of its array, not a copy.
 
     `binary` names the outputs sent as bytes; None means every output uses `default`.
     """
-    outputs, chunks = [], []
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes | memoryview] = []
     for out in result.outputs:
         entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": out.shape}
         as_binary = default if binary is None else out.name in binary
         if as_binary:
+            raw: bytes | memoryview
             if isinstance(out.data, list):
                 raw = encode_bytes_elements(out.data)
             else:
-                raw = np.ascontiguousarray(out.data).tobytes()
+                raw = np.ascontiguousarray(out.data).data.cast("B")  # a view, not a copy
             entry["parameters"] = {BINARY_SIZE: len(raw)}
             chunks.append(raw)
         else:

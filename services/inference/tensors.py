@@ -140,7 +140,9 @@ def check_shape(shape: tuple[int, ...], what: str) -> None:
         )
 
 
-def decode_bytes_elements(raw: bytes, what: str, expected: int | None = None) -> list[bytes]:
+def decode_bytes_elements(
+    raw: bytes | memoryview, what: str, expected: int | None = None
+) -> list[bytes]:
     """Split BYTES raw contents: each element is a 4-byte little-endian length, then the bytes.
 
     The server passes `expected`, the element count the request's shape declares (bounded
@@ -174,7 +176,9 @@ def encode_bytes_elements(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(item)) + item for item in items)
 
 
-def array_from_raw(raw: bytes, datatype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+def array_from_raw(
+    raw: bytes | memoryview, datatype: str, shape: tuple[int, ...], what: str
+) -> np.ndarray:
     """View raw little-endian contents as an array of `shape`; the byte size must match."""
     dtype = NUMPY_DTYPES.get(datatype)
     if dtype is None:
@@ -188,4 +192,4 @@ def array_from_raw(raw: bytes, datatype: str, shape: tuple[int, ...], what: str)
             f"{what}: raw contents are {len(raw)} bytes but shape {list(shape)} of {datatype} "
             f"needs {expected} bytes"
         )
-    return np.ndarray(shape, dtype, raw)  # a read-only view of `raw`, as np.frombuffer
+    return np.ndarray(shape, dtype, raw)  # a view of `raw` (read-only for bytes), as np.frombuffer

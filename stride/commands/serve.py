@@ -112,8 +112,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--http-header-timeout",
         type=float,
         default=env_default("http-header-timeout", "10"),
-        help="seconds a REST connection may take to send a request's headers; past it: 408 "
-        "and closed (env STRIDE_HTTP_HEADER_TIMEOUT, default 10)",
+        help="seconds a REST connection may take to finish its TLS handshake, and to send a "
+        "request's headers; past it: closed (408) (env STRIDE_HTTP_HEADER_TIMEOUT, default 10)",
+    )
+    add(
+        "--http-max-connections",
+        type=int,
+        default=env_default("http-max-connections", "512"),
+        help="REST connections kept open at once; more are closed at once "
+        "(env STRIDE_HTTP_MAX_CONNECTIONS, default 512)",
+    )
+    add(
+        "--http-max-connections-per-peer",
+        type=int,
+        default=env_default("http-max-connections-per-peer", "128"),
+        help="REST connections kept open at once from one client address "
+        "(env STRIDE_HTTP_MAX_CONNECTIONS_PER_PEER, default 128)",
+    )
+    add(
+        "--http-memory-budget-mb",
+        type=float,
+        default=env_default("http-memory-budget-mb"),
+        help="memory REST requests may hold at once: bodies as they arrive, their JSON once "
+        "parsed, answers being sent; past it: 429 (env STRIDE_HTTP_MEMORY_BUDGET_MB, default "
+        "4 x --max-message-mb, at least 256)",
+    )
+    add(
+        "--http-memory-budget-mb-per-peer",
+        type=float,
+        default=env_default("http-memory-budget-mb-per-peer"),
+        help="the share of it one client address may hold (env "
+        "STRIDE_HTTP_MEMORY_BUDGET_MB_PER_PEER, default half of --http-memory-budget-mb)",
     )
     add(
         "--metrics-port",
@@ -334,12 +363,16 @@ def run(args: argparse.Namespace) -> int:
     options = server_options(args)
     http = None
     if args.http_port >= 0:
+        budget = args.http_memory_budget_mb or max(256, 4 * args.max_message_mb)
         http = HttpOptions(
             host=args.host,
             port=args.http_port,
             threads=args.http_threads,
             max_message_mb=args.max_message_mb,
-            max_pending_mb=max(256, 4 * args.max_message_mb),
+            memory_budget_mb=budget,
+            memory_budget_mb_per_peer=args.http_memory_budget_mb_per_peer or budget / 2,
+            max_connections=args.http_max_connections,
+            max_connections_per_peer=args.http_max_connections_per_peer,
             tls=options.tls,
             auth_token=options.auth_token,
             grace_period=args.grace_period,

@@ -64,20 +64,9 @@ SCRIPTS = (
            "remove .venv-triton/.stride-installed first", ""),
 )  # fmt: skip
 
-# Checks that fail against the server as issue 24 found it, each for a bug the issue's
-# "Why" names. strict: each turns into a failure the moment the server is fixed, so that
-# its mark is removed then.
-ITEM = "issue 24 item {}: ".format
-KNOWN_BUGS = {
-    **{
-        f"kserve-rest/{check}": ITEM(3) + "REST health answers have an empty body"
-        for check in ("server_live", "server_ready", "model_ready_body")
-    },
-    **{
-        f"triton-http/{check}": ITEM(7) + "REST answers 404 for unimplemented extensions"
-        for check in ("shm_status", "trace_settings", "log_settings")
-    },
-}
+# Checks known to fail, each with the bug it shows (none now): they run as strict xfails,
+# so that each turns into a failure the moment the server is fixed and its entry goes.
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @dataclass

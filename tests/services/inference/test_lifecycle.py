@@ -97,7 +97,10 @@ def test_metrics_connections_are_limited_and_timed_out() -> None:
     server = metrics_server(max_connections=2, timeout=0.5)
     url = f"http://127.0.0.1:{server.port}/metrics"
     try:
-        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+        held = [  # from five addresses (a quarter of the connections is one address's share)
+            socket.create_connection(("127.0.0.1", server.port), source_address=(f"127.0.0.{i}", 0))
+            for i in range(1, 6)
+        ]
         for sock in held:
             sock.sendall(b"GET /met")  # and never the rest
         deadline = time.monotonic() + 2
@@ -121,6 +124,28 @@ def test_metrics_connections_are_limited_and_timed_out() -> None:
                 time.sleep(0.05)
         assert time.monotonic() - start < 2.0
         trickle.close()
+    finally:
+        server.stop()
+
+
+def test_one_address_gets_a_quarter_of_the_metrics_connections() -> None:
+    """Connections held by one client leave the others' scrapes served (issue 25, item 13)."""
+    server = metrics_server(max_connections=8, timeout=5)
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        held = [
+            socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.2", 0))
+            for _ in range(8)
+        ]
+        for sock in held:
+            sock.sendall(b"GET /met")  # and never the rest
+        deadline = time.monotonic() + 2
+        while server.open_connections + server.refused < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.open_connections == 2 and server.refused == 6
+        assert "nv_inference_request_success" in scrape(url)  # from 127.0.0.1
+        for sock in held:
+            sock.close()
     finally:
         server.stop()
 

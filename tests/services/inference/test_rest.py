@@ -9,7 +9,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,10 @@ def infer_json(x: np.ndarray, outputs: list[dict[str, Any]] | None = None) -> by
 
 
 def test_health_and_metadata(base: str) -> None:
-    assert call(f"{base}/v2/health/live")[0] == 200
-    assert call(f"{base}/v2/health/ready")[0] == 200
+    # Bodies as the protocol's REST text has them (KServe's client reads them; tritonclient
+    # reads the status only).
+    assert call(f"{base}/v2/health/live")[::2] == (200, b'{"live":true}')
+    assert call(f"{base}/v2/health/ready")[::2] == (200, b'{"ready":true}')
     status, _, body = call(f"{base}/v2")
     meta = json.loads(body)
     assert status == 200 and meta["name"] == "stride" and "binary_tensor_data" in meta["extensions"]
@@ -110,9 +112,14 @@ def test_health_and_metadata(base: str) -> None:
         {"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
     ]
     assert call(f"{base}/v2/models/digits/versions/1")[0] == 200
-    assert call(f"{base}/v2/models/digits/ready")[0] == 200
+    status, _, body = call(f"{base}/v2/models/digits/ready")
+    assert status == 200 and json.loads(body) == {"name": "digits", "ready": True}
     status, _, body = call(f"{base}/v2/models/digits/versions/2/ready")
-    assert status == 400 and json.loads(body) == {"error": "Model version not ready"}
+    assert status == 400 and json.loads(body) == {
+        "name": "digits",
+        "ready": False,
+        "error": "Model version not ready",
+    }
     config = json.loads(call(f"{base}/v2/models/digits/config")[2])
     assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [1, 8, 8]
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
@@ -260,7 +267,7 @@ def test_metrics_count_calls_per_protocol(server: InferenceServer, base: str) ->
 
 def test_body_limits(tmp_path: Path) -> None:
     add_model(tmp_path, "digits")
-    server = start(tmp_path, max_message_mb=0.001, max_pending_mb=0.001)
+    server = start(tmp_path, max_message_mb=0.001, memory_budget_mb=1, memory_budget_mb_per_peer=1)
     assert server.http is not None
     url = f"http://127.0.0.1:{server.http.port}/v2/models/digits/infer"
     try:
@@ -270,11 +277,11 @@ def test_body_limits(tmp_path: Path) -> None:
         status, _, body = call(url, bomb, {"Content-Encoding": "gzip"})
         assert status == 413 and "decompressed" in json.loads(body)["error"]
         assert call(url, infer_json(X[:1, :, :2, :2]))[0] == 400  # small enough to be read
-        app = server.http.app
-        app._pending = app._budget  # every byte of the budget held by other requests
+        budget = server.http.app.budget
+        budget.held = budget.total  # every byte of the budget held by other requests
         status, _, body = call(url, infer_json(X[:1, :, :2, :2]))
         assert status == 429 and "try again later" in json.loads(body)["error"]
-        app._pending = 0
+        budget.held = 0
     finally:
         server.stop(0)
 
@@ -319,9 +326,9 @@ def test_token_and_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_large_json_is_refused_before_parsing(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.inference import rest_server
+    from services.inference import rest_body
 
-    monkeypatch.setattr(rest_server, "MAX_JSON_BYTES", 100)
+    monkeypatch.setattr(rest_body, "MAX_JSON_BYTES", 100)
     status, _, body = call(f"{base}/v2/models/digits/infer", infer_json(X))
     assert status == 413 and "binary_data_size" in json.loads(body)["error"]
 
@@ -361,7 +368,7 @@ def test_calls_past_max_concurrent_are_refused_and_probes_are_not() -> None:
     import asyncio
     import threading
 
-    from services.inference.rest_server import RestApp
+    from services.inference.rest_app import RestApp
     from services.inference.tensors import InferResult
 
     release = threading.Event()
@@ -375,8 +382,9 @@ def test_calls_past_max_concurrent_are_refused_and_probes_are_not() -> None:
         def ready(self) -> bool:
             return True
 
-        def infer(self, request: Any, deadline: Any) -> InferResult:
-            release.wait(10)
+        async def infer_async(self, request: Any, deadline: Any) -> InferResult:
+            while not release.is_set():  # a model still running
+                await asyncio.sleep(0.01)
             return InferResult(request.model, "1", request.id)
 
     app = RestApp(SlowCore(), HttpOptions(max_concurrent=1))  # type: ignore[arg-type]
@@ -385,12 +393,12 @@ def test_calls_past_max_concurrent_are_refused_and_probes_are_not() -> None:
     ).encode()
 
     async def request(path: str, method: str = "POST", payload: bytes = b"") -> int:
-        sent: list[dict[str, Any]] = []
+        sent: list[MutableMapping[str, Any]] = []
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": payload, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             sent.append(message)
 
         scope = {"type": "http", "path": path, "method": method, "headers": []}
