@@ -58,36 +58,6 @@ class WorkerFailed(OSError):
     """A worker could not start, or exited on its own."""
 
 
-def reuse_port_supported() -> bool:
-    """Whether the kernel spreads connections among sockets sharing a port (Linux)."""
-    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind `port` on `host` (0: a free one) for processes that will share it: OSError if
-    anything is bound there already. The socket stays bound but does not listen, so it
-    takes no connections; keep it open while the processes run."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))  # without SO_REUSEPORT: fails if anyone holds the port
-        port = int(probe.getsockname()[1])
-    except OSError as exc:
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    finally:
-        probe.close()
-    held = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        held.bind((host, port))
-    except OSError as exc:
-        held.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return held
-
-
 @dataclass
 class Worker:
     """One worker process and what the supervisor knows of it."""
@@ -271,7 +241,7 @@ class Supervisor:
                 worker.proc.kill()
                 worker.proc.wait()
             # A worker still starting when the signal came has no handler for it yet.
-            if worker.proc.returncode not in (0, -signal.SIGTERM, -signal.SIGINT):
+            if worker.proc.returncode not in (0, 130, -signal.SIGTERM, -signal.SIGINT):
                 clean = False
         for worker in self.workers:
             worker.channel.close()
@@ -509,6 +479,4 @@ __all__ = [
     "MetricsPort",
     "Supervisor",
     "WorkerFailed",
-    "reserve_port",
-    "reuse_port_supported",
 ]

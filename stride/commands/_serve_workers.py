@@ -48,7 +48,7 @@ def worker_count(workers: int) -> int:
 
         workers = max(1, cpu_limit() // CORES_PER_WORKER)
     if workers > 1:
-        from services.inference.workers import reuse_port_supported
+        from services.inference.shared_ports import reuse_port_supported
 
         if not reuse_port_supported():
             raise ValueError(
@@ -127,7 +127,8 @@ def from_json(data: dict[str, Any]) -> argparse.Namespace:
 def supervise(args: argparse.Namespace, count: int) -> int:
     """Reserve the ports, start `count` workers on them, serve until SIGTERM/SIGINT or a
     worker's exit; the exit status (0: every worker drained and exited 0)."""
-    from services.inference.workers import MetricsPort, Supervisor, reserve_port
+    from services.inference.shared_ports import reserve_port
+    from services.inference.workers import MetricsPort, Supervisor
     from stride.commands._inference_server import server_options
 
     tls = server_options(args).tls  # also checks the TLS files and token before any start
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _serve(channel, spec)
+    except KeyboardInterrupt:  # Ctrl-C reached it before its handlers were set: nothing served
+        return 130
     except (ValueError, OSError, LookupError) as exc:
         if os.environ.get("STRIDE_DEBUG"):
             raise

@@ -83,9 +83,9 @@ def test_the_default_is_one_worker_per_two_cores(monkeypatch: pytest.MonkeyPatch
 
 
 def test_more_than_one_worker_is_refused_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.inference import workers
+    from services.inference import shared_ports
 
-    monkeypatch.setattr(workers, "reuse_port_supported", lambda: False)
+    monkeypatch.setattr(shared_ports, "reuse_port_supported", lambda: False)
     with pytest.raises(ValueError, match=r"only Linux has; on .* use --workers 1"):
         _serve_workers.worker_count(2)
     assert _serve_workers.worker_count(1) == 1

@@ -304,3 +304,70 @@ def test_a_killed_worker_stops_the_server_with_a_clear_message(tmp_path: Path) -
         while os.path.exists(f"/proc/{other}") and not _zombie(other):
             assert time.monotonic() < deadline, "the other worker outlived the server"
             time.sleep(0.1)
+
+
+def test_tls_token_and_the_health_port_work_in_every_worker(tmp_path: Path) -> None:
+    import ssl
+
+    from tests.services.common.certs import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    repo = tmp_path / "repository"
+    add_model(repo, "digits")
+    (tmp_path / "token").write_text("s3cret\n")
+    flags = ["--tls-cert", str(certs["server.pem"]), "--tls-key", str(certs["server.key"]),
+             "--auth-token-file", str(tmp_path / "token")]  # fmt: skip
+    with serve(tmp_path, repo, *flags) as server:
+        credentials = grpc.ssl_channel_credentials(certs["ca.pem"].read_bytes())
+        token = (("authorization", "Bearer s3cret"),)
+        for _ in range(CONNECTIONS):
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.secure_channel(f"127.0.0.1:{server.port}", credentials, options) as ch:
+                stub = pb_grpc.GRPCInferenceServiceStub(ch)
+                assert stub.ModelInfer(infer_request(X), metadata=token, timeout=60).outputs
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.ModelInfer(infer_request(X), timeout=60)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        context = ssl.create_default_context(cafile=str(certs["ca.pem"]))
+        for _ in range(CONNECTIONS):
+            connection = http.client.HTTPSConnection("127.0.0.1", server.http_port, context=context)
+            connection.request(
+                "GET", "/v2/models/digits", headers={"Authorization": "Bearer s3cret"}
+            )
+            assert connection.getresponse().status == 200
+            connection.close()
+        page = metrics(server.metrics_port)
+        for protocol in ("grpc", "http"):
+            assert all(n > 0 for n in per_worker(page, protocol).values()), page
+        assert _health(server.health_port) == 1  # SERVING, in plain text
+
+
+def _serve_briefly(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "stride.cli", "serve", "--host", "127.0.0.1",
+               "--metrics-port", "-1", "--workers", "2", *argv]  # fmt: skip
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_a_worker_that_cannot_start_fails_the_start_with_its_error(tmp_path: Path) -> None:
+    done = _serve_briefly(tmp_path, "--repository", str(tmp_path / "missing"), "--port", "0",
+                          "--http-port", "0")  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "worker 0: model repository" in done.stderr and "is not a folder" in done.stderr
+    assert "before it was ready" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_busy_port_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
+    import socket
+
+    repo = tmp_path / "repository"
+    add_model(repo, "digits")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _serve_briefly(tmp_path, "--repository", str(repo), "--port", str(port),
+                              "--http-port", "0")  # fmt: skip
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr[-3000:]
+    assert "worker" not in done.stderr  # refused by the supervisor itself
