@@ -86,7 +86,7 @@ fuzz: $(STAMP) ## Every atheris harness for FUZZ_SECONDS each (300); corpora in 
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) $(KSERVE_STAMP) ## Run the test suite (creates .venv first when absent)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.toml)
 	$(VENV)/bin/ruff check stride pipeline services runstore tests tools bench fuzz
