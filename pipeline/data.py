@@ -3,8 +3,9 @@
 root, and synthetic images.
 
 Folder and parquet data may also stream through Ray Data instead (`pipeline.streaming`,
-`data.streaming`); what follows is the in-memory path. Every source loads into `Splits`: uint8 images (N, C, H, W) with a `scale` that
-maps them to [0, 1], int64 labels, and class names. Normalisation (mean and std of
+`data.streaming`); what follows is the in-memory path. Every source loads into
+`Splits`: uint8 images (N, C, H, W) with a `scale` that maps them to [0, 1], int64
+labels, and class names. Normalisation (mean and std of
 the training split) is applied per batch in the train loop and travels with the
 exported model; augmentation (torchvision transforms v2) is per sample, training
 split only. Nothing is downloaded unless the config says `download: true`.
@@ -140,9 +141,7 @@ def _splits_of_parts(loaded: Parts, spec: DataSpec) -> Splits:
     return Splits(train, val, test, loaded.info, loaded.scale, mean, std, loaded.skipped)
 
 
-def split_plan(
-    parts: dict[str, np.ndarray], spec: DataSpec
-) -> dict[str, tuple[str, torch.Tensor]]:
+def split_plan(parts: dict[str, np.ndarray], spec: DataSpec) -> dict[str, tuple[str, torch.Tensor]]:
     """Which images of which part make each split: {split: (part, indices)}.
 
     `parts` holds the labels of each part a source has: `all` (one undivided set), or
@@ -468,7 +467,7 @@ class BatchAugment:
         theta = torch.empty(n, 2, 3)
         theta[:, :, :2] = linear * half[None, None, :] / half[None, :, None]
         theta[:, :, 2] = shift / half
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 

@@ -242,9 +242,7 @@ def _list_split(
     for index, name in enumerate(classes):
         found = sorted(by_class[name])  # by path components: Path's own order
         if not found and required:
-            raise DataError(
-                f"{root.shown(prefix + name)}: class folder without PNG or JPEG images"
-            )
+            raise DataError(f"{root.shown(prefix + name)}: class folder without PNG or JPEG images")
         out.paths.extend(prefix + "/".join(p) for p in found)
         out.labels.extend([index] * len(found))
     return out

@@ -41,9 +41,7 @@ def rows(images: np.ndarray, labels: np.ndarray, status: np.ndarray, notes: list
 
 def problem_row(shape: tuple[int, int, int], status: int, note: str) -> dict:
     """One row that carries a problem instead of an image."""
-    return rows(
-        np.zeros((1, *shape), np.uint8), np.array([-1]), np.array([status]), [note]
-    )
+    return rows(np.zeros((1, *shape), np.uint8), np.array([-1]), np.array([status]), [note])
 
 
 class FolderDecoder:
@@ -58,7 +56,12 @@ class FolderDecoder:
         shape: tuple[int, int, int],
         expect: int | None = None,
     ) -> None:
-        self.root, self.prefix, self.shape, self.expect = root, base.rstrip("/") + "/", shape, expect
+        self.root, self.prefix, self.shape, self.expect = (
+            root,
+            base.rstrip("/") + "/",
+            shape,
+            expect,
+        )
         self.index = {name: i for i, name in enumerate(classes)}
 
     def label(self, path: str) -> int:
@@ -89,10 +92,20 @@ class ShardDecoder:
     """Whole parquet shards (read_binary_files rows) to image rows, one batch per row
     group; the shard's sha256 is checked against the manifest first."""
 
-    def __init__(self, root: DataRoot, manifest: Manifest, checksums: dict[str, str]) -> None:
-        self.root, self.shape, self.encoding = root, manifest.shape, manifest.encoding
-        self.classes = len(manifest.class_names)
+    def __init__(
+        self,
+        root: DataRoot,
+        shape: tuple[int, int, int],
+        encoding: str,
+        classes: int,
+        checksums: dict[str, str],
+    ) -> None:
+        self.root, self.shape, self.encoding, self.classes = root, shape, encoding, classes
         self.checksums = checksums  # file system path -> sha256
+
+    @classmethod
+    def of(cls, root: DataRoot, manifest: Manifest, checksums: dict[str, str]) -> ShardDecoder:
+        return cls(root, manifest.shape, manifest.encoding, len(manifest.class_names), checksums)
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[dict]:
         for path, data in zip(batch["path"], batch["bytes"], strict=True):
@@ -116,9 +129,14 @@ class ShardDecoder:
             return
         try:
             pf = pq.ParquetFile(pa.BufferReader(data))
-            groups = [pf.read_row_group(g, columns=["id", "image", "label"]) for g in range(pf.num_row_groups)]
+            groups = [
+                pf.read_row_group(g, columns=["id", "image", "label"])
+                for g in range(pf.num_row_groups)
+            ]
         except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
-            yield problem_row(self.shape, FATAL, f"shard {shown}: not a readable parquet shard ({exc})")
+            yield problem_row(
+                self.shape, FATAL, f"shard {shown}: not a readable parquet shard ({exc})"
+            )
             return
         for table in groups:
             yield self.table(table, shown)
@@ -146,9 +164,9 @@ class ShardDecoder:
                     status[i] = BAD
                     notes[i] = f"shard {shown} row id {ids[i]}: {exc}"
         wrong = (labels < 0) | (labels >= self.classes)
-        for i in np.flatnonzero(wrong & (status == OK)):
-            status[i] = BAD
-            notes[i] = f"shard {shown} row id {ids[i]}: label {labels[i]} is not a class index"
+        for j in np.flatnonzero(wrong & (status == OK)).tolist():
+            status[j] = BAD
+            notes[j] = f"shard {shown} row id {ids[j]}: label {labels[j]} is not a class index"
         return rows(images, labels, status, notes)
 
     def image(self, value: bytes | None, size: int) -> np.ndarray:
@@ -171,7 +189,9 @@ def parquet_manifest(spec: Any) -> Manifest:
     from pipeline.schema import ConfigError
 
     if spec.root is None:
-        raise ConfigError("data.root: the parquet data set needs root: the folder stride data pack wrote")
+        raise ConfigError(
+            "data.root: the parquet data set needs root: the folder stride data pack wrote"
+        )
     return read_manifest(DataRoot.parse(spec.root))
 
 
@@ -191,7 +211,7 @@ def read_packed_split(
 
     fs, _ = root.filesystem()
     checksums = shard_paths(root, manifest, split)
-    decoder = ShardDecoder(root, manifest, checksums)
+    decoder = ShardDecoder.of(root, manifest, checksums)
     images, labels, skipped = [], [], []
     for path in checksums:
         for batch in decoder.shard(path, read_bytes(root, fs, path)):

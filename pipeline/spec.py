@@ -86,8 +86,7 @@ def _check_source(cfg: RunConfig) -> None:
         )
     if data.root is not None and "://" in data.root:
         raise ConfigError(
-            f"data.root: {data.name} reads a local folder; a URI is for data.name folder "
-            "or parquet"
+            f"data.root: {data.name} reads a local folder; a URI is for data.name folder or parquet"
         )
 
 
