@@ -125,6 +125,7 @@ class ImageList:
 
     paths: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # bytes of each file
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -221,7 +222,7 @@ def _list_split(
     """The images of one split folder, class by class (each class's paths sorted)."""
     import pyarrow.fs
 
-    by_class: dict[str, list[tuple[str, ...]]] = {c: [] for c in classes}
+    by_class: dict[str, list[tuple[tuple[str, ...], int]]] = {c: [] for c in classes}
     prefix = folder.rstrip("/") + "/"
     for info in _entries(root, fs, folder, True):
         if info.type != pyarrow.fs.FileType.File:
@@ -237,13 +238,14 @@ def _list_split(
                 f"{root.shown(info.path)}: class {parts[0]!r} is not one of the training "
                 f"classes {list(classes)}"
             )
-        by_class[parts[0]].append(parts)
+        by_class[parts[0]].append((parts, int(info.size or 0)))
     out = ImageList()
     for index, name in enumerate(classes):
         found = sorted(by_class[name])  # by path components: Path's own order
         if not found and required:
             raise DataError(f"{root.shown(prefix + name)}: class folder without PNG or JPEG images")
-        out.paths.extend(prefix + "/".join(p) for p in found)
+        out.paths.extend(prefix + "/".join(p) for p, _ in found)
+        out.sizes.extend(size for _, size in found)
         out.labels.extend([index] * len(found))
     return out
 

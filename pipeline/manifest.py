@@ -157,6 +157,8 @@ def write_manifest(root: DataRoot, data: dict[str, Any]) -> Manifest:
     data = {**data, "checksum": canonical_checksum(data)}
     fs, base = root.filesystem()
     text = json.dumps(data, indent=2).encode() + b"\n"
+    if root.is_local:
+        fs_call(root, "make the folder", fs.create_dir, base)
     with fs_call(root, f"write {MANIFEST}", fs.open_output_stream, f"{base}/{MANIFEST}") as f:
         f.write(text)
     return Manifest(data)

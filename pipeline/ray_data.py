@@ -15,11 +15,14 @@ split with `equal=True` (every rank gets as many rows), validation and test with
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import ray.data
 import ray.train
+import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from pipeline.packed import BAD, FATAL, OK, FolderDecoder, ShardDecoder
 from pipeline.schema import DataSpec
@@ -28,8 +31,23 @@ from pipeline.streaming import SPLITS, StreamPlan
 FILES_PER_TASK = 64  # loose images decoded per map_batches call
 
 
+class ImageCollate(NumpyBatchCollateFn):
+    """A numpy batch of image rows to (uint8 images, int64 labels, status, notes) on the
+    CPU; the images stay uint8 until the device."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        with warnings.catch_warnings():  # read-only arrays: nothing writes to them
+            warnings.simplefilter("ignore", UserWarning)
+            images = torch.from_numpy(np.ascontiguousarray(batch["image"]))
+            labels = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
+        return images, labels, np.asarray(batch["status"]), batch["note"]
+
+
 def quiet_progress() -> None:
-    """No Ray Data progress bars: Stride draws its own."""
+    """No Ray Data progress bars or start messages: Stride draws its own progress."""
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

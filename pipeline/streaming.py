@@ -254,16 +254,6 @@ class Stream:
     sources: dict[str, Any]
 
 
-def collate(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, Any]:
-    """Ray Data's numpy batch to (uint8 images, int64 labels, status, notes), on the CPU."""
-    return (
-        torch.from_numpy(np.ascontiguousarray(batch["image"])),
-        torch.from_numpy(np.asarray(batch["label"], dtype=np.int64)),
-        np.asarray(batch["status"]),
-        batch["note"],
-    )
-
-
 class _Share:
     """Batches of one split's share with the bad rows taken out and counted."""
 
@@ -283,12 +273,15 @@ class _Share:
         self._seen: list[str] = []
 
     def good(self, batch_size: int, **kwargs: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from pipeline.ray_data import ImageCollate
+
         self._seen = []
         for x, y, status, notes in self.source.iter_torch_batches(
             batch_size=batch_size,
             prefetch_batches=self.prefetch,
-            collate_fn=collate,
+            collate_fn=ImageCollate(),
             drop_last=False,
+            device="cpu",  # the loop moves the uint8 images, a quarter of the floats' bytes
             **kwargs,
         ):
             if (status != OK).any():
