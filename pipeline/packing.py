@@ -389,10 +389,14 @@ class ShardWriter:
                 "source": pa.array(names, pa.string()),
             }
         )
-        self.pending.append(table)
-        self.pending_bytes += table.nbytes
-        if self.pending_bytes >= self.limit:
-            self._flush(split)
+        per_row = max(1, table.nbytes // table.num_rows)
+        while table.num_rows:  # cut shards at the limit, whatever size the batches come in
+            room = max(1, (self.limit - self.pending_bytes) // per_row)
+            part, table = table.slice(0, room), table.slice(room)
+            self.pending.append(part)
+            self.pending_bytes += part.num_rows * per_row
+            if self.pending_bytes >= self.limit:
+                self._flush(split)
 
     def _encode(self, images: np.ndarray) -> Any:
         import pyarrow as pa
