@@ -11,6 +11,9 @@ execution); validation and test are read in their fixed order.
 `SplitDataConfig` is Ray Train's DataConfig with one change: the training split is
 split with `equal=True` (every rank gets as many rows), validation and test with
 `equal=False`, which drops nothing, so every image is scored exactly once.
+
+A `plan` here is a `pipeline.streaming.StreamPlan` (typed loosely: that module imports
+this one).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from pipeline.packed import BAD, FATAL, OK, FolderDecoder, ShardDecoder
 from pipeline.schema import DataSpec
-from pipeline.streaming import SPLITS, StreamPlan
+
+SPLITS = ("train", "val", "test")
 
 FILES_PER_TASK = 64  # loose images decoded per map_batches call
 
@@ -43,6 +47,20 @@ class ImageCollate(NumpyBatchCollateFn):
         return images, labels, np.asarray(batch["status"]), batch["note"]
 
 
+def init_ray() -> None:
+    """Ray for a stream read in this process (the plain loop): RAY_ADDRESS's cluster or
+    a local instance, quiet as `pipeline.ray_train.ensure_ray` makes it."""
+    import logging
+    import os
+
+    if not ray.is_initialized():
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=os.environ.get("STRIDE_RAY_LOGS") == "1",
+            logging_level=logging.WARNING,
+        )
+
+
 def quiet_progress() -> None:
     """No Ray Data progress bars or start messages: Stride draws its own progress."""
     import logging
@@ -53,7 +71,7 @@ def quiet_progress() -> None:
     ctx.print_on_execution_start = False
 
 
-def split_dataset(plan: StreamPlan, split: str, spec: DataSpec, seed: int | None) -> Any:
+def split_dataset(plan: Any, split: str, spec: DataSpec, seed: int | None) -> Any:
     """One split as a Ray Dataset of image rows; `seed` shuffles the file order (per
     execution, i.e. per epoch), None keeps it."""
     meta = plan.meta
@@ -75,7 +93,7 @@ def split_dataset(plan: StreamPlan, split: str, spec: DataSpec, seed: int | None
     return ds.map_batches(decoder, batch_size=FILES_PER_TASK, num_cpus=cpus)
 
 
-def build_datasets(plan: StreamPlan, spec: DataSpec, seed: int) -> dict[str, Any]:
+def build_datasets(plan: Any, spec: DataSpec, seed: int) -> dict[str, Any]:
     """The three splits; the training split's file order shuffled per epoch from `seed`."""
     quiet_progress()
     return {
@@ -84,7 +102,7 @@ def build_datasets(plan: StreamPlan, spec: DataSpec, seed: int) -> dict[str, Any
     }
 
 
-def folder_stats(plan: StreamPlan, spec: DataSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def folder_stats(plan: Any, spec: DataSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) of a folder's training split, per channel of the images in [0, 1], in
     one Ray Data pass before training (exact integer sums in the tasks, the mean and the
     (n - 1) std here, as the in-memory path computes them); more unreadable images than

@@ -674,11 +674,10 @@ def _local_stream(cfg: RunConfig) -> Any:
 
     if not wants_streaming(cfg.data):
         return None
-    from pipeline.ray_data import build_datasets
-    from pipeline.ray_train import ensure_ray
+    from pipeline.ray_data import build_datasets, init_ray
     from pipeline.streaming import Stream, open_stream
 
-    ensure_ray()  # Ray Data's tasks run on this process's Ray (a local one if none)
+    init_ray()  # Ray Data's tasks run on this process's Ray (a local one if none)
     plan = open_stream(cfg)
     return Stream(plan.meta, build_datasets(plan, cfg.data, cfg.seed))
 
