@@ -74,6 +74,33 @@ def pack(
         raise ConfigError(f"--shard-mb {shard_mb}: must be > 0")
     started = time.perf_counter()
     source = FolderSource(spec) if spec.name == "folder" else MemorySource(spec)
+    return write_pack(
+        source,
+        out,
+        name=spec.name,
+        shard_mb=shard_mb,
+        encoding=encoding,
+        max_bad_fraction=spec.max_bad_fraction,
+        progress=progress,
+        started=started,
+    )
+
+
+def write_pack(
+    source: Any,
+    out: DataRoot,
+    *,
+    name: str,
+    shard_mb: float = 64.0,
+    encoding: str = "auto",
+    max_bad_fraction: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+    started: float | None = None,
+) -> PackResult:
+    """Write what `source` yields (a FolderSource, MemorySource or anything with their
+    attributes: shape, classes, sizes, stats, fingerprint, location, split_params(),
+    batches(split, notes, progress)) as a packed data set at `out`."""
+    started = time.perf_counter() if started is None else started
     enc = choose_encoding(encoding, source.shape)
     params = {
         "image": list(source.shape),
@@ -108,7 +135,7 @@ def pack(
                 sums[0] += wide.sum(axis=(0, 2, 3))
                 sums[1] += (wide * wide).sum(axis=(0, 2, 3))
                 pixels += images.shape[0] * images.shape[2] * images.shape[3]
-        check_bad(notes, source.sizes[split], spec.max_bad_fraction, split)
+        check_bad(notes, source.sizes[split], max_bad_fraction, split)
         skipped += notes
         splits[split] = writer.close(split)
     mean, std = source.stats or _stats(sums, pixels)
@@ -120,7 +147,7 @@ def pack(
             "writer": _versions(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": {
-                "name": spec.name,
+                "name": name,
                 "location": source.location,
                 "fingerprint": source.fingerprint,
             },
