@@ -167,13 +167,12 @@ class RayWatch:
         import ray
 
         self.interval = interval
-        node = ray._private.worker._global_node
-        assert node is not None, "Ray is not initialised"
-        self.raylet = _raylet_pid(node.get_session_dir_path())
+        node: Any = ray._private.worker._global_node
+        self.raylet: int = _raylet_pid(str(node.get_session_dir_path()))
         self.peaks: dict[int, float] = {}
-        self.store_peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.store_peak_mb: float = 0.0
+        self._stop: threading.Event = threading.Event()
+        self._thread: threading.Thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> RayWatch:
         self._thread.start()

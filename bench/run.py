@@ -8,11 +8,12 @@
 Each figure is divided by a baseline measured in the same run, next to it in time:
 these machines are noisy, so a ratio measured in one run holds where an absolute
 time does not. Sections: training (bench/training.py), streamed training data
-(bench/data.py), serving (bench/serving.py and bench/serving_sweep.py), startup and memory (bench/startup.py), the KServe
-peer (bench/peer.py), real NVIDIA Triton serving the same model.onnx files (bench/triton_peer.py,
-gRPC and HTTP), server models under the same load (bench/frontends.py: gRPC's threaded
-server and grpc.aio, echo and batching, beside `stride serve`), and in GPU mode inference
-on ONNX Runtime's CUDA provider.
+(bench/data.py), serving (bench/serving.py and bench/serving_sweep.py), startup and
+memory (bench/startup.py), the KServe peer (bench/peer.py), real NVIDIA Triton
+serving the same model.onnx files (bench/triton_peer.py, gRPC and HTTP), server
+models under the same load (bench/frontends.py: gRPC's threaded server and grpc.aio,
+echo and batching, beside `stride serve`), and in GPU mode inference on ONNX
+Runtime's CUDA provider.
 The JSON adds the machine, library versions, git revision and every raw figure.
 """
 
