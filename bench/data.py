@@ -109,24 +109,34 @@ def write_synthetic(out: Path | str, images: int) -> float:
 
 
 def child(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one run here (`--child`): its summary, warm images/s and this process's peak
-    RSS."""
+    """Train one run here (`--child`), as `train_local` does: its summary, warm images/s,
+    the share of the training loop spent waiting for streamed data, and this process's
+    peak RSS."""
     import torch
 
     from pipeline.config import parse_config
-    from pipeline.run import train_local
+    from pipeline.run import resolve_run
+    from pipeline.train import LocalContext, Trainer
+    from runstore import StoreLocation
 
     torch.set_num_threads(int(job.get("threads", 1)))
     cfg = parse_config(job["config"])
     t0 = time.perf_counter()
-    run, summary = train_local(cfg, runs=job["runs"], experiment="bench", name=job["name"])
+    run = resolve_run(StoreLocation.parse(job["runs"]), "bench", job["name"], cfg, False)
+    ctx = LocalContext(False, run)
+    trainer = Trainer(cfg, ctx, run)
+    summary = trainer.fit()
+    ctx.close()
     wall = time.perf_counter() - t0
     records = run.read_metrics()
     warm = [r.images_per_second or 0.0 for r in (records[1:] or records)]
+    loader = trainer.train_loader
+    loop = getattr(loader, "loop_seconds", 0.0)
     return {
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through exec
         "peak_rss_mb": _status_kb(os.getpid(), "VmHWM") / 1024,
         "images_per_s": float(statistics.median(warm)),
+        "data_wait_share": getattr(loader, "wait_seconds", 0.0) / loop if loop else None,
         "test_accuracy": summary.test_accuracy,
         "epochs": summary.epochs_run,
         "wall_s": wall,
@@ -324,6 +334,8 @@ def measure(mode: str = "full", large: int | None = None) -> dict[str, Any]:
                 cfg = _config("reference_cnn.yaml", [*common, *items])
                 result = run_child(cfg, runs, f"tp-{case}", env)
                 out[f"throughput_{case}_images_per_s"] = result["images_per_s"]
+                if result["data_wait_share"] is not None:
+                    out[f"throughput_{case}_data_wait_share"] = result["data_wait_share"]
         finally:
             server.stop()
         if mode == "smoke":
@@ -352,6 +364,7 @@ def measure(mode: str = "full", large: int | None = None) -> dict[str, Any]:
         out["large_object_store_peak_mb"] = watch.store_peak_mb
         out["large_epoch_s"] = result["train_s"]
         out["large_images_per_s"] = result["images_per_s"]
+        out["large_data_wait_share"] = result["data_wait_share"]
         # accuracy: the digits packed and streamed against in memory
         if seeds:
             pack(parse_config({}).data, DataRoot.parse(str(base / "digits")))

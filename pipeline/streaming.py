@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -340,6 +341,10 @@ class StreamLoader:
         self.buffer = max(buffer, batch_size) if spec.shuffle_buffer_mb > 0 else None
         self.padded = 0  # rows repeated in the last epoch (a short share)
         self.drained = 0  # rows left over in the last epoch (a long share)
+        # Seconds the loop waited for Ray Data, and the loop's seconds, over all epochs:
+        # their ratio is the share of training time the device waited for data.
+        self.wait_seconds = 0.0
+        self.loop_seconds = 0.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -374,10 +379,30 @@ class StreamLoader:
         if n:
             yield torch.cat(held_x), torch.cat(held_y)
 
+    def _timed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`_cut`'s batches, adding the time spent waiting for each to `wait_seconds`."""
+        batches = self._cut()
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                self.wait_seconds += time.perf_counter() - t0
+            yield batch
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        done, first = 0, None
         self.padded = self.drained = 0
-        for x, y in self._cut():
+        started = time.perf_counter()
+        try:
+            yield from self._epoch()
+        finally:
+            self.loop_seconds += time.perf_counter() - started
+
+    def _epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        done, first = 0, None
+        for x, y in self._timed():
             if done == self.steps:
                 self.drained += len(y)  # consume the rest: the split's epoch must end
                 continue

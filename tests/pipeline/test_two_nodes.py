@@ -52,17 +52,29 @@ def _free_port() -> int:
 
 
 def _ours(marker: str) -> list[int]:
-    """Process ids whose command line names `marker` (this test's temp folder)."""
-    pids = []
+    """Process ids of this cluster: those whose command line names `marker` (this test's
+    temp folder: Ray's servers and raylets), and their descendants (Ray's workers, which
+    retitle themselves `ray::...`)."""
+    parents: dict[int, int] = {}
+    named = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        pid = int(entry.name)
         try:
+            status = (entry / "status").read_text()
+            parents[pid] = int(status.split("\nPPid:\t", 1)[1].split("\n", 1)[0])
             if marker.encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
+                named.add(pid)
+        except (OSError, IndexError, ValueError):
             continue
-    return pids
+    found = set(named)
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= children
+        grew = bool(children)
+    return sorted(found)
 
 
 def _stop(marker: str, grace: float = 15.0) -> None:
