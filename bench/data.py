@@ -13,7 +13,7 @@ Data's tasks.
   images/s of the warm epochs (after the first), as ratios to in memory.
 - memory: peak RSS of the training process on 1x and 4x the images, streamed and in
   memory (a small CNN, one epoch).
-- large: one epoch streamed over `large` 3x32x32 images (1,000,000 in full mode) with
+- large: one epoch streamed over `large` 3x32x32 images (250,000 in full mode) with
   the small CNN: peak RSS of the training process and of every Ray worker process of
   this instance (sampled each second), peak object store use, wall time.
 - accuracy: the digits packed and streamed against in memory, same config
@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SIZES = {  # mode: (pack PNGs, throughput images, memory 1x images, large images, seeds, epochs)
-    "full": (2000, 2048, 16384, 1_000_000, 3, None),
+    "full": (2000, 2048, 16384, 250_000, 3, None),
     "quick": (500, 1024, 8192, 100_000, 1, 5),
     "smoke": (16, 128, 0, 0, 0, 1),  # pack and local throughput only (the test suite's run)
 }
