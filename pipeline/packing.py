@@ -285,7 +285,7 @@ class FolderSource:
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
         import ray.data
 
-        from pipeline.ray_data import quiet_progress
+        from pipeline.ray_data import quiet_progress, read_blocks
 
         quiet_progress()
         ctx = ray.data.DataContext.get_current()
@@ -296,7 +296,11 @@ class FolderSource:
             return
         decoder = FolderDecoder(self.root, self.bases[split], self.classes, self.shape, self.expect)
         ds = ray.data.read_binary_files(
-            files, filesystem=fs, include_paths=True, num_cpus=self.spec.task_cpus
+            files,
+            filesystem=fs,
+            include_paths=True,
+            num_cpus=self.spec.task_cpus,
+            override_num_blocks=read_blocks(len(files)),
         ).map_batches(_PathDecoder(decoder), batch_size=64, num_cpus=self.spec.task_cpus)
         next_id = self.offsets[split]
         for batch in ds.iter_batches(batch_size=256, batch_format="numpy", prefetch_batches=2):

@@ -81,16 +81,38 @@ def split_dataset(plan: Any, split: str, spec: DataSpec, seed: int | None) -> An
     files = plan.files[split]
     cpus = spec.task_cpus
     ds = ray.data.read_binary_files(
-        files, filesystem=fs, include_paths=True, shuffle=shuffle, num_cpus=cpus
+        files,
+        filesystem=fs,
+        include_paths=True,
+        shuffle=shuffle,
+        num_cpus=cpus,
+        override_num_blocks=read_blocks(len(files)) if meta.source == "folder" else None,
     )
     if meta.source == "parquet":
         checksums = {p: plan.checksums[p] for p in files}
         decoder: Any = ShardDecoder(
             root, meta.shape, meta.encoding, len(meta.class_names), checksums
         )
-        return ds.map_batches(decoder, batch_size=1, num_cpus=cpus)
-    decoder = FolderDecoder(root, plan.bases[split], meta.class_names, meta.shape)
-    return ds.map_batches(decoder, batch_size=FILES_PER_TASK, num_cpus=cpus)
+        ds = ds.map_batches(decoder, batch_size=1, num_cpus=cpus)
+    else:
+        decoder = FolderDecoder(root, plan.bases[split], meta.class_names, meta.shape)
+        ds = ds.map_batches(decoder, batch_size=FILES_PER_TASK, num_cpus=cpus)
+    limit_object_store(ds.context.execution_options, spec.object_store_mb)
+    return ds
+
+
+def limit_object_store(options: Any, megabytes: float) -> None:
+    """Cap the object store memory a split's execution holds (data.object_store_mb): the
+    blocks in flight, which every process that reads them also maps."""
+    options.resource_limits = options.resource_limits.copy(
+        object_store_memory=int(megabytes * 2**20)
+    )
+
+
+def read_blocks(files: int) -> int:
+    """Read tasks for loose image files: about FILES_PER_TASK files each (Ray's default
+    makes a task of a few small files, whose fixed cost then outweighs the decoding)."""
+    return max(1, min(256, -(-files // FILES_PER_TASK)))
 
 
 def build_datasets(plan: Any, spec: DataSpec, seed: int) -> dict[str, Any]:
@@ -149,7 +171,12 @@ def _sums(batch: dict[str, Any]) -> dict[str, Any]:
 
 class SplitDataConfig(ray.train.DataConfig):
     """Ray Train's DataConfig, but validation and test are split without equalising
-    (`equal=False` drops no row): every image is scored exactly once across workers."""
+    (`equal=False` drops no row): every image is scored exactly once across workers;
+    each split's execution keeps the object store budget of `object_store_mb`."""
+
+    def __init__(self, object_store_mb: float) -> None:
+        super().__init__()
+        self.object_store_mb = object_store_mb
 
     def configure(
         self,
@@ -165,6 +192,7 @@ class SplitDataConfig(ray.train.DataConfig):
                 ds.set_name(name)
             ds = ds.copy(ds)
             ds.context.execution_options = self._resolve_execution_options(name)
+            limit_object_store(ds.context.execution_options, self.object_store_mb)
             splits = ds.streaming_split(
                 world_size, equal=name == "train", locality_hints=worker_node_ids
             )

@@ -286,7 +286,7 @@ def train_on_ray(
         stream_meta = plan.meta.to_dict()
         data = {
             "datasets": build_datasets(plan, cfg.data, cfg.seed),
-            "dataset_config": SplitDataConfig(),
+            "dataset_config": SplitDataConfig(cfg.data.object_store_mb),
         }
     s = cfg.scaling
     resources: dict[str, float] = {"CPU": s.cpus_per_worker}

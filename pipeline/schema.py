@@ -117,6 +117,7 @@ class DataSpec:
     shuffle_buffer_mb: float = 64.0  # per worker: the local shuffle buffer, in image bytes
     prefetch_batches: int = 2  # per worker: batches Ray Data prepares ahead of the step
     task_cpus: float = 0.5  # CPUs each Ray Data read/decode task reserves
+    object_store_mb: float = 256.0  # Ray Data's object store budget per streamed split
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,7 @@ def _check_ranges(cfg: RunConfig) -> None:
             ">= 0",
         ),
         (cfg.data.task_cpus > 0, "data.task_cpus", cfg.data.task_cpus, "> 0"),
+        (cfg.data.object_store_mb > 0, "data.object_store_mb", cfg.data.object_store_mb, "> 0"),
         # explicit zeros: data sets fill in a default for null (`channels or 3`), not for 0
         (
             cfg.data.channels is None or cfg.data.channels >= 1,

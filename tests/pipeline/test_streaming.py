@@ -80,7 +80,7 @@ def test_packed_manifest_and_splits(uneven: Path) -> None:
 def _shares(datasets: dict[str, Any], world: int) -> list[dict[str, Any]]:
     from pipeline.ray_data import SplitDataConfig
 
-    return SplitDataConfig().configure(datasets, world, None, None)
+    return SplitDataConfig(256).configure(datasets, world, None, None)
 
 
 def _in_threads(fn: Any, n: int) -> list[Any]:
