@@ -135,6 +135,9 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     return {
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through exec
         "peak_rss_mb": _status_kb(os.getpid(), "VmHWM") / 1024,
+        # at the end: private memory, and the object store's shared pages it maps
+        "rss_anon_mb": _status_kb(os.getpid(), "RssAnon") / 1024,
+        "rss_shmem_mb": _status_kb(os.getpid(), "RssShmem") / 1024,
         "images_per_s": float(statistics.median(warm)),
         "data_wait_share": getattr(loader, "wait_seconds", 0.0) / loop if loop else None,
         "test_accuracy": summary.test_accuracy,
@@ -299,6 +302,8 @@ def measure(mode: str = "full", large: int | None = None) -> dict[str, Any]:
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ):
         os.environ.setdefault(key, value)
+    if not ray.is_initialized():  # a 1 GiB object store, as `ray start --object-store-memory`
+        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=2**30)
     ensure_ray()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(ROOT)
@@ -351,6 +356,7 @@ def measure(mode: str = "full", large: int | None = None) -> dict[str, Any]:
                 what = "streamed" if streaming == "true" else "memory"
                 result = run_child(cfg, runs, f"mem-{scale}x-{what}", env)
                 out[f"peak_rss_mb_{what}_{scale}x"] = result["peak_rss_mb"]
+                out[f"rss_anon_mb_{what}_{scale}x"] = result["rss_anon_mb"]
         # large: one streamed epoch
         root = base / "large"
         out["large_write_s"] = write_synthetic(root, large_n)
@@ -359,6 +365,8 @@ def measure(mode: str = "full", large: int | None = None) -> dict[str, Any]:
         with RayWatch() as watch:
             result = run_child(_config("reference_cnn.yaml", items), runs, "large", env)
         out["large_peak_rss_mb_trainer"] = result["peak_rss_mb"]
+        out["large_rss_anon_mb_trainer_end"] = result["rss_anon_mb"]
+        out["large_rss_shmem_mb_trainer_end"] = result["rss_shmem_mb"]
         out["large_peak_rss_mb_ray_workers_max"] = max(watch.peaks.values(), default=0.0)
         out["large_ray_worker_processes"] = len(watch.peaks)
         out["large_object_store_peak_mb"] = watch.store_peak_mb

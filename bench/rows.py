@@ -94,13 +94,17 @@ def _data(f: dict[str, Any]) -> list[Row]:
             out.append(
                 _row(s, f"{what}: trainer peak RSS MB at 4x images",
                      f[f"peak_rss_mb_{what}_4x"], "at 1x images", f[f"peak_rss_mb_{what}_1x"],
-                     f"{n.get('memory_1x')} vs 4x images of 3x32x32" + (
+                     f"{n.get('memory_1x')} vs 4x images of 3x32x32; private (anon) at the end "
+                     f"{f.get(f'rss_anon_mb_{what}_4x', 0):.0f} vs "
+                     f"{f.get(f'rss_anon_mb_{what}_1x', 0):.0f} MB" + (
                          "; goal <= 1.1" if what == "streamed" else ""))
             )  # fmt: skip
     if "large_peak_rss_mb_trainer" in f:
         out.append(
             _row(s, f"{n.get('large'):,} images streamed: trainer peak RSS MB",
                  f["large_peak_rss_mb_trainer"], "1.5 GB budget", 1536.0,
+                 f"at the end private {f.get('large_rss_anon_mb_trainer_end', 0):.0f} MB + "
+                 f"object store pages {f.get('large_rss_shmem_mb_trainer_end', 0):.0f} MB; "
                  f"Ray workers max {f['large_peak_rss_mb_ray_workers_max']:.0f} MB, object "
                  f"store peak {f['large_object_store_peak_mb']:.0f} MiB, epoch "
                  f"{f['large_epoch_s']:.0f} s")
