@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
 SIZES = {  # mode: (pack PNGs, throughput images, memory 1x images, large images, seeds, epochs)
     "full": (2000, 2048, 16384, 250_000, 3, None),
     "quick": (500, 1024, 8192, 100_000, 1, 5),
-    "smoke": (16, 128, 0, 0, 0, 1),  # pack and local throughput only (the test suite's run)
+    "smoke": (64, 128, 0, 0, 0, 1),  # pack and local throughput only (the test suite's run)
 }
 SMALL_CNN = [  # the small CNN of the memory and large figures: cheap per image
     "model.blocks=[{type: conv, channels: 8, kernel: 3, padding: same}, "
