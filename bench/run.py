@@ -7,12 +7,13 @@
 
 Each figure is divided by a baseline measured in the same run, next to it in time:
 these machines are noisy, so a ratio measured in one run holds where an absolute
-time does not. Sections: training (bench/training.py), serving (bench/serving.py
-and bench/serving_sweep.py), startup and memory (bench/startup.py), the KServe
-peer (bench/peer.py), real NVIDIA Triton serving the same model.onnx files (bench/triton_peer.py,
-gRPC and HTTP), server models under the same load (bench/frontends.py: gRPC's threaded
-server and grpc.aio, echo and batching, beside `stride serve`), and in GPU mode inference
-on ONNX Runtime's CUDA provider.
+time does not. Sections: training (bench/training.py), streamed training data
+(bench/data.py), serving (bench/serving.py and bench/serving_sweep.py), startup and
+memory (bench/startup.py), the KServe peer (bench/peer.py), real NVIDIA Triton
+serving the same model.onnx files (bench/triton_peer.py, gRPC and HTTP), server
+models under the same load (bench/frontends.py: gRPC's threaded server and grpc.aio,
+echo and batching, beside `stride serve`), and in GPU mode inference on ONNX
+Runtime's CUDA provider.
 The JSON adds the machine, library versions, git revision and every raw figure.
 """
 
@@ -35,7 +36,16 @@ if str(ROOT) not in sys.path:
 
 from bench import environment, rows  # noqa: E402
 
-SECTIONS = ("training", "serving", "startup", "peer", "triton", "frontends", "gpu_inference")
+SECTIONS = (
+    "training",
+    "data",
+    "serving",
+    "startup",
+    "peer",
+    "triton",
+    "frontends",
+    "gpu_inference",
+)
 
 
 def _training(mode: str, gpu: bool) -> dict[str, Any]:
@@ -45,6 +55,12 @@ def _training(mode: str, gpu: bool) -> dict[str, Any]:
         return training.measure(quick=False, gpu=gpu)
     samples = 256 if mode == "smoke" else 384
     return training.measure(quick=True, gpu=gpu, samples=samples, two_workers=False, sweeps=False)
+
+
+def _data(mode: str) -> dict[str, Any]:
+    from bench import data
+
+    return data.measure(mode)
 
 
 def _serving(mode: str, repo: Path) -> dict[str, Any]:
@@ -144,6 +160,7 @@ def run(mode: str, gpu: bool, only: tuple[str, ...], out_dir: Path) -> tuple[dic
             serving_sweep.write_models(repo, models)
         jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "training": lambda: _training(mode, gpu),
+            "data": lambda: _data(mode),
             "serving": lambda: _serving(mode, repo),
             "startup": lambda: _startup(mode, repo),
             "peer": lambda: _peer(mode, repo),

@@ -106,6 +106,7 @@ class SummaryRecord:
     finished_at: str | None = None
     stopped_by: str | None = None  # the scheduler that stopped it (status "stopped"): asha
     stopped_at_epoch: int | None = None  # the last epoch it trained before being stopped
+    skipped_images: int | None = None  # unreadable images left out (data.max_bad_fraction)
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
@@ -137,6 +138,7 @@ _INT_FIELDS = {
     "workers",
     "resumed_from_epoch",
     "stopped_at_epoch",
+    "skipped_images",
     "schema",
 }
 _TEXT_FIELDS = {

@@ -43,6 +43,14 @@ def ray_cluster() -> Iterator[dict[str, float]]:
 
     from pipeline.ray_train import ensure_ray
 
+    # Object store credentials come from the environment of every Ray node, as on a real
+    # cluster; the local S3 server of the tests (moto) takes any.
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", "stride-test"),
+        ("AWS_SECRET_ACCESS_KEY", "stride-test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ):
+        os.environ.setdefault(key, value)
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     resources = ensure_ray()

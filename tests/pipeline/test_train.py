@@ -224,4 +224,4 @@ def test_dead_units_and_weight_norm_on_the_fixed_batch(tmp_path: Path) -> None:
     squares = sum((w**2).sum() for w in weights)  # a Tensor: weights is not empty
     assert isinstance(squares, torch.Tensor)
     assert norm == pytest.approx(torch.sqrt(squares).item(), rel=1e-5)
-    assert trainer.probe.shape[0] == min(256, len(trainer.splits.val))
+    assert trainer.probe.shape[0] == min(256, trainer.sizes["val"])
