@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stride-installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint demo protos lock clean course triton-client triton-server kserve-peer bench bench-quick soak fuzz
+.PHONY: help setup test lint demo protos lock clean course triton-client triton-server kserve-peer bench bench-quick docs-figures soak fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -72,9 +72,9 @@ BENCH_GPU = $(if $(filter 1 yes true,$(GPU)),--gpu)
 SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 300
 
-bench: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## Every benchmark, one table, JSON in results/ (GPU=1: CUDA; 15-25 min)
+bench: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## Every benchmark, one table, JSON in results/, then docs-figures (GPU=1: CUDA; 15-25 min)
 	@$(MAKE) --no-print-directory kserve-peer || echo "note: KServe not installable; peer skipped"
-	$(PY) bench/run.py $(BENCH_GPU)
+	$(PY) bench/run.py $(BENCH_GPU); status=$$?; $(MAKE) --no-print-directory docs-figures; exit $$status
 
 bench-quick: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## The short version of make bench (1-2 min)
 	$(PY) bench/run.py --quick $(BENCH_GPU)
@@ -84,6 +84,11 @@ soak: $(STAMP) $(TRITON_STAMP) ## Concurrency 64 against stride serve: model swa
 
 fuzz: $(STAMP) ## Every atheris harness for FUZZ_SECONDS each (300); corpora in results/fuzz
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
+
+# Only the standard library: no venv needed to render the tables.
+docs-figures: ## The tables of README.md and docs/performance.md from results/bench-*.json
+	$(PYTHON) tools/docs_figures.py
+	@git --no-pager diff --stat -- README.md docs/performance.md 2>/dev/null || true
 
 test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) $(KSERVE_STAMP) ## Run the test suite (creates .venv first when absent)
 	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)

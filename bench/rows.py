@@ -284,7 +284,8 @@ def table(sections: dict[str, Any]) -> list[Row]:
     return out
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
+    """A figure as the tables print it: thousands grouped, three significant digits below 10."""
     if value is None:
         return "-"
     if abs(value) >= 100:
@@ -317,7 +318,7 @@ def render(doc: dict[str, Any]) -> str:
             section = r["section"]
             lines.append(f"-- {section}")
         lines.append(
-            f"{r['figure']:<{wf}}  {_fmt(r['value']):>9}  {r['baseline']:<{wb}}  "
-            f"{_fmt(r['baseline_value']):>9}  {_fmt(r['ratio']):>6}  {r['note']}"
+            f"{r['figure']:<{wf}}  {fmt(r['value']):>9}  {r['baseline']:<{wb}}  "
+            f"{fmt(r['baseline_value']):>9}  {fmt(r['ratio']):>6}  {r['note']}"
         )
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Every benchmark of Stride, one table at the end, the same figures as JSON under results/.
 
-    python bench/run.py            # make bench (15-25 min on 2 cores)
-    python bench/run.py --quick    # make bench-quick (80 s on 2 idle cores)
+    python bench/run.py            # make bench (every section at full length)
+    python bench/run.py --quick    # make bench-quick (small data, short windows)
     python bench/run.py --gpu      # make bench GPU=1: CUDA, bf16, channels_last
     python bench/run.py --only serving,startup
 
@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="short version (80 s on 2 idle cores)")
+    size.add_argument(
+        "--quick", action="store_true", help="short version (small data, short windows)"
+    )
     size.add_argument(
         "--smoke", action="store_true", help="the smallest run of every section (the test suite)"
     )

@@ -51,7 +51,7 @@ class RuntimeOptions:
     # Whether intra-op workers spin-wait for work: "off" (they sleep), "run" (they spin
     # between the operators of a run and stop at its end) or "on" (they spin between runs
     # too). Spinning between runs holds the cores that the gRPC threads and the clients
-    # need: on 2 cores it doubled the p99 at concurrency 1. Sleeping between operators
+    # need, which lengthens the tail at concurrency 1. Sleeping between operators
     # costs a wake-up per operator, which a small model of many operators feels; "run"
     # keeps the cores only while a run needs them: a better median and throughput at
     # concurrency 1 than "off", but a longer tail (figures in docs/performance.md).
@@ -171,8 +171,9 @@ def binding_run(session: Any) -> Any:
 
     InferenceSession.run checks the feeds' count and, on a provider failure, falls back
     to the next provider; on the CPU alone there is nothing to fall back to, and the
-    batcher's feeds always match the graph (checked at load), so the wrapper is 7 of the
-    15 us a small model's run takes. CUDA sessions keep it.
+    batcher's feeds always match the graph (checked at load), so the wrapper is pure
+    overhead, a large share of a small model's run (docs/notes/request-costs.md). CUDA
+    sessions keep it.
     """
     binding = getattr(session, "_sess", None)
     direct = getattr(binding, "run", None)
