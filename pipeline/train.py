@@ -173,8 +173,11 @@ class DivergenceError(FloatingPointError):
     loop has written summary.json (`failure: "diverged"`) before raising it."""
 
     def __init__(self, epoch: int, val_loss: float) -> None:
-        super().__init__(f"epoch {epoch}: validation loss is {val_loss}; the run diverged")
-        self.epoch = epoch
+        super().__init__(epoch, val_loss)  # its args rebuild it where Ray unpickles it
+        self.epoch, self.val_loss = epoch, val_loss
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch}: validation loss is {self.val_loss}; the run diverged"
 
 
 class EarlyStopping:

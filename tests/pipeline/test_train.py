@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import pickle
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from pipeline.config import EarlyStoppingSpec
 from pipeline.layers import Conv2d
 from pipeline.model import CNN
 from pipeline.run import train_local
-from pipeline.train import EarlyStopping
+from pipeline.train import DivergenceError, EarlyStopping
 from runstore import EpochRecord, RunDir, check_name, diverged
 from tests.pipeline.conftest import tiny_config
 from tests.pipeline.typed import layer, not_none
@@ -180,6 +182,14 @@ def test_diverging_run_is_marked_failed(tmp_path: Path) -> None:
     assert summary.reason is not None and "validation loss is nan" in summary.reason
     assert summary.epochs_run == len(run.read_metrics())  # the finite epochs it wrote
     assert summary.workers == 1 and summary.device == "cpu" and summary.test_accuracy is None
+
+
+def test_the_divergence_error_survives_pickling() -> None:
+    """Ray pickles a worker's exception to the driver; one that cannot be rebuilt from
+    its args arrives as a TypeError instead."""
+    error = pickle.loads(pickle.dumps(DivergenceError(3, math.nan)))
+    assert isinstance(error, FloatingPointError) and error.epoch == 3
+    assert str(error) == "epoch 3: validation loss is nan; the run diverged"
 
 
 def test_a_run_that_errors_is_marked_failed_by_an_error(tmp_path: Path) -> None:
