@@ -26,7 +26,7 @@ from pipeline.config import RunConfig, parse_config
 from pipeline.optim import optimizer_kwargs
 from pipeline.run import config_record, data_record, failed_summary, resolve_run
 from pipeline.train import CHECKPOINT, Trainer
-from runstore import EpochRecord, Follower, RunDir, StoreLocation, SummaryRecord
+from runstore import EpochRecord, Follower, RunDir, StoreLocation, SummaryRecord, diverged
 from runstore.files import ArrowFiles
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,10 @@ def train_on_ray(
     except Exception as exc:
         reason = _failure_reason(exc)
         summary = run.read_summary()
-        if summary is None or summary.status != "completed":
+        # Rank 0 wrote the summary of a run that completed before the error, or of one
+        # that diverged (`failure: "diverged"`); the exception that reaches here is Ray's
+        # wrapper, so the file, not its type, says which.
+        if summary is None or (summary.status != "completed" and not diverged(summary)):
             run.write_summary(failed_summary(reason))
         raise RunFailedError(f"run {run.name} failed: {reason}") from exc
     summary = run.read_summary()

@@ -17,7 +17,7 @@ import torch
 
 from pipeline.config import RunConfig
 from pipeline.optim import optimizer_kwargs
-from pipeline.train import LocalContext, Trainer
+from pipeline.train import DivergenceError, LocalContext, Trainer
 from runstore import (
     ConfigRecord,
     EpochRecord,
@@ -100,7 +100,16 @@ def data_source(trainer: Trainer) -> dict[str, Any] | None:
 
 
 def failed_summary(reason: str) -> SummaryRecord:
-    return SummaryRecord(status="failed", reason=reason, finished_at=utc_now())
+    """summary.json of a run that an error ended (`failure: "error"`): anything but a
+    divergence, which the train loop records itself (`DivergenceError`)."""
+    return SummaryRecord(status="failed", failure="error", reason=reason, finished_at=utc_now())
+
+
+def record_failure(run: RunDir, exc: BaseException) -> None:
+    """summary.json after `exc` ended a run trained in this process: a divergence keeps
+    the summary the train loop wrote; any other error is recorded as one."""
+    if not isinstance(exc, DivergenceError):
+        run.write_summary(failed_summary(f"{type(exc).__name__}: {exc}"))
 
 
 def library_versions() -> dict[str, str]:
@@ -188,7 +197,7 @@ def train_local(
         summary = trainer.fit()
         trainer.save_final_model()
     except Exception as exc:
-        run.write_summary(failed_summary(f"{type(exc).__name__}: {exc}"))
+        record_failure(run, exc)
         raise
     finally:
         ctx.close()

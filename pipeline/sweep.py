@@ -196,7 +196,7 @@ class SweepTracker:
         if summary is None or summary.status != "failed":
             # The trial died before it could say why (killed, out of memory).
             summary = SummaryRecord(
-                status="failed", reason=_trial_error(trial), finished_at=utc_now()
+                status="failed", failure="error", reason=_trial_error(trial), finished_at=utc_now()
             )
             run.write_summary(summary)
         row.state, row.summary, row.error = "failed", summary, _short(summary.reason or "")

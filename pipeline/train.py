@@ -168,6 +168,18 @@ class DeviceLoader:
             yield self.images[idx].float().div_(self.scale), self.labels[idx]
 
 
+class DivergenceError(FloatingPointError):
+    """The loss became non-finite: the run's own result, not an error around it. The
+    loop has written summary.json (`failure: "diverged"`) before raising it."""
+
+    def __init__(self, epoch: int, val_loss: float) -> None:
+        super().__init__(epoch, val_loss)  # its args rebuild it where Ray unpickles it
+        self.epoch, self.val_loss = epoch, val_loss
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch}: validation loss is {self.val_loss}; the run diverged"
+
+
 class EarlyStopping:
     """Stops after `patience` epochs without an improvement of at least `min_delta`."""
 
@@ -587,6 +599,9 @@ class Trainer:
             while not stopped_early and epoch < cfg.training.epochs:
                 epoch += 1
                 stopped_early = self._one_epoch(epoch, progress)
+        except DivergenceError as exc:
+            self._record_divergence(exc, wall_start, resumed_from)
+            raise
         finally:
             if progress is not None:
                 progress.close()
@@ -618,6 +633,33 @@ class Trainer:
             skipped_images=skipped or None,
         )
 
+    def _record_divergence(
+        self, exc: DivergenceError, wall_start: float, resumed: int | None
+    ) -> None:
+        """summary.json of a diverged run, written here where the divergence is seen
+        (rank 0): `failure: "diverged"` says it is the configuration's result, whatever
+        the caller (a Ray worker, a Tune trial) makes of the exception."""
+        if self.run is None or self.ctx.rank != 0:
+            return
+        self.run.write_summary(
+            SummaryRecord(
+                status="failed",
+                failure="diverged",
+                reason=f"{type(exc).__name__}: {exc}",
+                best_epoch=self.stopper.best_epoch or None,
+                best_metric=self.cfg.early_stopping.metric,
+                best_value=self.stopper.best_value,
+                epochs_run=exc.epoch - 1,  # metrics.jsonl ends with the last finite epoch
+                wall_seconds=round(time.perf_counter() - wall_start, 3),
+                train_seconds=round(self.elapsed, 3),
+                device=_device_name(self.device),
+                precision=self.precision.name,
+                workers=self.ctx.world_size,
+                resumed_from_epoch=resumed,
+                finished_at=utc_now(),
+            )
+        )
+
     def _one_epoch(self, epoch: int, progress: Any) -> bool:
         if progress is not None:
             progress.reset()
@@ -637,9 +679,7 @@ class Trainer:
         self.elapsed += epoch_seconds
         value = val_loss if self.cfg.early_stopping.metric == "val_loss" else val_acc
         if not math.isfinite(val_loss):
-            raise FloatingPointError(
-                f"epoch {epoch}: validation loss is {val_loss}; the run diverged"
-            )
+            raise DivergenceError(epoch, val_loss)
         if self.stopper.update(epoch, value):
             self.best_state = copy.deepcopy(self.raw_model.state_dict())
         count = max(train[2].item(), 1.0)
