@@ -61,8 +61,10 @@ class WithheldMessages:
         withhold: int = 100,
         metadata: Sequence[tuple[str, str]] = (),
         tls: ssl.SSLContext | None = None,
+        source: str | None = None,
     ) -> None:
         self.address = (host, port)
+        self.source = source  # the local address to connect from (another peer: 127.0.0.2)
         self.path = path
         self.streams = streams
         self.size = size
@@ -77,7 +79,9 @@ class WithheldMessages:
         self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
 
     def __enter__(self) -> WithheldMessages:
-        sock = socket.create_connection(self.address, timeout=10)
+        sock = socket.create_connection(
+            self.address, timeout=10, source_address=(self.source, 0) if self.source else None
+        )
         if self.tls is not None:
             self.tls.set_alpn_protocols(["h2"])
             sock = self.tls.wrap_socket(sock, server_hostname=self.address[0])
@@ -166,7 +170,7 @@ class WithheldMessages:
                 if n <= 0:
                     continue
                 start = self.sent[stream]
-                head = prefix[start:5] if start < 5 else b""
+                head = prefix[start:5][:n] if start < 5 else b""
                 chunk = head + bytes(n - len(head))
                 try:
                     self._h2.send_data(stream, chunk)
