@@ -87,6 +87,9 @@ class Pod:
     memory_limit: int  # bytes
     grace_period: float  # terminationGracePeriodSeconds
     ports: dict[str, int]  # port name -> containerPort
+    # The kubelet's deadline for each probe ("startup", "readiness", "liveness"): its
+    # timeoutSeconds, 1 s when the manifest gives none (Kubernetes' default).
+    probe_timeouts: dict[str, float] = field(default_factory=dict)
 
 
 def pod(deployment: str, overlay: str = "cpu") -> Pod:
@@ -103,8 +106,22 @@ def pod(deployment: str, overlay: str = "cpu") -> Pod:
                 memory_limit=quantity(str(container["resources"]["limits"]["memory"])),
                 grace_period=float(spec.get("terminationGracePeriodSeconds", 30)),
                 ports={p["name"]: int(p["containerPort"]) for p in container.get("ports", [])},
+                probe_timeouts={
+                    kind: float(container[f"{kind}Probe"].get("timeoutSeconds", 1))
+                    for kind in ("startup", "readiness", "liveness")
+                    if f"{kind}Probe" in container
+                },
             )
     raise LookupError(f"no Deployment {deployment} in overlay {overlay}")
+
+
+def flag(argv: list[str], name: str) -> str | None:
+    """The value of `--name=value` in a command line (the last one wins), or None."""
+    value = None
+    for arg in argv:
+        if arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def image_env(scratch: Path) -> dict[str, str]:

@@ -28,6 +28,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+from bench.attacks import Outcome
+
 CHUNK = 16384  # HTTP/2's default largest frame
 
 
@@ -243,3 +245,59 @@ def closed_by_server(sock: socket.socket, timeout: float) -> bool:
         except OSError:
             return True
     return False
+
+
+# The attacks as the soak cycles through them (bench/soak_adversarial.py) --------------
+
+
+def withheld(
+    name: str,
+    host: str,
+    port: int,
+    path: str,
+    *,
+    streams: int,
+    size: int,
+    seconds: float,
+    share: int | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
+    tls: ssl.SSLContext | None = None,
+    source: str | None = None,
+) -> Outcome:
+    """`WithheldMessages` pushed for `seconds`, then left: how the streams ended ("open":
+    still waiting when the client left) and, with `share` (bytes), whether the server took
+    in more than that plus a 64 KiB window per stream ("within the share" or not)."""
+    out = Outcome(name)
+    began = time.monotonic()
+    with WithheldMessages(
+        host, port, path, streams=streams, size=size, metadata=metadata, tls=tls, source=source
+    ) as attack:
+        attack.push(seconds)
+        out.codes.update(attack.statuses())
+        if share is not None:
+            within = attack.accepted <= share + streams * (2 << 20)
+            out.add("taken in within the share" if within else "taken in past the share")
+    out.seconds = time.monotonic() - began
+    return out
+
+
+def silent(name: str, host: str, port: int, count: int, hold: float) -> Outcome:
+    """`count` connections that never speak, held up to `hold` s: each "closed" by the server
+    (or refused when it connected) or still "open" at the end."""
+    out = Outcome(name)
+    began = time.monotonic()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            try:
+                socks.append(socket.create_connection((host, port), timeout=5))
+            except OSError:
+                out.add("refused")
+        for sock in socks:
+            left = max(0.01, hold - (time.monotonic() - began))
+            out.add("closed" if closed_by_server(sock, left) else "open")
+    finally:
+        for sock in socks:
+            sock.close()
+    out.seconds = time.monotonic() - began
+    return out
