@@ -171,6 +171,42 @@ def test_withheld_messages_with_the_token_hold_one_clients_share_of_the_budget(
     inference.check_memory()
 
 
+def test_withheld_messages_from_many_clients_hold_at_most_the_budget(inference: Served) -> None:
+    """Item 1, N clients: three addresses, each with 12 streams announcing 60 MB ModelInfer
+    messages with the token and withholding their end. Before, the server took in all of
+    them (over 2 GB: past the pod's limit, the cgroup OOM-kills it); now at most the 256
+    MB budget, whoever sends, and it answers again once they leave."""
+    attackers = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    before = inference.rss()
+    accepted: dict[str, int] = {}
+
+    def attack(source: str) -> None:
+        with WithheldMessages(
+            "127.0.0.1", inference.port("grpc"), INFER, streams=12, size=MESSAGE,
+            metadata=inference.metadata, tls=_tls(inference), source=source,
+        ) as withheld:  # fmt: skip
+            withheld.push(seconds=8)
+            accepted[source] = withheld.accepted
+
+    with _probe(inference) as probe:
+        threads = [threading.Thread(target=attack, args=(a,)) for a in attackers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    total = sum(accepted.values())
+    growth = probe.peak_rss - before
+    print(f"\n{total / 2**20:.0f} MiB taken in from {len(attackers)} clients; RSS +{growth:.0f}")
+    assert len(accepted) == len(attackers), accepted
+    assert total <= (256 << 20) + 36 * (2 << 20), accepted  # the budget, and 36 windows
+    assert growth < 256 + 150, growth
+    assert not probe.failures, probe.failures[:5]  # the health port answered throughout
+    inference.check_memory()
+    with inference.channel() as ch:  # and the budget is free again
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        stub.ModelInfer(normal_request("digits"), metadata=inference.metadata, timeout=60)
+
+
 def test_analysis_takes_requests_of_kilobytes_only(analysis: Served) -> None:
     """serve-analysis accepted 64 MB requests; its requests are a few hundred bytes."""
     from services.generated.stride.analysis.v1 import analysis_pb2 as pb
