@@ -224,9 +224,7 @@ class CallGate:
             await asyncio.wait_for(self.closing.wait(), DRAIN_HOLD_S)
         raise NotReady("the server is shutting down; retry (another replica will answer)")
 
-    async def _read(
-        self, context: Any, parse: Any, method: str, holds: list[Hold]
-    ) -> Any:
+    async def _read(self, context: Any, parse: Any, method: str, holds: list[Hold]) -> Any:
         """The request message, read once the budget has room for it (the hold, appended to
         `holds`, is the caller's to release when the call ends)."""
         start = time.monotonic()
