@@ -16,7 +16,9 @@ The well-behaved client, from 127.0.0.1:
   no token over gRPC), for the whole phase, reporting a window at a time;
 - the kubelet's readiness probe: grpc.health.v1 Check of the inference service on the
   plaintext health port, every 100 ms, with the probe's deadline (the manifest's
-  timeoutSeconds: 1 s);
+  timeoutSeconds: 1 s), from a process of its own as the kubelet's (bench/readiness.py);
+  the same probe calls a control, an idle server started the same way at the same time,
+  so that a probe missed because the machine is loaded shows as such;
 - a ModelInfer over gRPC (TLS, the token) and a JSON infer over REST every 100 ms, each
   with a 5 s deadline.
 
@@ -57,10 +59,11 @@ import grpc
 from bench import attacks, grpc_attacks, rest_attacks
 from bench.attacks import Outcome, Probe, Target, _timed
 from bench.deployed import Served, flag, serve_inference
+from bench.readiness import Readiness
 from bench.relay import Relay
 from bench.repo import linear_model
 from bench.rest_attacks import RestTarget
-from bench.servers import PERF_ANALYZER, health_status
+from bench.servers import PERF_ANALYZER
 
 MAX_MEMORY_GROWTH = 0.10
 MAX_RSS_SHARE = 0.75  # of the pod's memory limit
@@ -311,18 +314,12 @@ def perf_analyzer_rest(
     ]  # fmt: skip
 
 
-def _well_behaved(served: Served) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The kubelet's readiness probe, and the inference calls over gRPC and REST."""
+def _well_behaved(served: Served) -> dict[str, Any]:
+    """The well-behaved client's inference calls over gRPC and REST."""
     target = Target(
         served.port("grpc"), "digits", served.token, http_port=served.port("http"),
         ca=str(served.ca),
     )  # fmt: skip
-
-    def readiness(timeout: float) -> None:
-        status = health_status(served.port("health"), "inference.GRPCInferenceService", timeout)
-        if status != 1:
-            raise RuntimeError(f"readiness probe got {status or 'no answer'}")
-
     channel = target.channel()
     checks = attacks.inference_checks(target, channel)
     rest = rest_attacks.checks(
@@ -331,7 +328,51 @@ def _well_behaved(served: Served) -> tuple[dict[str, Any], dict[str, Any]]:
     infer = {"gRPC ModelInfer": checks["infer"], "REST infer": rest["rest_infer"]}
     for check in infer.values():
         check(60.0)  # connected and warm before the clock runs
-    return {"readiness probe": readiness}, infer
+    return infer
+
+
+class Probes:
+    """The kubelet's readiness probe (bench/readiness.py, a process of its own) on the
+    attacked server and on the control: an idle server started the same way, on the
+    same machine at the same time. When both miss their deadline, the load is why."""
+
+    def __init__(self, served: Served, control: Served, service: str) -> None:
+        deadline = served.server.pod.probe_timeouts.get("readiness", 1.0)
+        self.attacked = Readiness(served.port("health"), service, deadline)
+        self.control = Readiness(control.port("health"), service, deadline)
+
+    def stop(self) -> dict[str, Any]:
+        return {"attacked": self.attacked.stop(), "control": self.control.stop()}
+
+
+def readiness_failures(probes: dict[str, Any]) -> list[str]:
+    """The readiness criterion: no probe of the attacked server failed; the control's
+    figures say whether the machine's load alone made probes miss."""
+    attacked, control = probes["attacked"], probes["control"]
+    if not attacked["failed"]:
+        return []
+    why = (
+        f"; at the same time the idle control server's probe failed {control['failed']} and "
+        f"took the deadline or longer {control['late']} times of {control['calls']} (slowest "
+        f"{control['worst_s']:.2f} s), the attacked server's {attacked['late']} times"
+    )
+    return [
+        f"readiness probe failed {attacked['failed']} of {attacked['calls']} (deadline "
+        f"{attacked['deadline_s']:g} s, slowest {attacked['worst_s']:.2f} s){why}: "
+        f"{attacked['failures'][:2]}"
+    ]
+
+
+def readiness_report(probes: dict[str, Any]) -> list[str]:
+    lines = []
+    for who, label in (("attacked", "readiness probe"), ("control", "  the idle control's")):
+        p = probes[who]
+        lines.append(
+            f"  {label}: {p['calls']} calls, slowest {p['worst_s']:.3f} s, p99 "
+            f"{p['p99_s']:.3f} s (deadline {p['deadline_s']:g} s), {p['failed']} failed, "
+            f"{p['late']} took the deadline or longer"
+        )
+    return lines
 
 
 def adversarial(minutes: float, window_s: float = 60, concurrency: int = 64) -> dict[str, Any]:
@@ -346,13 +387,14 @@ def adversarial(minutes: float, window_s: float = 60, concurrency: int = 64) -> 
         linear_model(repo, "digits", max_batch=64)
         linear_model(repo, "target", max_batch=64)
         served = serve_inference(Path(tmp) / "pod", repo)
+        control = serve_inference(Path(tmp) / "control", repo)
         exit_code: int | None = None
         exit_s = 0.0
         try:
             command = perf_analyzer_rest(
                 served, "digits", concurrency, int(window_s * 1000), passes
             )
-            health_checks, infer_checks = _well_behaved(served)
+            infer_checks = _well_behaved(served)
             start = time.perf_counter()
             sampler = Sampler(
                 served.pid, served.port("grpc"), "digits", channel=served.channel,
@@ -360,10 +402,10 @@ def adversarial(minutes: float, window_s: float = 60, concurrency: int = 64) -> 
             )  # fmt: skip
             watcher = threading.Thread(target=sampler.run, args=(start,), daemon=True)
             watcher.start()
-            readiness_s = served.server.pod.probe_timeouts.get("readiness", 1.0)
+            probes = Probes(served, control, "inference.GRPCInferenceService")
             with (
                 Relay(served.port("grpc"), source=ATTACKER) as relay,
-                Probe(health_checks, timeout=readiness_s, rss_of=served.pid) as health,
+                Probe({}, rss_of=served.pid) as health,  # resident memory every 100 ms
                 Probe(infer_checks, timeout=INFER_DEADLINE_S) as infer,
             ):
                 hostile = Hostile(served, relay, max_streams).start()
@@ -373,6 +415,7 @@ def adversarial(minutes: float, window_s: float = 60, concurrency: int = 64) -> 
                 )
                 hostile.stop()
                 load = loads.stop()
+                readiness = probes.stop()
             elapsed = time.perf_counter() - start
             time.sleep(1.5)  # one more statistics sample after the last request
             sampler.stop()
@@ -380,12 +423,14 @@ def adversarial(minutes: float, window_s: float = 60, concurrency: int = 64) -> 
             alive = served.server.alive()
         finally:
             exit_code, exit_s = served.stop()
+            control.stop()
         memory = served.server.memory_figures()
     errors = [line.strip() for line in output.splitlines() if "error" in line.lower()]
+    rss_peak = max(max((v for _, v in sampler.rss), default=0.0), health.peak_rss)
+    memory["rss_peak_mb"] = rss_peak  # sampled here, not by the launcher
     first, last = (windows[0], windows[-1]) if windows else ({}, {})
     first_rss = _window_mean(sampler.rss, first.get("end_s", 0) - window_s, first.get("end_s", 0))
     last_rss = _window_mean(sampler.rss, last.get("end_s", 0) - window_s, last.get("end_s", 0))
-    rss_peak = max(max((v for _, v in sampler.rss), default=0.0), health.peak_rss)
     return {
         "minutes": passes * window_s / 60,
         "window_s": window_s,
@@ -405,10 +450,7 @@ def adversarial(minutes: float, window_s: float = 60, concurrency: int = 64) -> 
         "memory_growth": last_rss / first_rss - 1 if first_rss else None,
         "memory": memory,
         "alive": alive,
-        "health_calls": health.calls,
-        "health_failures": health.failures[:10],
-        "health_deadline_s": readiness_s,
-        "health_worst_s": health.worst,
+        "readiness": readiness,
         "infer_calls": infer.calls,
         "infer_failures": infer.failures[:10],
         "infer_worst_s": infer.worst,
@@ -481,9 +523,9 @@ def check(result: dict[str, Any]) -> list[str]:
     if growth is None or growth >= MAX_MEMORY_GROWTH:
         failed.append(f"resident memory grew {growth} (limit {MAX_MEMORY_GROWTH:.0%})")
     failed += memory_failures(result)
-    for who in ("health", "infer"):
-        if result[f"{who}_failures"]:
-            failed.append(f"{who} calls failed: {result[f'{who}_failures'][:3]}")
+    failed += readiness_failures(result["readiness"])
+    if result["infer_failures"]:
+        failed.append(f"infer calls failed: {result['infer_failures'][:3]}")
     if not result["attack_cycles"] and not result["attacks"]:
         failed.append("the hostile client made no attack")
     for name, seen in result["attacks"].items():
@@ -525,9 +567,7 @@ def report(result: dict[str, Any]) -> str:
     lines += [
         f"  failed normal requests: {result['server_failures']} (server), "
         f"{len(result['perf_analyzer_errors'])} error lines (perf_analyzer)",
-        f"  readiness probe: {result['health_calls']} calls, slowest "
-        f"{result['health_worst_s']:.3f} s (deadline {result['health_deadline_s']:g} s), "
-        f"{len(result['health_failures'])} failed",
+        *readiness_report(result["readiness"]),
         f"  gRPC and REST infer of the well-behaved client: {result['infer_calls']} calls, "
         f"slowest {result['infer_worst_s']:.3f} s (deadline {INFER_DEADLINE_S:g} s), "
         f"{len(result['infer_failures'])} failed",

@@ -15,7 +15,9 @@ the half of it one client may hold), and two running runs whose last line never 
 one under and one over the 1 MiB a line may be (`live`).
 
 The well-behaved client, from 127.0.0.1, every 100 ms: the kubelet's readiness probe
-(health Check on the plaintext health port, with the probe's deadline: 1 s), and
+(health Check on the plaintext health port, with the probe's deadline: 1 s, from a
+process of its own; the same probe calls an idle control server started the same way,
+so that a probe missed because the machine is loaded shows as such), and
 ListExperiments and a CompareRuns of `opt` with the token (10 s).
 The hostile client, from 127.0.0.2 (through bench/relay.py), in a loop, with the token:
 12 large renders with a 2 s deadline; 16 WatchRun streams on the unfinished line for
@@ -55,8 +57,14 @@ from bench import grpc_attacks  # noqa: E402
 from bench.attacks import Outcome, Probe, idle_streams  # noqa: E402
 from bench.deployed import Served, serve_analysis  # noqa: E402
 from bench.relay import Relay  # noqa: E402
-from bench.servers import health_status, rss_mb  # noqa: E402
-from bench.soak_adversarial import ATTACKER, MAX_RSS_SHARE, _LoadAverage  # noqa: E402
+from bench.servers import rss_mb  # noqa: E402
+from bench.soak_adversarial import (  # noqa: E402
+    ATTACKER,
+    MAX_RSS_SHARE,
+    Probes,
+    _LoadAverage,
+    readiness_report,
+)
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb  # noqa: E402
 from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -192,7 +200,7 @@ def adversarial(minutes: float, big_mb: float = 25) -> dict[str, Any]:
         runs = Path(tmp) / "runs"
         write_store(runs, big_mb)
         served = serve_analysis(Path(tmp) / "pod", runs)
-        readiness_s = served.server.pod.probe_timeouts.get("readiness", 1.0)
+        control = serve_analysis(Path(tmp) / "control", runs)
         try:
             with served.channel() as channel:
                 stub = pb_grpc.AnalysisServiceStub(channel)
@@ -205,19 +213,14 @@ def adversarial(minutes: float, big_mb: float = 25) -> dict[str, Any]:
                     "CompareRuns": lambda t: stub.CompareRuns(opt, timeout=10.0, metadata=auth),
                 }
 
-                def readiness(timeout: float) -> None:
-                    if health_status(served.port("health"), timeout=timeout) != 1:
-                        raise RuntimeError("the readiness probe got no SERVING")
-
                 # Warm: the store is read once (the big runs take a while).
                 stub.ListExperiments(pb.ListExperimentsRequest(), timeout=300, metadata=auth)
                 stub.CompareRuns(opt, timeout=300, metadata=auth)
                 start = time.monotonic()
+                probes = Probes(served, control, "")
                 with (
                     Relay(served.port("grpc"), source=ATTACKER) as relay,
-                    Probe(
-                        {"readiness probe": readiness}, timeout=readiness_s, rss_of=served.pid
-                    ) as probe,
+                    Probe({}, rss_of=served.pid) as probe,  # resident memory every 100 ms
                     Probe(analysis_checks, timeout=10.0) as analysis,
                 ):
                     loads = _LoadAverage().start()
@@ -225,11 +228,13 @@ def adversarial(minutes: float, big_mb: float = 25) -> dict[str, Any]:
                     time.sleep(minutes * 60)
                     hostile.stop()
                     load = loads.stop()
+                    readiness = probes.stop()
                 elapsed = time.monotonic() - start
             rss_end = rss_mb(served.pid)
             alive = served.server.alive()
         finally:
             exit_code, exit_s = served.stop()
+            control.stop()
         memory = served.server.memory_figures()
     return {
         "minutes": elapsed / 60,
@@ -239,14 +244,11 @@ def adversarial(minutes: float, big_mb: float = 25) -> dict[str, Any]:
             name: {"codes": dict(o.codes), "seconds": round(o.seconds, 1)}
             for name, o in hostile.outcomes.items()
         },
-        "health_calls": probe.calls,
-        "health_failures": probe.failures[:10],
-        "health_deadline_s": readiness_s,
-        "health_worst_s": probe.worst,
+        "readiness": readiness,
         "analysis_calls": analysis.calls,
         "analysis_failures": analysis.failures[:10],
         "analysis_worst_s": analysis.worst,
-        "rss_peak_mb": max(probe.peak_rss, memory["rss_peak_mb"]),
+        "rss_peak_mb": max(probe.peak_rss, memory["rss_peak_mb"]),  # sampled every 100 ms
         "rss_end_mb": rss_end,
         "memory": memory,
         "alive": alive,
@@ -260,12 +262,12 @@ def adversarial(minutes: float, big_mb: float = 25) -> dict[str, Any]:
 
 def check(result: dict[str, Any]) -> list[str]:
     """The pass criteria that failed (empty: the soak passed)."""
-    from bench.soak_adversarial import memory_failures
+    from bench.soak_adversarial import memory_failures, readiness_failures
 
     failed = []
-    for who in ("health", "analysis"):
-        if result[f"{who}_failures"]:
-            failed.append(f"{who} calls failed: {result[f'{who}_failures'][:3]}")
+    failed += readiness_failures(result["readiness"])
+    if result["analysis_failures"]:
+        failed.append(f"analysis calls failed: {result['analysis_failures'][:3]}")
     failed += memory_failures(result)
     if not result["attack_cycles"]:
         failed.append("the hostile client finished no cycle")
@@ -302,9 +304,7 @@ def report(result: dict[str, Any]) -> str:
     else:
         limit += " (no cgroup here: RSS measured against it)"
     lines += [
-        f"  readiness probe: {result['health_calls']} calls, slowest "
-        f"{result['health_worst_s']:.3f} s (deadline {result['health_deadline_s']:g} s), "
-        f"{len(result['health_failures'])} failed",
+        *readiness_report(result["readiness"]),
         f"  ListExperiments and CompareRuns: {result['analysis_calls']} calls, slowest "
         f"{result['analysis_worst_s']:.3f} s (deadline 10 s), "
         f"{len(result['analysis_failures'])} failed",
