@@ -79,7 +79,7 @@ bench: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## Every benchmark, one table,
 bench-quick: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## The short version of make bench (1-2 min)
 	$(PY) bench/run.py --quick $(BENCH_GPU)
 
-soak: $(STAMP) $(TRITON_STAMP) ## Concurrency 64 against stride serve: model swapped halfway, then a hostile client (2 x SOAK_MINUTES)
+soak: $(STAMP) $(TRITON_STAMP) ## stride serve with its model swapped; then stride serve and serve-analysis as deploy/ runs them, under attack (3 x SOAK_MINUTES)
 	$(PY) bench/soak.py --minutes $(SOAK_MINUTES) --json results/soak.json
 
 fuzz: $(STAMP) ## Every atheris harness for FUZZ_SECONDS each (300); corpora in results/fuzz

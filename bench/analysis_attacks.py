@@ -214,13 +214,20 @@ def watchers(
     poll: float = 0.01,
     *,
     metadata: tuple[tuple[str, str], ...] = (),
+    ca: bytes | None = None,
 ) -> Outcome:
-    """`count` WatchRun streams of one run, each polling every `poll` s, for `hold` s."""
+    """`count` WatchRun streams of one run, each polling every `poll` s, for `hold` s (over
+    TLS when `ca`, the PEM of the CA that signed the server's certificate, is given)."""
     outcome = Outcome("watchers")
     lock = threading.Lock()
 
+    def channel_() -> grpc.Channel:
+        if ca is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(ca))
+
     def watch() -> None:
-        with grpc.insecure_channel(address) as channel:
+        with channel_() as channel:
             stub = pb_grpc.AnalysisServiceStub(channel)
             request = pb.WatchRunRequest(experiment=experiment, run_id=run_id, poll_seconds=poll)
             try:

@@ -29,6 +29,11 @@ MAX_PARAMETERS = 64  # entries of one parameters map
 MAX_DIMS = 64  # dimensions of one tensor's shape
 MAX_REPEATS = 16  # occurrences of any other field (a singular field comes once)
 SCAN_FROM = 64 * 1024  # bytes; smaller requests are parsed without the walk
+# What an inference request holds once read, per byte of its message, for the gRPC memory
+# budget (services.common.budget): the message parsed by protobuf, its tensors' bytes
+# copied out of it, and a batch's inputs joined into one array.
+INFER_REQUEST_COST = 3.0
+REQUEST_COSTS = {"ModelInfer": INFER_REQUEST_COST, "ModelStreamInfer": INFER_REQUEST_COST}
 
 _REQUEST = pb.ModelInferRequest.DESCRIPTOR.fields_by_name
 _INPUT = pb.ModelInferRequest.InferInputTensor.DESCRIPTOR.fields_by_name
