@@ -7,6 +7,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stride-installed
 PYTEST_ARGS ?=
+# pytest-xdist processes of `make test` (2 fits a 2-core machine; 0 runs in one process)
+TEST_WORKERS ?= 2
 
 .PHONY: help setup test lint demo protos lock clean course triton-client triton-server kserve-peer bench bench-quick docs-figures soak fuzz
 
@@ -90,8 +92,8 @@ docs-figures: ## The tables of README.md and docs/performance.md from results/be
 	$(PYTHON) tools/docs_figures.py
 	@git --no-pager diff --stat -- README.md docs/performance.md 2>/dev/null || true
 
-test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) $(KSERVE_STAMP) ## Run the test suite (creates .venv first when absent)
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) $(KSERVE_STAMP) ## Run the test suite in TEST_WORKERS processes (creates .venv first when absent)
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.toml)
 	$(VENV)/bin/ruff check stride pipeline services runstore tests tools bench fuzz
