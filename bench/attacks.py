@@ -1,4 +1,5 @@
-"""The hostile clients of issue 15, sized by their arguments, and a probe that watches.
+"""Hostile clients that make cheap requests costly, sized by their arguments, and a probe
+that watches.
 
 Each attack makes one kind of cheap request that used to cost the server a lot
 (memory, a core, or every handler thread) and returns an `Outcome`: the status
@@ -6,8 +7,8 @@ codes its calls ended with and how long it took. The resilience tests
 (tests/services/test_resilience_*.py) run each one scaled down to seconds;
 `bench/soak.py` cycles through them for the whole adversarial phase.
 
-The REST attacks (item 7) send items 1, 4 and 5 over HTTP/REST, and bodies or headers
-that never finish arriving.
+The REST attacks send repeated outputs, large images and empty BYTES elements over
+HTTP/REST, and bodies or headers that never finish arriving.
 
 `Probe` is the normal client meanwhile: every 100 ms it calls health and a
 normal request, each with a 1 s deadline, and records the slowest answer and

@@ -1,5 +1,5 @@
 """gRPC attacks that no gRPC client library makes: raw HTTP/2 streams that announce large
-messages and withhold their end, and connections that never speak (issue 25).
+messages and withhold their end, and connections that never speak.
 
 A gRPC client library sends a whole message or none; these speak HTTP/2 themselves
 (with the `h2` package) so that a stream can carry all but the last bytes of a 60 MB

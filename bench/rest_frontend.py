@@ -99,7 +99,7 @@ from services.inference.rest_server import HttpOptions
 from services.inference.tensors import InferResult, OutputTensor
 try:
     from services.inference.rest_app import RestApp
-except ImportError:  # before issue 24: the hand-written app
+except ImportError:  # older revisions: the hand-written app
     from services.inference.rest_server import RestApp
 
 outputs = [OutputTensor(n, "FP32", [1, 10], np.zeros((1, 10), np.float32))

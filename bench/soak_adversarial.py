@@ -1,6 +1,6 @@
 """The soak's adversarial phase: `stride serve` started as deploy/ starts it, under the
 pod's memory limit, with a well-behaved load and a hostile client cycling through the
-attacks of issues 15 and 25.
+attacks of the resilience suite.
 
     python bench/soak.py --phase adversarial --minutes 1 --window 15
 
@@ -23,13 +23,13 @@ The well-behaved client, from 127.0.0.1:
   with a 5 s deadline.
 
 The hostile client, from 127.0.0.2 (its gRPC calls through bench/relay.py, so that the
-server sees another peer), in a loop: issue 15's attacks (bench/attacks.py: repeated
+server sees another peer), in a loop: the request-cost attacks (bench/attacks.py: repeated
 outputs, made-up methods, idle streams past --max-streams, large images, millions of
-empty BYTES elements, half-open metrics connections); issue 25's gRPC attacks
+empty BYTES elements, half-open metrics connections); the gRPC admission attacks
 (bench/grpc_attacks.py: 40 withheld 60 MB messages without the token, 12 with it,
 silent connections past the handshake timeout, health Watch streams without the token
 past their slots, health Check of a made-up model without the token, unload without
-and with the token); issue 25's REST attacks (bench/rest_attacks.py: header lines that
+and with the token); the REST attacks (bench/rest_attacks.py: header lines that
 never end, pipelined requests never read, bodies of `{}` that cost too much parsed,
 withheld bodies, silent connections past the per-address limit, held metrics
 connections while a scrape from 127.0.0.1 must be answered).

@@ -1,6 +1,6 @@
 """The analysis server's adversarial soak: `stride serve-analysis` started as deploy/
 starts it, under the pod's memory limit, a well-behaved client, and a hostile one
-cycling through the attacks of issue 25 (bench/analysis_attacks.py, bench/grpc_attacks.py).
+cycling through the attacks of bench/analysis_attacks.py and bench/grpc_attacks.py.
 
     python bench/soak_analysis.py --minutes 10 [--json results/soak_analysis.json]
     python bench/soak.py --phase analysis --minutes 10     # the same, from `make soak`
@@ -153,7 +153,8 @@ class Hostile:
         self._grpc_attacks()
 
     def _grpc_attacks(self) -> None:
-        """Issue 25's gRPC attacks, without the token (items 1, 7 and 8)."""
+        """The gRPC admission attacks, without the token: withheld messages, silent
+        connections, health Watch streams."""
         port = self.served.port("grpc")
         tls = ssl.create_default_context(cafile=str(self.served.ca))
         name = "withheld 60 MB messages without the token"

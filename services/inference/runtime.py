@@ -91,9 +91,8 @@ def intra_op_threads_for(
     """Intra-op threads for each session of a model. A model with `count: N` CPU
     instances runs N batches at once; at one thread per core each, N threads would
     share every core, and a thread taken off its core mid-operator stalls its run's
-    other threads: the reference CNN at count 2 on 2 cores served 311-358 infer/s at
-    concurrency 16-64 with 1 thread per instance against 277-327 with 2, though a lone
-    request took longer (p50 7.3-8.0 ms against 5.0-5.3; docs/performance.md). So
+    other threads: under load, one thread per instance serves more than one per core,
+    though a lone request takes longer (measured in docs/notes/serving-speed.md). So
     without an explicit --threads the cores are divided among the instances."""
     if options.intra_op_threads or settings.instance_count < 2 or providers != [CPU]:
         return options.intra_op_threads
