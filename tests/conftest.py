@@ -25,6 +25,11 @@ def pytest_configure(config: pytest.Config) -> None:
     under it and a socket path may not exceed 107 bytes.
     """
     global _SESSION_TMP
+    # Ray starts its workers at nice 15 by default: on a machine whose other work runs at
+    # nice 0 (a neighbour, tools/busy.sh, the other xdist worker) its training workers get
+    # a few percent of a core and a Ray test takes many times longer. Every Ray the tests
+    # start (the shared instance, `stride` commands in subprocesses) inherits this.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         # Several test processes share the cores (pytest-xdist, `make test`): one
         # intra-op thread each. With one per core in every process, OpenMP's threads

@@ -112,6 +112,7 @@ def cluster() -> Iterator[dict[str, Any]]:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": secrets.token_hex(16),
             "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_worker_niceness": "0",  # as every Ray of the tests (tests/conftest.py)
             "AWS_ACCESS_KEY_ID": "stride-test",
             "AWS_SECRET_ACCESS_KEY": "stride-test",
             "AWS_EC2_METADATA_DISABLED": "true",
