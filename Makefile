@@ -93,7 +93,7 @@ docs-figures: ## The tables of README.md and docs/performance.md from results/be
 	@git --no-pager diff --stat -- README.md docs/performance.md 2>/dev/null || true
 
 test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) $(KSERVE_STAMP) ## Run the test suite in TEST_WORKERS processes (creates .venv first when absent)
-	$(PY) -m pytest -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.toml)
 	$(VENV)/bin/ruff check stride pipeline services runstore tests tools bench fuzz

@@ -79,7 +79,15 @@ def _cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` skip cleanly on machines without CUDA."""
+    """Tests marked `gpu` skip cleanly on machines without CUDA; files with a `slow` test
+    run first.
+
+    `make test` hands whole files to its xdist workers (`--dist loadfile`, so a module's
+    fixtures, a server or a trained run, are built once). Files are handed out in this
+    order: the long ones first, the short ones fill the gaps at the end.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within
     marked = [item for item in items if item.get_closest_marker("gpu") is not None]
     if marked and not _cuda_available():
         skip = pytest.mark.skip(reason="needs a CUDA device")
