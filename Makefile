@@ -7,8 +7,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stride-installed
 PYTEST_ARGS ?=
+# pytest-xdist processes of `make test` (2 fits a 2-core machine; 0 runs in one process)
+TEST_WORKERS ?= 2
 
-.PHONY: help setup test lint demo protos lock clean course triton-client triton-server kserve-peer bench bench-quick soak fuzz
+.PHONY: help setup test lint demo protos lock clean course triton-client triton-server kserve-peer bench bench-quick docs-figures soak fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -72,21 +74,26 @@ BENCH_GPU = $(if $(filter 1 yes true,$(GPU)),--gpu)
 SOAK_MINUTES ?= 10
 FUZZ_SECONDS ?= 300
 
-bench: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## Every benchmark, one table, JSON in results/ (GPU=1: CUDA; 15-25 min)
+bench: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## Every benchmark, one table, JSON in results/, then docs-figures (GPU=1: CUDA; 15-25 min)
 	@$(MAKE) --no-print-directory kserve-peer || echo "note: KServe not installable; peer skipped"
-	$(PY) bench/run.py $(BENCH_GPU)
+	$(PY) bench/run.py $(BENCH_GPU); status=$$?; $(MAKE) --no-print-directory docs-figures; exit $$status
 
 bench-quick: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) ## The short version of make bench (1-2 min)
 	$(PY) bench/run.py --quick $(BENCH_GPU)
 
-soak: $(STAMP) $(TRITON_STAMP) ## Concurrency 64 against stride serve: model swapped halfway, then a hostile client (2 x SOAK_MINUTES)
+soak: $(STAMP) $(TRITON_STAMP) ## stride serve with its model swapped; then stride serve and serve-analysis as deploy/ runs them, under attack (3 x SOAK_MINUTES)
 	$(PY) bench/soak.py --minutes $(SOAK_MINUTES) --json results/soak.json
 
 fuzz: $(STAMP) ## Every atheris harness for FUZZ_SECONDS each (300); corpora in results/fuzz
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
 
-test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) $(KSERVE_STAMP) ## Run the test suite (creates .venv first when absent)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Only the standard library: no venv needed to render the tables.
+docs-figures: ## The tables of README.md and docs/performance.md from results/bench-*.json
+	$(PYTHON) tools/docs_figures.py
+	@git --no-pager diff --stat -- README.md docs/performance.md 2>/dev/null || true
+
+test: $(STAMP) $(TRITON_STAMP) $(PYTRITON_STAMP) $(KSERVE_STAMP) ## Run the test suite in TEST_WORKERS processes (creates .venv first when absent)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports, pyproject.toml)
 	$(VENV)/bin/ruff check stride pipeline services runstore tests tools bench fuzz

@@ -1,13 +1,14 @@
-"""Hostile clients of `stride serve-analysis` (issue 25, items 5, 6, 10 and 11), sized by
-their arguments, the run stores they need, and what they measure on the server.
+"""Hostile clients of `stride serve-analysis` (large runs, unfinished lines, slow
+renders, a SIGTERM with renders queued), sized by their arguments, the run stores
+they need, and what they measure on the server.
 
 - `large_runs`: legal runs whose metrics parse into far more memory than their size
-  on disk (item 5): a server must bound what parsed runs take, not how many it keeps.
+  on disk: a server must bound what parsed runs take, not how many it keeps.
 - `unfinished_line`: a run whose last metrics line is being written and never ends,
-  followed by many WatchRun streams polling fast (item 6): a follower must not read
+  followed by many WatchRun streams polling fast: a follower must not read
   it again on every poll.
-- `slow_renders`: many large RenderComparison calls with a short deadline (items 10
-  and 11): they must queue within a bound, the rest be refused at once, and the work
+- `slow_renders`: many large RenderComparison calls with a short deadline:
+  they must queue within a bound, the rest be refused at once, and the work
   of clients that left must stop.
 
 The resilience tests (tests/services/test_resilience_analysis.py) run each scaled down
@@ -214,13 +215,20 @@ def watchers(
     poll: float = 0.01,
     *,
     metadata: tuple[tuple[str, str], ...] = (),
+    ca: bytes | None = None,
 ) -> Outcome:
-    """`count` WatchRun streams of one run, each polling every `poll` s, for `hold` s."""
+    """`count` WatchRun streams of one run, each polling every `poll` s, for `hold` s (over
+    TLS when `ca`, the PEM of the CA that signed the server's certificate, is given)."""
     outcome = Outcome("watchers")
     lock = threading.Lock()
 
+    def channel_() -> grpc.Channel:
+        if ca is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, grpc.ssl_channel_credentials(ca))
+
     def watch() -> None:
-        with grpc.insecure_channel(address) as channel:
+        with channel_() as channel:
             stub = pb_grpc.AnalysisServiceStub(channel)
             request = pb.WatchRunRequest(experiment=experiment, run_id=run_id, poll_seconds=poll)
             try:

@@ -1,4 +1,5 @@
-"""The hostile clients of issue 15, sized by their arguments, and a probe that watches.
+"""Hostile clients that make cheap requests costly, sized by their arguments, and a probe
+that watches.
 
 Each attack makes one kind of cheap request that used to cost the server a lot
 (memory, a core, or every handler thread) and returns an `Outcome`: the status
@@ -6,8 +7,8 @@ codes its calls ended with and how long it took. The resilience tests
 (tests/services/test_resilience_*.py) run each one scaled down to seconds;
 `bench/soak.py` cycles through them for the whole adversarial phase.
 
-The REST attacks (item 7) send items 1, 4 and 5 over HTTP/REST, and bodies or headers
-that never finish arriving.
+The REST attacks send repeated outputs, large images and empty BYTES elements over
+HTTP/REST, and bodies or headers that never finish arriving.
 
 `Probe` is the normal client meanwhile: every 100 ms it calls health and a
 normal request, each with a 1 s deadline, and records the slowest answer and
@@ -47,13 +48,31 @@ class Target:
     metrics_port: int | None = None
     host: str = "127.0.0.1"
     http_port: int | None = None  # REST (`--http-port`), for the REST attacks
+    ca: str | None = None  # PEM file of the CA that signed the server's certificate: TLS
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(f"{self.host}:{self.port}", options=UNLIMITED)
+        address = f"{self.host}:{self.port}"
+        if self.ca is None:
+            return grpc.insecure_channel(address, options=UNLIMITED)
+        with open(self.ca, "rb") as pem:
+            credentials = grpc.ssl_channel_credentials(pem.read())
+        return grpc.secure_channel(address, credentials, options=UNLIMITED)
+
+    def rest_socket(self, timeout: float = 5.0) -> socket.socket:
+        """A connection to the REST port, its TLS handshake done when the server has TLS."""
+        assert self.http_port is not None, "the target has no REST port (http_port)"
+        sock = socket.create_connection((self.host, self.http_port), timeout=timeout)
+        if self.ca is None:
+            return sock
+        import ssl
+
+        return ssl.create_default_context(cafile=self.ca).wrap_socket(
+            sock, server_hostname=self.host
+        )
 
 
 @dataclass
@@ -429,7 +448,16 @@ def rest_call(
     sent = {"Content-Type": "application/json", **(headers or {})}
     if target.token:
         sent["Authorization"] = f"Bearer {target.token}"
-    connection = http.client.HTTPConnection(target.host, target.http_port, timeout=timeout)
+    connection: http.client.HTTPConnection
+    if target.ca is not None:
+        import ssl
+
+        context = ssl.create_default_context(cafile=target.ca)
+        connection = http.client.HTTPSConnection(
+            target.host, target.http_port, timeout=timeout, context=context
+        )
+    else:
+        connection = http.client.HTTPConnection(target.host, target.http_port, timeout=timeout)
     try:
         connection.request("GET" if body is None else "POST", path, body=body, headers=sent)
         reply = connection.getresponse()
@@ -521,7 +549,7 @@ def slow_bodies(target: Target, count: int, hold: float, size: int = 1 << 20) ->
         sockets = []
         try:
             for _ in range(count):
-                conn = socket.create_connection((target.host, target.http_port), timeout=5)
+                conn = target.rest_socket()
                 conn.sendall(head + b'{"inputs"')
                 sockets.append(conn)
             time.sleep(hold)
@@ -553,7 +581,7 @@ def slow_headers(target: Target, count: int, hold: float) -> Outcome:
         sockets = []
         try:
             for i in range(count):
-                conn = socket.create_connection((target.host, target.http_port), timeout=5)
+                conn = target.rest_socket()
                 if i % 2:
                     conn.sendall(part)
                 sockets.append(conn)

@@ -11,8 +11,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
-    "torch", "ray", "onnx", "onnxruntime", "onnxruntime-gpu", "grpcio", "protobuf", "numpy",
-    "pillow",
+    "stride", "torch", "ray", "onnx", "onnxruntime", "onnxruntime-gpu", "grpcio", "protobuf",
+    "numpy", "pillow",
 )  # fmt: skip
 
 

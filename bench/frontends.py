@@ -1,8 +1,8 @@
 """Server models under the same perf_analyzer load: where a request's time goes at concurrency.
 
-Issue 13 asks whether `stride serve`'s front end, not Python or the model, limits it,
-and whether grpc.aio with one event loop and a batching task would serve more than
-gRPC's threaded server. This section answers with six servers of the digits model,
+Does `stride serve`'s front end, not Python or the model, limit it, and would grpc.aio
+with one event loop and a batching task serve more than gRPC's threaded server? This
+section answers with six servers of the digits model,
 driven one after another by the same perf_analyzer (batch-1 requests of zeros):
 
 - `threaded echo`: gRPC's threaded server, a fixed answer, no model (the floor of
@@ -12,7 +12,7 @@ driven one after another by the same perf_analyzer (batch-1 requests of zeros):
   parser);
 - `aio echo`: grpc.aio, one event loop, a fixed answer;
 - `aio + batcher`: grpc.aio with a batching task on the loop that runs ONNX Runtime on
-  each batch (the server model issue 13 proposes, without Stride's checks);
+  each batch (the server model `stride serve` follows, without Stride's checks);
 - `stride serve` itself (grpc.aio; the threaded server it once had is gone).
 
 Each figure comes with the server process's CPU use (cores: CPU seconds over wall

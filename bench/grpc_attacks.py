@@ -1,5 +1,5 @@
 """gRPC attacks that no gRPC client library makes: raw HTTP/2 streams that announce large
-messages and withhold their end, and connections that never speak (issue 25).
+messages and withhold their end, and connections that never speak.
 
 A gRPC client library sends a whole message or none; these speak HTTP/2 themselves
 (with the `h2` package) so that a stream can carry all but the last bytes of a 60 MB
@@ -27,6 +27,8 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+
+from bench.attacks import Outcome
 
 CHUNK = 16384  # HTTP/2's default largest frame
 
@@ -61,8 +63,10 @@ class WithheldMessages:
         withhold: int = 100,
         metadata: Sequence[tuple[str, str]] = (),
         tls: ssl.SSLContext | None = None,
+        source: str | None = None,
     ) -> None:
         self.address = (host, port)
+        self.source = source  # the local address to connect from (another peer: 127.0.0.2)
         self.path = path
         self.streams = streams
         self.size = size
@@ -77,7 +81,9 @@ class WithheldMessages:
         self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
 
     def __enter__(self) -> WithheldMessages:
-        sock = socket.create_connection(self.address, timeout=10)
+        sock = socket.create_connection(
+            self.address, timeout=10, source_address=(self.source, 0) if self.source else None
+        )
         if self.tls is not None:
             self.tls.set_alpn_protocols(["h2"])
             sock = self.tls.wrap_socket(sock, server_hostname=self.address[0])
@@ -166,7 +172,7 @@ class WithheldMessages:
                 if n <= 0:
                     continue
                 start = self.sent[stream]
-                head = prefix[start:5] if start < 5 else b""
+                head = prefix[start:5][:n] if start < 5 else b""
                 chunk = head + bytes(n - len(head))
                 try:
                     self._h2.send_data(stream, chunk)
@@ -239,3 +245,59 @@ def closed_by_server(sock: socket.socket, timeout: float) -> bool:
         except OSError:
             return True
     return False
+
+
+# The attacks as the soak cycles through them (bench/soak_adversarial.py) --------------
+
+
+def withheld(
+    name: str,
+    host: str,
+    port: int,
+    path: str,
+    *,
+    streams: int,
+    size: int,
+    seconds: float,
+    share: int | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
+    tls: ssl.SSLContext | None = None,
+    source: str | None = None,
+) -> Outcome:
+    """`WithheldMessages` pushed for `seconds`, then left: how the streams ended ("open":
+    still waiting when the client left) and, with `share` (bytes), whether the server took
+    in more than that plus a 64 KiB window per stream ("within the share" or not)."""
+    out = Outcome(name)
+    began = time.monotonic()
+    with WithheldMessages(
+        host, port, path, streams=streams, size=size, metadata=metadata, tls=tls, source=source
+    ) as attack:
+        attack.push(seconds)
+        out.codes.update(attack.statuses())
+        if share is not None:
+            within = attack.accepted <= share + streams * (2 << 20)
+            out.add("taken in within the share" if within else "taken in past the share")
+    out.seconds = time.monotonic() - began
+    return out
+
+
+def silent(name: str, host: str, port: int, count: int, hold: float) -> Outcome:
+    """`count` connections that never speak, held up to `hold` s: each "closed" by the server
+    (or refused when it connected) or still "open" at the end."""
+    out = Outcome(name)
+    began = time.monotonic()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            try:
+                socks.append(socket.create_connection((host, port), timeout=5))
+            except OSError:
+                out.add("refused")
+        for sock in socks:
+            left = max(0.01, hold - (time.monotonic() - began))
+            out.add("closed" if closed_by_server(sock, left) else "open")
+    finally:
+        for sock in socks:
+            sock.close()
+    out.seconds = time.monotonic() - began
+    return out

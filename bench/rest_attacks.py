@@ -1,4 +1,4 @@
-"""Issue 25's hostile REST clients (items 2, 3, 4, 8, 9, 13), sized by their arguments.
+"""Hostile REST clients, sized by their arguments.
 
 Each attack speaks HTTP/1.1 over its own sockets (TLS when the target has a CA), so it
 can do what no well-behaved client library does: send header lines for ever, pipeline

@@ -1,8 +1,8 @@
 """Two versions of `stride serve`'s REST front end under the same perf_analyzer load, alternating.
 
-Issue 24 moved the REST front end from a hand-written ASGI app to Starlette, on the
-condition that the framework cost no more than 10% of REST throughput at concurrency
-16. This measures it: `stride serve` from another source tree (a `git archive` export
+What a change to the REST front end costs in throughput (the move from a hand-written
+ASGI app to Starlette was held to at most 10% at concurrency 16; docs/notes/
+rest-frontend.md): `stride serve` from another source tree (a `git archive` export
 or worktree of the version to compare with) and from this one, one after the other,
 round after round (the order flips each round), over the same small linear model (the
 case where the front end's own Python work weighs most), driven by perf_analyzer over
@@ -14,8 +14,9 @@ binary-tensor infer request sent through the app with a model that answers at on
 CPU time per request (best of 12 loops of 1,500), so that the framework's own cost
 shows without the network, the model or the machine's load.
 
-    python bench/rest_frontend.py /tmp/stride-27da570 --rounds 4 --concurrency 16
-    python bench/rest_frontend.py /tmp/stride-27da570 --app-only
+    git worktree add /tmp/stride-before REVISION     # the version to compare with
+    python bench/rest_frontend.py /tmp/stride-before --rounds 4 --concurrency 16
+    python bench/rest_frontend.py /tmp/stride-before --app-only
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ from services.inference.rest_server import HttpOptions
 from services.inference.tensors import InferResult, OutputTensor
 try:
     from services.inference.rest_app import RestApp
-except ImportError:  # before issue 24: the hand-written app
+except ImportError:  # older revisions: the hand-written app
     from services.inference.rest_server import RestApp
 
 outputs = [OutputTensor(n, "FP32", [1, 10], np.zeros((1, 10), np.float32))

@@ -71,6 +71,55 @@ def _training(f: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _data(f: dict[str, Any]) -> list[Row]:
+    s, memory = "data", f.get("throughput_memory_images_per_s")
+    n = f.get("images", {})
+    out = [
+        _row(s, "stride data pack: PNG folder images/s", f.get("pack_images_per_s"),
+             "one core decoding images/s", f.get("decode_images_per_s_one_core"),
+             f"{n.get('pack_pngs')} PNGs 32x32, one pass on Ray Data, written"),
+        _row(s, "reference CNN streamed, local parquet: images/s",
+             f.get("throughput_local_images_per_s"), "in memory images/s", memory,
+             f"goal >= 0.9; {n.get('throughput')} images, 1 thread; the loop waited "
+             f"{f.get('throughput_local_data_wait_share', 0):.1%} of its time for data"),
+    ]  # fmt: skip
+    if "throughput_s3_images_per_s" in f:
+        out.append(
+            _row(s, "reference CNN streamed, S3 (moto): images/s",
+                 f["throughput_s3_images_per_s"], "in memory images/s", memory,
+                 f"goal >= 0.8; waited {f.get('throughput_s3_data_wait_share', 0):.1%}")
+        )  # fmt: skip
+    for what in ("streamed", "memory"):
+        if f"peak_rss_mb_{what}_4x" in f:
+            out.append(
+                _row(s, f"{what}: trainer peak RSS MB at 4x images",
+                     f[f"peak_rss_mb_{what}_4x"], "at 1x images", f[f"peak_rss_mb_{what}_1x"],
+                     f"{n.get('memory_1x')} vs 4x images of 3x32x32; private (anon) at the end "
+                     f"{f.get(f'rss_anon_mb_{what}_4x', 0):.0f} vs "
+                     f"{f.get(f'rss_anon_mb_{what}_1x', 0):.0f} MB" + (
+                         "; goal <= 1.1" if what == "streamed" else ""))
+            )  # fmt: skip
+    if "large_peak_rss_mb_trainer" in f:
+        out.append(
+            _row(s, f"{n.get('large'):,} images streamed: trainer peak RSS MB",
+                 f["large_peak_rss_mb_trainer"], "1.5 GB budget", 1536.0,
+                 f"at the end private {f.get('large_rss_anon_mb_trainer_end', 0):.0f} MB + "
+                 f"object store pages {f.get('large_rss_shmem_mb_trainer_end', 0):.0f} MB; "
+                 f"Ray workers max {f['large_peak_rss_mb_ray_workers_max']:.0f} MB, object "
+                 f"store peak {f['large_object_store_peak_mb']:.0f} MiB, epoch "
+                 f"{f['large_epoch_s']:.0f} s")
+        )  # fmt: skip
+    if "accuracy_mean_difference" in f:
+        streamed, memory_acc = f["accuracy_streamed"], f["accuracy_memory"]
+        out.append(
+            _row(s, "digits streamed: test accuracy (mean)", sum(streamed) / len(streamed),
+                 "in memory", sum(memory_acc) / len(memory_acc),
+                 f"difference {f['accuracy_mean_difference']:+.4f} (goal within 0.01), "
+                 f"{len(streamed)} seeds")
+        )  # fmt: skip
+    return out
+
+
 def _served(model: str, sweep: dict[str, Any], refs: dict[Any, float] | None = None) -> list[Row]:
     s, base = "serving", sweep["in_process"]
     out = []
@@ -255,6 +304,7 @@ def _gpu(f: dict[str, Any]) -> list[Row]:
 
 BUILDERS = {
     "training": _training,
+    "data": _data,
     "serving": _serving,
     "startup": _startup,
     "peer": _peer,
@@ -279,7 +329,8 @@ def table(sections: dict[str, Any]) -> list[Row]:
     return out
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
+    """A figure as the tables print it: thousands grouped, three significant digits below 10."""
     if value is None:
         return "-"
     if abs(value) >= 100:
@@ -312,7 +363,7 @@ def render(doc: dict[str, Any]) -> str:
             section = r["section"]
             lines.append(f"-- {section}")
         lines.append(
-            f"{r['figure']:<{wf}}  {_fmt(r['value']):>9}  {r['baseline']:<{wb}}  "
-            f"{_fmt(r['baseline_value']):>9}  {_fmt(r['ratio']):>6}  {r['note']}"
+            f"{r['figure']:<{wf}}  {fmt(r['value']):>9}  {r['baseline']:<{wb}}  "
+            f"{fmt(r['baseline_value']):>9}  {fmt(r['ratio']):>6}  {r['note']}"
         )
     return "\n".join(lines)

@@ -1,18 +1,19 @@
 """Every benchmark of Stride, one table at the end, the same figures as JSON under results/.
 
-    python bench/run.py            # make bench (15-25 min on 2 cores)
-    python bench/run.py --quick    # make bench-quick (80 s on 2 idle cores)
+    python bench/run.py            # make bench (every section at full length)
+    python bench/run.py --quick    # make bench-quick (small data, short windows)
     python bench/run.py --gpu      # make bench GPU=1: CUDA, bf16, channels_last
     python bench/run.py --only serving,startup
 
 Each figure is divided by a baseline measured in the same run, next to it in time:
 these machines are noisy, so a ratio measured in one run holds where an absolute
-time does not. Sections: training (bench/training.py), serving (bench/serving.py
-and bench/serving_sweep.py), scaling with cores (bench/scaling.py: `stride serve
---workers N` under one connection per concurrent request), startup and memory
-(bench/startup.py), the KServe peer (bench/peer.py), real NVIDIA Triton serving the
-same model.onnx files (bench/triton_peer.py, gRPC and HTTP), server models under the same
-load (bench/frontends.py: gRPC's threaded server and grpc.aio, echo and batching, beside
+time does not. Sections: training (bench/training.py), streamed training data
+(bench/data.py), serving (bench/serving.py and bench/serving_sweep.py), scaling with
+cores (bench/scaling.py: `stride serve --workers N` under one connection per
+concurrent request), startup and memory (bench/startup.py), the KServe peer
+(bench/peer.py), real NVIDIA Triton serving the same model.onnx files
+(bench/triton_peer.py, gRPC and HTTP), server models under the same load
+(bench/frontends.py: gRPC's threaded server and grpc.aio, echo and batching, beside
 `stride serve`), and in GPU mode inference on ONNX Runtime's CUDA provider.
 The JSON adds the machine, library versions, git revision and every raw figure.
 """
@@ -38,6 +39,7 @@ from bench import environment, rows  # noqa: E402
 
 SECTIONS = (
     "training",
+    "data",
     "serving",
     "scaling",
     "startup",
@@ -55,6 +57,12 @@ def _training(mode: str, gpu: bool) -> dict[str, Any]:
         return training.measure(quick=False, gpu=gpu)
     samples = 256 if mode == "smoke" else 384
     return training.measure(quick=True, gpu=gpu, samples=samples, two_workers=False, sweeps=False)
+
+
+def _data(mode: str) -> dict[str, Any]:
+    from bench import data
+
+    return data.measure(mode)
 
 
 def _serving(mode: str, repo: Path) -> dict[str, Any]:
@@ -166,6 +174,7 @@ def run(mode: str, gpu: bool, only: tuple[str, ...], out_dir: Path) -> tuple[dic
             serving_sweep.write_models(repo, models)
         jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "training": lambda: _training(mode, gpu),
+            "data": lambda: _data(mode),
             "serving": lambda: _serving(mode, repo),
             "scaling": lambda: _scaling(mode, repo),
             "startup": lambda: _startup(mode, repo),
@@ -203,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="short version (80 s on 2 idle cores)")
+    size.add_argument(
+        "--quick", action="store_true", help="short version (small data, short windows)"
+    )
     size.add_argument(
         "--smoke", action="store_true", help="the smallest run of every section (the test suite)"
     )

@@ -1,4 +1,4 @@
-"""Serving benchmark of issue 4: `stride serve` under perf_analyzer against in-process ONNX Runtime.
+"""Serving benchmark: `stride serve` under perf_analyzer against in-process ONNX Runtime.
 
 `measure()` returns a dict of figures; `python bench/serving.py` prints them as a table.
 
@@ -14,7 +14,7 @@
 
 Needs torch (to build the CNN; later `stride export` will do it) and .venv-triton
 (`make triton-client`) for perf_analyzer. Server and load generator share this
-machine's cores, as they would in the issue's setup.
+machine's cores, as they would on a single serving node.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def served_run(port: int, model: str, concurrency: int) -> dict[str, float]:
 
 
 def measure(concurrency: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
-    """Run the whole benchmark; returns the figures of issue 4 (and the raw runs)."""
+    """Run the whole benchmark; returns its figures (and the raw runs)."""
     if not PERF_ANALYZER.exists():
         raise FileNotFoundError("perf_analyzer missing: run `make triton-client`")
     figures: dict[str, Any] = {"cpu_count": os.cpu_count()}

@@ -1,9 +1,16 @@
-"""Soak: perf_analyzer at concurrency 64 against `stride serve` while the model is replaced,
-then the same load while a hostile client attacks (bench/soak_adversarial.py).
+"""Soak: perf_analyzer at concurrency 64 against `stride serve` while the model is replaced;
+then, against `stride serve` and `stride serve-analysis` started as deploy/ starts them
+(under the pod's memory limit), a well-behaved load while a hostile client attacks
+(bench/soak_adversarial.py, bench/soak_analysis.py).
 
-    python bench/soak.py --minutes 10          # `make soak` (SOAK_MINUTES): both phases
+    python bench/soak.py --minutes 10          # `make soak` (SOAK_MINUTES): the three phases
     python bench/soak.py --minutes 0.75 --window 15 --phase swap
     python bench/soak.py --minutes 1 --window 15 --phase adversarial
+    python bench/soak.py --minutes 1 --phase analysis
+
+Each phase runs for --minutes; its figures and verdict are printed, and with --json
+written together (the adversarial ones under "adversarial", the analysis ones under
+"analysis").
 
 perf_analyzer keeps the load on for the whole time and reports a measurement window
 of `--window` seconds (one a minute by default) after another; each window is
@@ -66,6 +73,10 @@ class Sampler:
     pid: int
     port: int
     model: str
+    # The server's channel and the token's metadata (a TLS server with a token); default
+    # a plaintext channel to 127.0.0.1:port without a token.
+    channel: Any = None
+    metadata: tuple[tuple[str, str], ...] = ()
     rss: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MiB)
     failures: dict[str, int] = field(default_factory=dict)  # version -> most seen
     successes: dict[str, int] = field(default_factory=dict)
@@ -77,13 +88,16 @@ class Sampler:
         from services.generated.inference import grpc_service_pb2 as pb
         from services.generated.inference import grpc_service_pb2_grpc as pb_grpc
 
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+        opened = self.channel() if self.channel else grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        with opened as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             while not self._stop.wait(1.0):
                 self.rss.append((time.perf_counter() - start, rss_mb(self.pid)))
                 try:
                     reply = stub.ModelStatistics(
-                        pb.ModelStatisticsRequest(name=self.model), timeout=5
+                        pb.ModelStatisticsRequest(name=self.model),
+                        timeout=5,
+                        metadata=self.metadata,
                     )
                 except grpc.RpcError:
                     continue
@@ -295,19 +309,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument(
         "--phase",
-        choices=["both", "swap", "adversarial"],
-        default="both",
-        help="the model swap, the hostile client, or one after the other (each --minutes)",
+        choices=["all", "swap", "adversarial", "analysis"],
+        default="all",
+        help="the model swap, the hostile client against stride serve or against "
+        "serve-analysis, or all three one after the other (each --minutes)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {}
     failed: list[str] = []
-    if args.phase in ("both", "swap"):
+    if args.phase in ("all", "swap"):
         result = soak(args.minutes, args.window, args.concurrency)
         failed += check(result)
         print(report(result))
-    if args.phase in ("both", "adversarial"):
+    if args.phase in ("all", "adversarial"):
         from bench import soak_adversarial
 
         hostile = soak_adversarial.adversarial(args.minutes, args.window, args.concurrency)
@@ -316,6 +331,15 @@ def main(argv: list[str] | None = None) -> int:
         failed += [f"adversarial: {f}" for f in hostile_failed]
         result["adversarial"] = hostile
         print(soak_adversarial.report(hostile))
+    if args.phase in ("all", "analysis"):
+        from bench import soak_analysis
+
+        analysis = soak_analysis.adversarial(args.minutes)
+        analysis_failed = soak_analysis.check(analysis)
+        analysis["failed_criteria"] = analysis_failed
+        failed += [f"analysis: {f}" for f in analysis_failed]
+        result["analysis"] = analysis
+        print(soak_analysis.report(analysis))
     result["failed_criteria"] = failed
     print("PASS" if not failed else "FAIL:\n  " + "\n  ".join(failed))
     if args.json:

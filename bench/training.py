@@ -12,7 +12,7 @@ one process, since these machines are noisy: a ratio holds, an absolute time doe
   ran (`summary.wall_seconds`), for the Ray path and for the plain loop.
 - fixed cost of a sweep trial on Ray Tune: a one-trial one-epoch sweep's wall time minus
   its loop's, and per trial of four one-epoch trials run one after another (the trial
-  process is reused); beside it the figures before Tune (OLD_FIGURES).
+  process is reused). The figures from before Tune: docs/notes/training-costs.md.
 - fixed start-up cost of a sweep: a sweep of two one-epoch runs, its wall time.
 - the 5-optimizer x 2-seed sweep on the digits, its wall time (skipped with quick).
 - ASHA against the full grid on 5 optimizers x 4 learning rates on the digits: epochs
@@ -46,13 +46,6 @@ from pipeline.sweep_results import SweepRun, best_run  # noqa: E402
 
 OPTIMIZERS = "sgd,momentum,adagrad,rmsprop,adam"
 LEARNING_RATES = "0.001,0.01,0.1,1.0"
-# Measured before sweeps ran on Tune (each run a TorchTrainer launched by a Ray task),
-# on the same 2-core machine: printed beside the new figures.
-OLD_FIGURES = {
-    "old_fixed_cost_s_ray_run_before_first_step": "10.5-12.2",
-    "old_sweep_2_runs_1_epoch_wall_s": "22",
-    "old_sweep_5x2_digits_wall_s": "162-201",
-}
 
 
 def _reference(quick: bool, gpu: bool, extra: list[str], samples: int | None = None) -> RunConfig:
@@ -253,7 +246,6 @@ def measure(
         figures.update(throughput(quick, gpu, store, samples, two_workers))
         if sweeps:
             figures.update(sweep_costs(quick, store))
-            figures.update(OLD_FIGURES)
     return figures
 
 

@@ -89,18 +89,48 @@ def parse_config(data: Any, overrides: list[str] | tuple[str, ...] = ()) -> RunC
 
 
 def resolve_root(root: str | None) -> str | None:
-    """`data.root` as an absolute path: `~` expanded, a relative one joined to the cwd.
+    """`data.root` as an absolute path (`~` expanded, a relative one joined to the cwd),
+    or a URI kept as it is (file:///PATH becomes the path).
 
     Done where the config enters (the driver), so the dict sent to Ray workers, which
     start in another directory, carries the absolute path; an absolute one stays as it
-    is, so parsing the resolved dict again gives the same config.
+    is, so parsing the resolved dict again gives the same config. A URI must not carry
+    credentials (user info or secret query options): the resolved config is written to
+    config.json, so they come from the environment instead.
     """
     if root is None:
         return None
     if not root.strip():
         raise ConfigError(f"data.root: {root!r} is not allowed; must be a folder path or null")
+    if "://" in root:
+        return _data_uri(root)
     path = os.path.expanduser(root)
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(os.getcwd(), path))
+
+
+SECRET_OPTIONS = ("access_key", "secret_key", "session_token", "password", "token", "credential")
+
+
+def _data_uri(root: str) -> str:
+    from urllib.parse import parse_qsl, urlparse
+
+    from runstore.location import StoreLocation, redact
+
+    try:
+        location = StoreLocation.parse(root)
+    except ValueError as exc:
+        raise ConfigError(f"data.root: {exc}") from None
+    if location.is_local:
+        return location.uri
+    parsed = urlparse(location.uri)
+    secret = [k for k, _ in parse_qsl(parsed.query) if any(s in k.lower() for s in SECRET_OPTIONS)]
+    if "@" in parsed.netloc or secret:
+        raise ConfigError(
+            f"data.root: {redact(location.uri)} carries credentials in the URI, which would be "
+            "written to config.json; give them in the environment instead "
+            "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)"
+        )
+    return location.uri
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -1,8 +1,11 @@
-"""Data sets: the bundled digits, a folder of class subfolders, torchvision's MNIST,
-Fashion-MNIST and CIFAR-10 from a local root, and synthetic images.
+"""Data sets: the bundled digits, a folder of class subfolders, packed parquet shards
+(`stride data pack`), torchvision's MNIST, Fashion-MNIST and CIFAR-10 from a local
+root, and synthetic images.
 
-Every source loads into `Splits`: uint8 images (N, C, H, W) with a `scale` that
-maps them to [0, 1], int64 labels, and class names. Normalisation (mean and std of
+Folder and parquet data may also stream through Ray Data instead (`pipeline.streaming`,
+`data.streaming`); what follows is the in-memory path. Every source loads into
+`Splits`: uint8 images (N, C, H, W) with a `scale` that maps them to [0, 1], int64
+labels, and class names. Normalisation (mean and std of
 the training split) is applied per batch in the train loop and travels with the
 exported model; augmentation (torchvision transforms v2) is per sample, training
 split only. Nothing is downloaded unless the config says `download: true`.
@@ -10,19 +13,30 @@ split only. Nothing is downloaded unless the config says `download: true`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pipeline.datafiles import (
+    IMAGE_SUFFIXES,
+    DataError,
+    DataRoot,
+    FolderLayout,
+    decode_image,
+    folder_classes,
+    read_bytes,
+    scan_folder,
+)
 from pipeline.registry import Registry
 from pipeline.schema import AugmentSpec, ConfigError, DataSpec
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+__all__ = ["IMAGE_SUFFIXES", "DataError"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,12 +66,29 @@ class Splits:
     scale: float  # images / scale lie in [0, 1]
     mean: tuple[float, ...]  # per channel, of train images / scale
     std: tuple[float, ...]
+    skipped: int = 0  # unreadable images left out (data.max_bad_fraction)
+
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean and std
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a source with its own split folders loads: its parts by name (`all`, or
+    `train` with optional `val` and `test`), and the normalisation it carries, if any."""
+
+    parts: dict[str, Split]
+    info: DataInfo
+    scale: float
+    stats: Stats | None = None
+    skipped: int = 0  # unreadable images left out (data.max_bad_fraction)
 
 
 @dataclass(frozen=True)
 class DataSource:
     describe: Callable[[DataSpec], DataInfo]
     load: Callable[[DataSpec], tuple[Split, Split | None, DataInfo, float]]  # train(+val), test
+    parts: Callable[[DataSpec], Parts] | None = None  # instead of load: split folders
 
 
 DATASETS: Registry[DataSource] = Registry("data set")
@@ -70,7 +101,10 @@ def describe(spec: DataSpec) -> DataInfo:
 
 def load_splits(spec: DataSpec) -> Splits:
     """Load a data set and split it: stratified by `split_seed`, the same for every run."""
-    full, test, info, scale = DATASETS.get(spec.name).load(spec)
+    source = DATASETS.get(spec.name)
+    if source.parts is not None:
+        return _splits_of_parts(source.parts(spec), spec)
+    full, test, info, scale = source.load(spec)
     if test is None:
         full, test = _stratified_split(full, spec.test_fraction, spec.split_seed)
         val_share = spec.val_fraction / (1.0 - spec.test_fraction)  # of all images
@@ -90,16 +124,75 @@ def load_splits(spec: DataSpec) -> Splits:
     return Splits(train, val, test, info, scale, mean, std)
 
 
-def _stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+def _splits_of_parts(loaded: Parts, spec: DataSpec) -> Splits:
+    plan = split_plan({k: p.labels.numpy() for k, p in loaded.parts.items()}, spec)
+    chosen = {
+        name: Split(loaded.parts[part].images[idx], loaded.parts[part].labels[idx])
+        for name, (part, idx) in plan.items()
+    }
+    train, val, test = chosen["train"], chosen["val"], chosen["test"]
+    c = loaded.info.input_shape[0]
+    if not spec.normalize:
+        mean, std = (0.0,) * c, (1.0,) * c
+    elif loaded.stats is not None:
+        mean, std = loaded.stats
+    else:
+        mean, std = channel_stats(train, loaded.scale)
+    return Splits(train, val, test, loaded.info, loaded.scale, mean, std, loaded.skipped)
+
+
+def split_plan(parts: dict[str, np.ndarray], spec: DataSpec) -> dict[str, tuple[str, torch.Tensor]]:
+    """Which images of which part make each split: {split: (part, indices)}.
+
+    `parts` holds the labels of each part a source has: `all` (one undivided set), or
+    `train` with optional `val` and `test` folders. A split the source lacks is drawn
+    from `all`/`train`, stratified by class and fixed by `split_seed`: the test split
+    first (`test_fraction` of the images), then the validation split (`val_fraction` of
+    all images, or of `train` when the source has its own test split), exactly as the
+    undivided in-memory sources are split."""
+    base = "all" if "all" in parts else "train"
+    labels = parts[base]
+    idx = np.arange(len(labels))
+    out: dict[str, tuple[str, torch.Tensor]] = {}
+    if "test" in parts:
+        out["test"] = ("test", torch.arange(len(parts["test"])))
+        val_share = spec.val_fraction
+    else:
+        idx, held = stratified_indices(labels, spec.test_fraction, spec.split_seed)
+        out["test"] = (base, torch.from_numpy(held))
+        val_share = spec.val_fraction / (1.0 - spec.test_fraction)
+    if "val" in parts:
+        out["val"] = ("val", torch.arange(len(parts["val"])))
+        out["train"] = (base, torch.from_numpy(idx))
+    else:
+        keep, held = stratified_indices(labels[idx], val_share, spec.split_seed + 1)
+        out["val"] = (base, torch.from_numpy(idx[held]))
+        out["train"] = (base, torch.from_numpy(idx[keep]))
+    for name in ("train", "val", "test"):
+        if len(out[name][1]) == 0:
+            raise ConfigError(
+                f"data: the {'validation' if name == 'val' else name} split is empty; "
+                "use more images or other fractions"
+            )
+    return {name: out[name] for name in ("train", "val", "test")}
+
+
+def stratified_indices(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) positions, each sorted: `fraction` of every class held out."""
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(split))
-    labels = split.labels.numpy()
+    idx = np.arange(len(labels))
     try:
         keep, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
     except ValueError as exc:  # too few images of a class to stratify
         raise ConfigError(f"data: cannot split {len(idx)} images by class: {exc}") from None
-    keep, held = np.sort(keep), np.sort(held)
+    return np.sort(keep), np.sort(held)
+
+
+def _stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    keep, held = stratified_indices(split.labels.numpy(), fraction, seed)
     return (
         Split(split.images[keep], split.labels[keep]),
         Split(split.images[held], split.labels[held]),
@@ -172,67 +265,102 @@ def _tv_load(name: str) -> Callable[[DataSpec], tuple[Split, Split | None, DataI
     return load
 
 
-def _folder_classes(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _folder_info(spec: DataSpec) -> DataInfo:
-    if spec.root is None:
-        raise ConfigError("data.root: the folder data set needs root: a folder of class subfolders")
-    root = Path(spec.root)
-    if not root.is_dir():
-        raise ConfigError(f"data.root: {root} is not a folder")
-    base = root / "train" if (root / "train").is_dir() else root
-    classes = _folder_classes(base)
-    if len(classes) < 2:
-        raise ConfigError(f"data.root: {base} needs at least 2 class subfolders, found {classes}")
+def _folder_shape(spec: DataSpec) -> tuple[int, int, int]:
     if spec.image_size is None:
         raise ConfigError("data.image_size: the folder data set needs [height, width]")
     channels = spec.channels or 3
     if channels not in (1, 3):
         raise ConfigError(f"data.channels: {channels} is not allowed; allowed: 1, 3")
-    return DataInfo((channels, *spec.image_size), len(classes), tuple(classes))
+    return (channels, *spec.image_size)
 
 
-def _read_folder(base: Path, classes: tuple[str, ...], info: DataInfo) -> Split:
-    from PIL import Image, UnidentifiedImageError
+def folder_layout(spec: DataSpec) -> FolderLayout:
+    """The folder data set of a config, listed (local or on an object store)."""
+    if spec.root is None:
+        raise ConfigError("data.root: the folder data set needs root: a folder of class subfolders")
+    return scan_folder(DataRoot.parse(spec.root))
 
-    c, h, w = info.input_shape
-    images, labels = [], []
-    for index, name in enumerate(classes):
-        folder = base / name
-        files = (
-            sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if folder.is_dir()
-            else []
+
+def _folder_info(spec: DataSpec) -> DataInfo:
+    if spec.root is None:
+        raise ConfigError("data.root: the folder data set needs root: a folder of class subfolders")
+    shape = _folder_shape(spec)
+    classes, _ = folder_classes(DataRoot.parse(spec.root))
+    return DataInfo(shape, len(classes), classes)
+
+
+def read_images(
+    root: DataRoot,
+    paths: list[str],
+    labels: list[int],
+    shape: tuple[int, int, int],
+    max_bad_fraction: float = 0.0,
+    part: str = "all",
+) -> tuple[Split, list[str]]:
+    """Decode image files into a Split (in memory), leaving out unreadable ones while
+    `max_bad_fraction` of them allows (their notes are returned); past that, a DataError
+    names the first."""
+    from pipeline.packed import check_bad
+
+    c, h, w = shape
+    fs, _ = root.filesystem()
+    images = np.empty((len(paths), c, h, w), dtype=np.uint8)
+    keep = np.ones(len(paths), dtype=bool)
+    bad: list[str] = []
+    for i, path in enumerate(paths):
+        try:
+            images[i] = decode_image(read_bytes(root, fs, path), c, (h, w))
+        except ValueError as exc:
+            if isinstance(exc, DataError):
+                raise
+            bad.append(f"cannot read image {root.shown(path)}: {exc}")
+            keep[i] = False
+            check_bad(bad, len(paths), max_bad_fraction, part)
+    split = Split(torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64))
+    if bad:
+        for note in bad:
+            log.warning("data: skipped: %s", note)
+        idx = torch.from_numpy(np.flatnonzero(keep))
+        split = Split(split.images[idx], split.labels[idx])
+    return split, bad
+
+
+def _folder_parts(spec: DataSpec) -> Parts:
+    shape = _folder_shape(spec)
+    layout = folder_layout(spec)
+    info = DataInfo(shape, len(layout.classes), layout.classes)
+    parts, skipped = {}, 0
+    for name, part in layout.parts.items():
+        parts[name], bad = read_images(
+            layout.root, part.paths, part.labels, shape, spec.max_bad_fraction, name
         )
-        for path in files:
-            try:
-                with Image.open(path) as img:
-                    mode = "L" if c == 1 else "RGB"
-                    resized = img.convert(mode).resize((w, h), Image.Resampling.BILINEAR)
-                    array = np.asarray(resized, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError) as exc:
-                raise ConfigError(f"data: cannot read image {path}: {exc}") from None
-            images.append(array.reshape(h, w, c).transpose(2, 0, 1))
-            labels.append(index)
-    if not images:
-        raise ConfigError(f"data: no PNG or JPEG images under {base}")
-    return Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
+        skipped += len(bad)
+    return Parts(parts, info, 255.0, skipped=skipped)
 
 
-def _folder_load(spec: DataSpec) -> tuple[Split, Split | None, DataInfo, float]:
-    info = _folder_info(spec)
-    root = Path(spec.root or ".")
-    if (root / "train").is_dir():
-        train = _read_folder(root / "train", info.class_names, info)
-        test = (
-            _read_folder(root / "test", info.class_names, info)
-            if (root / "test").is_dir()
-            else None
-        )
-        return train, test, info, 255.0
-    return _read_folder(root, info.class_names, info), None, info, 255.0
+def _parquet_info(spec: DataSpec) -> DataInfo:
+    from pipeline.packed import parquet_manifest
+
+    manifest = parquet_manifest(spec)
+    return DataInfo(manifest.shape, len(manifest.class_names), manifest.class_names)
+
+
+def _parquet_parts(spec: DataSpec) -> Parts:
+    from pipeline.packed import parquet_manifest, read_packed_split
+
+    manifest = parquet_manifest(spec)
+    root = DataRoot.parse(spec.root or "")
+    parts, skipped = {}, 0
+    for name in ("train", "val", "test"):
+        images, labels, bad = read_packed_split(root, manifest, name, spec.max_bad_fraction)
+        parts[name] = Split(images, labels)
+        skipped += len(bad)
+    info = DataInfo(manifest.shape, len(manifest.class_names), manifest.class_names)
+    return Parts(parts, info, 255.0, (manifest.mean, manifest.std), skipped)
+
+
+def _no_load(spec: DataSpec) -> tuple[Split, Split | None, DataInfo, float]:
+    raise AssertionError("a source with parts is loaded by its parts")
 
 
 def _synthetic_info(spec: DataSpec) -> DataInfo:
@@ -259,8 +387,14 @@ DATASETS.add(
 )
 DATASETS.add(
     "folder",
-    DataSource(_folder_info, _folder_load),
-    "your images: root/<class>/*.png|jpg (or root/train, root/test); image_size, channels",
+    DataSource(_folder_info, _no_load, _folder_parts),
+    "your images: root/<class>/*.png|jpg (or root/train, root/val, root/test); image_size, "
+    "channels; a path or URI",
+)
+DATASETS.add(
+    "parquet",
+    DataSource(_parquet_info, _no_load, _parquet_parts),
+    "parquet shards and manifest.json made by stride data pack; a path or URI",
 )
 for _name, _what in (
     ("mnist", "MNIST 28x28 digits"),
@@ -333,7 +467,7 @@ class BatchAugment:
         theta = torch.empty(n, 2, 3)
         theta[:, :, :2] = linear * half[None, None, :] / half[None, :, None]
         theta[:, :, 2] = shift / half
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 

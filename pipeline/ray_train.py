@@ -26,7 +26,7 @@ from pipeline.config import RunConfig, parse_config
 from pipeline.optim import optimizer_kwargs
 from pipeline.run import config_record, data_record, failed_summary, resolve_run
 from pipeline.train import CHECKPOINT, Trainer
-from runstore import EpochRecord, Follower, RunDir, StoreLocation, SummaryRecord
+from runstore import EpochRecord, Follower, RunDir, StoreLocation, SummaryRecord, diverged
 from runstore.files import ArrowFiles
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,22 @@ def needs(cfg: RunConfig) -> dict[str, float]:
 def check_fits(cfg: RunConfig, resources: dict[str, float], what: str = "the run") -> None:
     """Refuse a run the cluster can never place, rather than wait for it forever: Ray
     queues a placement group that does not fit until nodes join (the deploy's cluster is
-    fixed-size). One worker must fit on one node; this checks the cluster's totals."""
+    fixed-size). One worker must fit on one node; this checks the cluster's totals. A
+    streamed data set also needs `data.task_cpus` beside the workers for its Ray Data
+    tasks, which would otherwise wait for a CPU the workers never free."""
+    from pipeline.streaming import data_reserve
+
     need = needs(cfg)
-    if all(resources.get(k, 0.0) + 1e-9 >= v for k, v in need.items()):
+    fits = all(resources.get(k, 0.0) + 1e-9 >= v for k, v in need.items())
+    reserve = data_reserve(cfg) if fits else 0.0
+    if reserve and resources.get("CPU", 0.0) + 1e-9 < need["CPU"] + reserve:
+        raise ValueError(
+            f"{what} streams its data: its workers take {need['CPU']:g} CPU and Ray Data "
+            f"needs data.task_cpus={reserve:g} more, but the cluster has "
+            f"{resources.get('CPU', 0.0):g} CPU; lower scaling.cpus_per_worker or "
+            "data.task_cpus, or add nodes (CPU-only nodes serve Ray Data too)"
+        )
+    if fits:
         return
     wanted = " and ".join(f"{v:g} {k}" for k, v in need.items())
     have = " and ".join(f"{resources.get(k, 0.0):g} {k}" for k in need)
@@ -169,16 +182,28 @@ def worker_loop(payload: dict[str, Any]) -> None:
     runs = StoreLocation.from_absolute(payload["runs"])
     run = RunDir.at(runs, payload["experiment"], payload["run_id"])
     ctx = RayContext(cfg, run)
+    stream = None
+    if payload.get("stream"):
+        import ray.train
+
+        from pipeline.streaming import SPLITS, Stream, StreamMeta
+
+        shards = {name: ray.train.get_dataset_shard(name) for name in SPLITS}
+        stream = Stream(StreamMeta.from_dict(payload["stream"]), shards)
     try:
-        _fit_on_worker(cfg, ctx, run, payload.get("grid"))
+        _fit_on_worker(cfg, ctx, run, payload.get("grid"), stream)
     finally:
         ctx.close()
 
 
 def _fit_on_worker(
-    cfg: RunConfig, ctx: RayContext, run: RunDir, grid: dict[str, Any] | None
+    cfg: RunConfig,
+    ctx: RayContext,
+    run: RunDir,
+    grid: dict[str, Any] | None,
+    stream: Any = None,
 ) -> None:
-    trainer = Trainer(cfg, ctx, run)
+    trainer = Trainer(cfg, ctx, run, stream=stream)
     if ctx.rank == 0 and not run.exists():
         per_worker = cfg.training.batch_size
         run.write_config(
@@ -245,10 +270,24 @@ def train_on_ray(
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from pipeline.streaming import wants_streaming
+
     runs = StoreLocation.parse(runs)
     run = resolve_run(runs, experiment, name, cfg, resume)
     if resume:
         run.delete_summary()  # the failed attempt's; this one writes its own
+    data: dict[str, Any] = {}
+    stream_meta = None
+    if wants_streaming(cfg.data):  # planned here: a bad data set fails before any worker
+        from pipeline.ray_data import SplitDataConfig, build_datasets
+        from pipeline.streaming import open_stream
+
+        plan = open_stream(cfg)
+        stream_meta = plan.meta.to_dict()
+        data = {
+            "datasets": build_datasets(plan, cfg.data, cfg.seed),
+            "dataset_config": SplitDataConfig(cfg.data.object_store_mb),
+        }
     s = cfg.scaling
     resources: dict[str, float] = {"CPU": s.cpus_per_worker}
     if s.use_gpu:
@@ -264,6 +303,7 @@ def train_on_ray(
             "experiment": experiment,
             "run_id": run.name,
             "grid": grid or {},
+            "stream": stream_meta,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.workers, use_gpu=s.use_gpu, resources_per_worker=resources
@@ -275,19 +315,27 @@ def train_on_ray(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
         ),
+        **data,
     )
     try:
         trainer.fit()
     except Exception as exc:
         reason = _failure_reason(exc)
         summary = run.read_summary()
-        if summary is None or summary.status != "completed":
+        # Rank 0 wrote the summary of a run that completed before the error, or of one
+        # that diverged (`failure: "diverged"`); the exception that reaches here is Ray's
+        # wrapper, so the file, not its type, says which.
+        if summary is None or (summary.status != "completed" and not diverged(summary)):
             run.write_summary(failed_summary(reason))
-        raise RuntimeError(f"run {run.name} failed: {reason}") from exc
+        raise RunFailedError(f"run {run.name} failed: {reason}") from exc
     summary = run.read_summary()
     if summary is None:
         raise RuntimeError(f"run {run.name} ended without writing summary.json")
     return run, summary
+
+
+class RunFailedError(RuntimeError):
+    """A run that started and failed; the message says why (the innermost error)."""
 
 
 def _ray_storage(run: RunDir) -> dict[str, Any]:

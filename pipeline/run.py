@@ -17,7 +17,7 @@ import torch
 
 from pipeline.config import RunConfig
 from pipeline.optim import optimizer_kwargs
-from pipeline.train import LocalContext, Trainer
+from pipeline.train import DivergenceError, LocalContext, Trainer
 from runstore import (
     ConfigRecord,
     EpochRecord,
@@ -59,20 +59,57 @@ def config_record(
 
 
 def data_record(trainer: Trainer) -> dict[str, Any]:
-    """What export needs to rebuild the preprocessing: shapes, classes, mean and std."""
-    s = trainer.splits
-    return {
-        "input_shape": list(s.info.input_shape),
-        "num_classes": s.info.num_classes,
-        "class_names": list(s.info.class_names),
-        "mean": list(s.mean),
-        "std": list(s.std),
-        "sizes": {"train": len(s.train), "val": len(s.val), "test": len(s.test)},
+    """What export needs to rebuild the preprocessing (shapes, classes, mean and std),
+    the split sizes the run used, and where the data came from (`source`: a streamed or
+    packed data set's location without credentials and its manifest's checksum)."""
+    info = trainer.info
+    record = {
+        "input_shape": list(info.input_shape),
+        "num_classes": info.num_classes,
+        "class_names": list(info.class_names),
+        "mean": list(trainer.data_mean),
+        "std": list(trainer.data_std),
+        "sizes": dict(trainer.sizes),
     }
+    source = data_source(trainer)
+    if source is not None:
+        record["source"] = source
+    return record
+
+
+def data_source(trainer: Trainer) -> dict[str, Any] | None:
+    """config.json's data.source for folder and parquet data (None for the bundled and
+    torchvision sets, which the config names fully)."""
+    if trainer.stream is not None:
+        return dict(trainer.stream.meta.record())
+    spec = trainer.cfg.data
+    if spec.name not in ("folder", "parquet") or spec.root is None:
+        return None
+    from pipeline.datafiles import DataRoot
+
+    record: dict[str, Any] = {
+        "name": spec.name,
+        "location": str(DataRoot.parse(spec.root)),
+        "streaming": False,
+    }
+    if spec.name == "parquet":
+        from pipeline.packed import parquet_manifest
+
+        record["manifest_checksum"] = parquet_manifest(spec).checksum
+    return record
 
 
 def failed_summary(reason: str) -> SummaryRecord:
-    return SummaryRecord(status="failed", reason=reason, finished_at=utc_now())
+    """summary.json of a run that an error ended (`failure: "error"`): anything but a
+    divergence, which the train loop records itself (`DivergenceError`)."""
+    return SummaryRecord(status="failed", failure="error", reason=reason, finished_at=utc_now())
+
+
+def record_failure(run: RunDir, exc: BaseException) -> None:
+    """summary.json after `exc` ended a run trained in this process: a divergence keeps
+    the summary the train loop wrote; any other error is recorded as one."""
+    if not isinstance(exc, DivergenceError):
+        run.write_summary(failed_summary(f"{type(exc).__name__}: {exc}"))
 
 
 def library_versions() -> dict[str, str]:
@@ -160,7 +197,7 @@ def train_local(
         summary = trainer.fit()
         trainer.save_final_model()
     except Exception as exc:
-        run.write_summary(failed_summary(f"{type(exc).__name__}: {exc}"))
+        record_failure(run, exc)
         raise
     finally:
         ctx.close()

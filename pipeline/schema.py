@@ -95,8 +95,9 @@ class AugmentSpec:
 @dataclass(frozen=True)
 class DataSpec:
     name: str = "digits"  # a registered data set: `stride models` lists them
-    # folder of the data (folder, mnist, fashion_mnist, cifar10); made absolute when
-    # parsed (against the working directory), as Ray workers run in another one
+    # folder of the data (folder, parquet, mnist, fashion_mnist, cifar10), or a URI
+    # (s3://BUCKET/PREFIX, options in the query) for folder and parquet; a path is made
+    # absolute when parsed (against the working directory), as Ray workers run elsewhere
     root: str | None = None
     download: bool = False  # torchvision sets only; the CLI's --download sets it
     split_seed: int = 0  # fixes the train/val/test split, independent of the run's seed
@@ -108,6 +109,15 @@ class DataSpec:
     num_samples: int = 2048  # synthetic data only
     normalize: bool = True  # per-channel mean/std computed on the training split
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    # Ray Data streaming (folder and parquet): auto streams a source that is a URI or
+    # whose decoded images exceed memory_budget_mb; false loads every split into memory
+    streaming: Literal["auto", True, False] = "auto"
+    memory_budget_mb: float = 2048.0  # auto: decoded images (uint8) above this stream
+    max_bad_fraction: float = 0.0  # of a split's images that may be unreadable (skipped)
+    shuffle_buffer_mb: float = 64.0  # per worker: the local shuffle buffer, in image bytes
+    prefetch_batches: int = 2  # per worker: batches Ray Data prepares ahead of the step
+    task_cpus: float = 0.5  # CPUs each Ray Data read/decode task reserves
+    object_store_mb: float = 256.0  # Ray Data's object store budget per streamed split
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def validate(cfg: RunConfig) -> list[LayerSummary]:
                 f"{key}: unknown {registry.kind} {name!r}; valid: {', '.join(registry.names())}"
             )
     check_optimizer(cfg.optimizer)  # what torch would refuse in every Ray worker
+    _check_source(cfg)
     info = describe(cfg.data)
     return summarize(cfg.model, input_shape=info.input_shape, num_classes=info.num_classes)
 
@@ -68,6 +69,25 @@ def format_plan(layers: list[LayerSummary], input_shape: tuple[int, ...]) -> str
 
 def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
+
+
+STREAMED_SOURCES = ("folder", "parquet")
+
+
+def _check_source(cfg: RunConfig) -> None:
+    """Streaming and URIs are for the sources Ray Data reads (folder, parquet)."""
+    data = cfg.data
+    if data.name in STREAMED_SOURCES:
+        return
+    if data.streaming is True:
+        raise ConfigError(
+            f"data.streaming: true needs data.name folder or parquet, not {data.name!r}; "
+            "pack the data set first (stride data pack) and train from the packed shards"
+        )
+    if data.root is not None and "://" in data.root:
+        raise ConfigError(
+            f"data.root: {data.name} reads a local folder; a URI is for data.name folder or parquet"
+        )
 
 
 def _check_ranges(cfg: RunConfig) -> None:
@@ -177,6 +197,32 @@ def _check_ranges(cfg: RunConfig) -> None:
             "in [0, 180] degrees",
         ),
         (cfg.data.num_samples >= 10, "data.num_samples", cfg.data.num_samples, ">= 10"),
+        (
+            0 <= cfg.data.max_bad_fraction < 1,
+            "data.max_bad_fraction",
+            cfg.data.max_bad_fraction,
+            "in [0, 1)",
+        ),
+        (
+            cfg.data.memory_budget_mb > 0,
+            "data.memory_budget_mb",
+            cfg.data.memory_budget_mb,
+            "> 0",
+        ),
+        (
+            cfg.data.shuffle_buffer_mb >= 0,
+            "data.shuffle_buffer_mb",
+            cfg.data.shuffle_buffer_mb,
+            ">= 0 (0: no local shuffle)",
+        ),
+        (
+            cfg.data.prefetch_batches >= 0,
+            "data.prefetch_batches",
+            cfg.data.prefetch_batches,
+            ">= 0",
+        ),
+        (cfg.data.task_cpus > 0, "data.task_cpus", cfg.data.task_cpus, "> 0"),
+        (cfg.data.object_store_mb > 0, "data.object_store_mb", cfg.data.object_store_mb, "> 0"),
         # explicit zeros: data sets fill in a default for null (`channels or 3`), not for 0
         (
             cfg.data.channels is None or cfg.data.channels >= 1,

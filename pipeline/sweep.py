@@ -33,6 +33,7 @@ from pipeline.search import (
     tune_space,
 )
 from pipeline.spec import validate
+from pipeline.streaming import data_reserve
 from pipeline.sweep_results import (
     SweepRun,
     SweepView,
@@ -98,6 +99,9 @@ def concurrency(configs: list[RunConfig], resources: dict[str, float]) -> int:
     reservation fits (a multi-worker trial's workers wait for their own group)."""
     for cfg in configs:
         check_fits(cfg, resources, "a trial")
+    # Streamed data: Ray Data's tasks need CPUs that no trial holds (pipeline.streaming).
+    spare = max(data_reserve(c) for c in configs)
+    resources = {**resources, "CPU": resources.get("CPU", 0.0) - spare}
     smallest = min((needs(c) for c in configs), key=lambda n: n["CPU"])
     fits = min(resources.get(k, 0.0) / v for k, v in smallest.items() if v > 0)
     return max(1, math.floor(fits + 1e-9))
@@ -192,7 +196,7 @@ class SweepTracker:
         if summary is None or summary.status != "failed":
             # The trial died before it could say why (killed, out of memory).
             summary = SummaryRecord(
-                status="failed", reason=_trial_error(trial), finished_at=utc_now()
+                status="failed", failure="error", reason=_trial_error(trial), finished_at=utc_now()
             )
             run.write_summary(summary)
         row.state, row.summary, row.error = "failed", summary, _short(summary.reason or "")

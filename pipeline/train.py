@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from pipeline.config import EarlyStoppingSpec, RunConfig
-from pipeline.data import ImageDataset, Splits, build_augment, load_splits, make_loader
+from pipeline.data import DataInfo, ImageDataset, Splits, build_augment, load_splits, make_loader
 from pipeline.initialisers import WEIGHT_LAYERS
 from pipeline.layers import Activation
 from pipeline.losses import LOSSES
@@ -168,6 +168,18 @@ class DeviceLoader:
             yield self.images[idx].float().div_(self.scale), self.labels[idx]
 
 
+class DivergenceError(FloatingPointError):
+    """The loss became non-finite: the run's own result, not an error around it. The
+    loop has written summary.json (`failure: "diverged"`) before raising it."""
+
+    def __init__(self, epoch: int, val_loss: float) -> None:
+        super().__init__(epoch, val_loss)  # its args rebuild it where Ray unpickles it
+        self.epoch, self.val_loss = epoch, val_loss
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch}: validation loss is {self.val_loss}; the run diverged"
+
+
 class EarlyStopping:
     """Stops after `patience` epochs without an improvement of at least `min_delta`."""
 
@@ -259,11 +271,29 @@ class Trainer:
         run: RunDir | None,
         splits: Splits | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
+        stream: Any = None,
     ) -> None:
+        """`stream` (a `pipeline.streaming.Stream`): the data as a Ray Train worker's shards;
+        without it a streamed data set (`data.streaming`) is planned and read here."""
         self.cfg, self.ctx, self.run, self.on_epoch = cfg, ctx, run, on_epoch
         seed_everything(cfg.seed)
-        self.splits = splits or load_splits(cfg.data)
-        info = self.splits.info
+        if stream is None and splits is None:
+            stream = _local_stream(cfg)
+        self.stream = stream
+        self.splits = None if stream is not None else (splits or load_splits(cfg.data))
+        if stream is not None:
+            meta = stream.meta
+            info = DataInfo(meta.shape, len(meta.class_names), meta.class_names)
+            mean, std, self.sizes = meta.mean, meta.std, dict(meta.sizes)
+        else:
+            assert self.splits is not None
+            info, mean, std = self.splits.info, self.splits.mean, self.splits.std
+            self.sizes = {
+                "train": len(self.splits.train),
+                "val": len(self.splits.val),
+                "test": len(self.splits.test),
+            }
+        self.info, self.data_mean, self.data_std = info, mean, std
         self.device = ctx.device
         self.precision = Precision.choose(cfg, self.device)
         if self.device.type == "cuda":
@@ -275,10 +305,27 @@ class Trainer:
         self.raw_model: nn.Module = getattr(self.model, "module", self.model)
         self.layers = parameterised_layers(self.raw_model)
         self.loss_fn = LOSSES.get(cfg.loss.name)
-        self.mean = torch.tensor(self.splits.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(self.splits.std, device=self.device).view(1, -1, 1, 1)
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         size = info.input_shape[1:]
         augment = build_augment(cfg.data.augment, (size[0], size[1]))
+        if stream is not None:
+            self._stream_loaders(stream, augment)
+        else:
+            self._memory_loaders(augment)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)
+        steps = max(1, len(self.train_loader))
+        self.scheduler = build_schedule(
+            self.optimizer, cfg.schedule, steps_per_epoch=steps, epochs=cfg.training.epochs
+        )
+        self.stopper = EarlyStopping(cfg.early_stopping)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.start_epoch = 1
+        self.elapsed = 0.0
+
+    def _memory_loaders(self, augment: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        assert self.splits is not None
+        cfg, ctx = self.cfg, self.ctx
         self.train_loader = self._train_loader(augment)
         self.val_loader = ctx.prepare_eval_loader(
             make_loader(
@@ -296,22 +343,46 @@ class Trainer:
                 seed=cfg.seed,
             )
         )
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.optimizer)
-        steps = max(1, len(self.train_loader))
-        self.scheduler = build_schedule(
-            self.optimizer, cfg.schedule, steps_per_epoch=steps, epochs=cfg.training.epochs
-        )
         # The first PROBE_IMAGES validation images, on every worker alike: (N, C, H, W)
         probe = self.splits.val.images[:PROBE_IMAGES].float() / self.splits.scale
         self.probe = self._inputs(probe, self.splits.val.labels[:PROBE_IMAGES])[0]
-        self.stopper = EarlyStopping(cfg.early_stopping)
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.start_epoch = 1
-        self.elapsed = 0.0
+
+    def _stream_loaders(
+        self, stream: Any, augment: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> None:
+        """Loaders over Ray Data (pipeline.streaming): the same steps on every rank, every
+        validation and test image once; evaluation runs on the unwrapped model, since
+        ranks hold different numbers of evaluation batches."""
+        from pipeline.streaming import StreamEval, StreamLoader, probe_images
+
+        cfg, ctx = self.cfg, self.ctx
+        self.train_loader = StreamLoader(
+            stream,
+            batch_size=cfg.training.batch_size,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            device=self.device,
+            augment=augment,
+            seed=cfg.seed,
+            spec=cfg.data,
+        )
+        self.val_loader, self.test_loader = (
+            StreamEval(
+                stream,
+                split,
+                batch_size=cfg.training.eval_batch_size,
+                device=self.device,
+                spec=cfg.data,
+            )
+            for split in ("val", "test")
+        )
+        probe = probe_images(stream.meta, PROBE_IMAGES).float() / 255.0  # (N, C, H, W)
+        self.probe = self._inputs(probe, torch.zeros(len(probe), dtype=torch.int64))[0]
 
     def _train_loader(self, augment: Callable[[torch.Tensor], torch.Tensor] | None) -> Any:
         """On a GPU, a small un-augmented training set stays on the device and is batched
         there (no DataLoader); otherwise a DataLoader that Ray can shard."""
+        assert self.splits is not None
         split, cfg = self.splits.train, self.cfg
         if self.device.type == "cuda" and augment is None and split.images.numel() < DEVICE_BYTES:
             return DeviceLoader(
@@ -433,18 +504,40 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader: Any) -> tuple[float, float]:
         """(mean loss, accuracy) over a whole split, reduced across workers."""
-        self.model.eval()
+        model = self.model
+        if self.stream is not None:  # ranks hold different numbers of batches: no DDP
+            model = self.raw_model
+            self._sync_buffers()
+        model.eval()
         totals = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss, correct, count
         for x, y in loader:
             x, y = self._inputs(x, y)
             with self.precision.autocast(self.device):
-                logits = self.model(x).float()
+                logits = model(x).float()
             totals[0] += self.loss_fn(logits, y).double() * y.shape[0]
             totals[1] += (logits.argmax(1) == y).sum()
             totals[2] += y.shape[0]
         totals = self.ctx.all_reduce_sum(totals)
         count = max(totals[2].item(), 1.0)
         return totals[0].item() / count, totals[1].item() / count
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's batch-norm statistics on every rank, as DDP's forward would broadcast
+        them (its first forward in evaluation does), before evaluating without DDP."""
+        if self.ctx.world_size > 1 and torch.distributed.is_initialized():
+            for buffer in self.raw_model.buffers():
+                torch.distributed.broadcast(buffer, 0)
+
+    def skipped_images(self) -> int:
+        """Unreadable images left out (data.max_bad_fraction), over all workers: one pass
+        over each split."""
+        if self.stream is None:
+            return self.splits.skipped if self.splits is not None else 0
+        from pipeline.streaming import skipped_count
+
+        local = skipped_count(self.train_loader, self.val_loader, self.test_loader)
+        total = self.ctx.all_reduce_sum(torch.tensor(float(local), device=self.device))
+        return int(total.item())
 
     # ------------------------------------------------------------ checkpoints
 
@@ -506,6 +599,9 @@ class Trainer:
             while not stopped_early and epoch < cfg.training.epochs:
                 epoch += 1
                 stopped_early = self._one_epoch(epoch, progress)
+        except DivergenceError as exc:
+            self._record_divergence(exc, wall_start, resumed_from)
+            raise
         finally:
             if progress is not None:
                 progress.close()
@@ -514,6 +610,7 @@ class Trainer:
         # The kept model's validation figures: what a sweep selects by, never the test set.
         val_loss, val_acc = self.evaluate(self.val_loader)
         test_loss, test_acc = self.evaluate(self.test_loader)
+        skipped = self.skipped_images()
         return SummaryRecord(
             status="completed",
             reason=None,
@@ -533,6 +630,34 @@ class Trainer:
             workers=self.ctx.world_size,
             resumed_from_epoch=resumed_from,  # the last restart's checkpoint, if any
             finished_at=utc_now(),
+            skipped_images=skipped or None,
+        )
+
+    def _record_divergence(
+        self, exc: DivergenceError, wall_start: float, resumed: int | None
+    ) -> None:
+        """summary.json of a diverged run, written here where the divergence is seen
+        (rank 0): `failure: "diverged"` says it is the configuration's result, whatever
+        the caller (a Ray worker, a Tune trial) makes of the exception."""
+        if self.run is None or self.ctx.rank != 0:
+            return
+        self.run.write_summary(
+            SummaryRecord(
+                status="failed",
+                failure="diverged",
+                reason=f"{type(exc).__name__}: {exc}",
+                best_epoch=self.stopper.best_epoch or None,
+                best_metric=self.cfg.early_stopping.metric,
+                best_value=self.stopper.best_value,
+                epochs_run=exc.epoch - 1,  # metrics.jsonl ends with the last finite epoch
+                wall_seconds=round(time.perf_counter() - wall_start, 3),
+                train_seconds=round(self.elapsed, 3),
+                device=_device_name(self.device),
+                precision=self.precision.name,
+                workers=self.ctx.world_size,
+                resumed_from_epoch=resumed,
+                finished_at=utc_now(),
+            )
         )
 
     def _one_epoch(self, epoch: int, progress: Any) -> bool:
@@ -554,9 +679,7 @@ class Trainer:
         self.elapsed += epoch_seconds
         value = val_loss if self.cfg.early_stopping.metric == "val_loss" else val_acc
         if not math.isfinite(val_loss):
-            raise FloatingPointError(
-                f"epoch {epoch}: validation loss is {val_loss}; the run diverged"
-            )
+            raise DivergenceError(epoch, val_loss)
         if self.stopper.update(epoch, value):
             self.best_state = copy.deepcopy(self.raw_model.state_dict())
         count = max(train[2].item(), 1.0)
@@ -582,6 +705,21 @@ class Trainer:
         if self.on_epoch is not None and self.ctx.rank == 0:
             self.on_epoch(record)
         return self.stopper.should_stop
+
+
+def _local_stream(cfg: RunConfig) -> Any:
+    """A streamed data set read in this process (plain loop or a Tune trial), or None
+    when the config's data loads into memory."""
+    from pipeline.streaming import wants_streaming
+
+    if not wants_streaming(cfg.data):
+        return None
+    from pipeline.ray_data import build_datasets, init_ray
+    from pipeline.streaming import Stream, open_stream
+
+    init_ray()  # Ray Data's tasks run on this process's Ray (a local one if none)
+    plan = open_stream(cfg)
+    return Stream(plan.meta, build_datasets(plan, cfg.data, cfg.seed))
 
 
 def _progress_bar(cfg: RunConfig, ctx: TrainContext, total: int) -> Any:

@@ -28,7 +28,7 @@ from torch import nn
 from pipeline.config import ConfigError, RunConfig, parse_config
 from pipeline.optim import optimizer_kwargs
 from pipeline.ray_train import checkpoint_epoch, train_on_ray
-from pipeline.run import config_record, data_record, failed_summary
+from pipeline.run import config_record, data_record, record_failure
 from pipeline.train import CHECKPOINT, Trainer
 from runstore import EpochRecord, RunDir, StoreLocation, SummaryRecord, check_name
 from runstore.names import values_label
@@ -228,7 +228,7 @@ def _fit_in_trial(
         summary = trainer.fit()
         trainer.save_final_model()
     except Exception as exc:
-        run.write_summary(failed_summary(f"{type(exc).__name__}: {exc}"))
+        record_failure(run, exc)
         raise
     finally:
         ctx.close()

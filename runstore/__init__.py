@@ -32,9 +32,10 @@ from runstore.names import (
     value_name,
     values_label,
 )
-from runstore.outcomes import DIVERGED_MARK, OUTCOMES, RESULTS, diverged, outcome
+from runstore.outcomes import DIVERGED_MARK, OUTCOMES, RESULTS, diverged, failure, outcome
 from runstore.reader import Run, RunStore, Scan, Skipped, format_value
 from runstore.records import (
+    FAILURES,
     SCHEMA_VERSION,
     STATUSES,
     ConfigRecord,
@@ -49,6 +50,7 @@ from runstore.rundir import CHECKPOINTS, RunDir
 __all__ = [
     "CHECKPOINTS",
     "DIVERGED_MARK",
+    "FAILURES",
     "OUTCOMES",
     "RESULTS",
     "SCHEMA_VERSION",
@@ -74,6 +76,7 @@ __all__ = [
     "check_name",
     "check_read_name",
     "diverged",
+    "failure",
     "follow",
     "format_value",
     "new_run_id",

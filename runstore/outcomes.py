@@ -1,15 +1,18 @@
 """How a run ended, as the readers of results count it.
 
 summary.json's `status` says completed, failed or stopped; a failed run is one of two
-very different things, told apart by its reason:
+very different things, which its `failure` field names:
 
-- **diverged**: the training itself failed, its loss became non-finite (the train
-  loop raises `FloatingPointError("epoch N: validation loss is nan; the run
-  diverged")`, and the summary's reason keeps that text). That is a result of the
+- **diverged**: the training itself failed, its loss became non-finite (the train loop
+  writes `failure: "diverged"` when it sees it). That is a result of the
   configuration, like a low accuracy: comparisons count it.
-- **failed**: something outside the training went wrong (a worker lost, an error in
-  the data, a bug). That says nothing about the configuration: comparisons leave it
-  out and say so.
+- **failed** (`failure: "error"`): something outside the training went wrong (a
+  worker lost, an error in the data, a bug). That says nothing about the
+  configuration: comparisons leave it out and say so.
+
+Summaries written before the field existed (schema 1) carry the divergence only in
+their reason's text (the train loop's `FloatingPointError("epoch N: validation loss is
+nan; the run diverged")`); for them, and only for them, that phrase decides.
 
 `running` is a run without summary.json (still going, or killed without a word).
 """
@@ -19,18 +22,24 @@ from __future__ import annotations
 from runstore.reader import Run
 from runstore.records import SummaryRecord
 
-DIVERGED_MARK = "the run diverged"  # in the reason of a run whose loss became non-finite
+DIVERGED_MARK = "the run diverged"  # a schema-1 failed run's reason, when it diverged
 OUTCOMES = ("completed", "stopped", "diverged", "failed", "running")
 RESULTS = ("completed", "stopped", "diverged")  # outcomes that are results of a config
 
 
+def failure(summary: SummaryRecord | None) -> str | None:
+    """How a failed run failed: "diverged" or "error" (None for a run that did not fail).
+    A schema-1 summary has no `failure`: its reason's text decides."""
+    if summary is None or summary.status != "failed":
+        return None
+    if summary.schema < 2:
+        return "diverged" if DIVERGED_MARK in (summary.reason or "") else "error"
+    return summary.failure or "error"  # a failed run that does not say: not the training's
+
+
 def diverged(summary: SummaryRecord | None) -> bool:
     """Whether a run failed because its loss became non-finite."""
-    return (
-        summary is not None
-        and summary.status == "failed"
-        and DIVERGED_MARK in (summary.reason or "")
-    )
+    return failure(summary) == "diverged"
 
 
 def outcome(run: Run) -> str:

@@ -24,7 +24,11 @@ from typing import Any
 from runstore.budget import json_bound
 from runstore.errors import MalformedRun
 
-SCHEMA_VERSION = 1  # config.json and summary.json say which they follow ("schema")
+# The format's version; config.json and summary.json say which they follow ("schema",
+# absent: 1). 2: summary.json's `failure` says how a failed run failed (before it, only
+# the reason's text told a diverged run from a crashed one).
+SCHEMA_VERSION = 2
+FIRST_SCHEMA = 1  # what a file without "schema" follows
 # The longest line of metrics.jsonl a reader takes: an epoch of a model with thousands of
 # layers is tens of kB. A reader holds a line whole while it parses it (and a follower
 # while the line is being written), so this bounds what one line can cost it.
@@ -106,6 +110,10 @@ class SummaryRecord:
     finished_at: str | None = None
     stopped_by: str | None = None  # the scheduler that stopped it (status "stopped"): asha
     stopped_at_epoch: int | None = None  # the last epoch it trained before being stopped
+    skipped_images: int | None = None  # unreadable images left out (data.max_bad_fraction)
+    # How a failed run failed (status "failed" only; FAILURES): "diverged" when its loss
+    # became non-finite, "error" when anything else ended it. None on older files.
+    failure: str | None = None
     schema: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
@@ -114,6 +122,9 @@ class SummaryRecord:
 
 # running: no summary.json yet; stopped: a sweep's scheduler ended it early (ASHA)
 STATUSES = ("completed", "failed", "stopped", "running")
+# summary.json's `failure`: diverged, the training's own result (its loss became
+# non-finite); error, anything outside it (an exception, a worker lost, bad data).
+FAILURES = ("diverged", "error")
 _NUMBER_FIELDS = {
     "train_loss",
     "train_accuracy",
@@ -137,6 +148,7 @@ _INT_FIELDS = {
     "workers",
     "resumed_from_epoch",
     "stopped_at_epoch",
+    "skipped_images",
     "schema",
 }
 _TEXT_FIELDS = {
@@ -147,6 +159,7 @@ _TEXT_FIELDS = {
     "precision",
     "finished_at",
     "stopped_by",
+    "failure",
 }
 
 
@@ -185,7 +198,7 @@ def _checked(obj: Mapping[str, Any], key: str, where: str) -> Any:
 def _schema(obj: Mapping[str, Any], where: str) -> int:
     schema = _checked(obj, "schema", where)
     if schema is None:
-        return SCHEMA_VERSION  # written before the field existed
+        return FIRST_SCHEMA  # written before the field existed
     if schema > SCHEMA_VERSION:
         raise MalformedRun(
             f"{where}: schema {schema} is newer than this reader's {SCHEMA_VERSION}; "
@@ -246,6 +259,11 @@ def parse_summary(data: bytes) -> SummaryRecord:
         for f in fields(SummaryRecord)
         if f.name not in ("status", "stopped_early", "schema")
     }
+    failure = values["failure"]
+    if failure is not None and failure not in FAILURES:
+        raise MalformedRun(f"{where}: failure is {failure!r:.80}, not one of {', '.join(FAILURES)}")
+    if failure is not None and status != "failed":
+        raise MalformedRun(f"{where}: failure {failure!r} on a run whose status is {status!r:.80}")
     return SummaryRecord(
         status=status,
         stopped_early=bool(obj.get("stopped_early", False)),

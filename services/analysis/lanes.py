@@ -1,7 +1,7 @@
 """Lanes: a bounded queue in front of each kind of expensive analysis call.
 
-A figure takes seconds to draw (tens of seconds at 4000 x 4000 px with many groups)
-and comparisons with many bootstrap samples take seconds to compute. Without a bound,
+A figure takes seconds to draw (longer at large sizes with many groups), and large
+comparisons take seconds to compute. Without a bound,
 slow calls take every handler thread while they wait their turn, cheap calls
 (ListExperiments, health) find none, and work goes on for clients that left long ago.
 So each kind of expensive call runs in a `Lane`:

@@ -1,11 +1,13 @@
 """Which runs a comparison counts, and their groups: the first step of every analysis.
 
-A run is counted by how it ended (`runstore.outcome`): completed, stopped (by a
-sweep's scheduler) and diverged runs are results of their configuration and always
-count; a diverged run counts even when it wrote no epoch. Running runs and runs that
-failed outside the training (a worker lost, an error) say nothing about their
-configuration: they are left out, each with its reason, unless `include_unfinished`
-asks for them (with the epochs they have; one without an epoch is still left out).
+A run is counted by how it ended (`runstore.outcome`: summary.json's status and, for a
+failed run, its `failure`, the reason's text only in schema-1 files): completed,
+stopped (by a sweep's scheduler) and diverged runs are results of their configuration
+and always count; a diverged run counts even when it wrote no epoch. Running runs and
+runs that failed outside the training (`failure: "error"`: a worker lost, an error)
+say nothing about their configuration: they are left out, each with its reason, unless
+`include_unfinished` asks for them (with the epochs they have; one without an epoch is
+still left out).
 """
 
 from __future__ import annotations

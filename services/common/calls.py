@@ -7,7 +7,10 @@ methods included) into one that, in order:
    refuses a call that arrives while the server drains (UNAVAILABLE);
 2. admits it: a unary call counts against `max_concurrent`, a stream takes a slot
    (`services.common.slots`; health Watch streams have slots of their own);
-3. only then reads the request message (within `receive_timeout` seconds), and parses it
+3. only then reads the request message: the read is counted in the memory budget
+   (`services.common.budget`) at the largest message it may take in before it is
+   posted, waiting for room if need be, then at what the request costs once read;
+   waiting and reading take at most `receive_timeout` seconds; the message is parsed
    with the service's parser;
 4. runs the handler: coroutines and async generators on the event loop, plain
    functions on a bounded thread pool (probes, which take microseconds, on the loop);
@@ -44,6 +47,7 @@ from typing import Any
 import grpc
 
 from services.common.auth import BearerToken, authorization_values
+from services.common.budget import Hold, ReadBudget
 from services.common.counters import CallCounters
 from services.common.errors import (
     DeadlineExceeded,
@@ -54,7 +58,7 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.logs import request_id_var
-from services.common.slots import Slots
+from services.common.slots import Slots, peer_host
 from services.common.status import status_for
 from services.common.thread_context import Aborted, ThreadContext
 
@@ -67,6 +71,10 @@ HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 HEALTH_METHODS = (HEALTH_CHECK, HEALTH_WATCH)
 # A request id longer than this is replaced: it is logged and echoed with every call.
 MAX_REQUEST_ID = 128
+# What a request holds once read, per byte of its message, unless its service says
+# otherwise (services.common.options.Service.request_costs): the message, and its
+# parsed form while the handler runs.
+DEFAULT_REQUEST_COST = 2.0
 
 # Request ids: a per-process prefix and a counter (uuid4 costs a system call per call).
 _ID_PREFIX = os.urandom(4).hex()
@@ -142,6 +150,9 @@ class CallGate:
         watches: Slots,
         idle_timeout: float = 300.0,
         receive_timeout: float = 60.0,
+        budget: ReadBudget | None = None,
+        read_size: int = 0,
+        request_costs: dict[str, float] | None = None,
     ) -> None:
         self._pool = pool
         self._stream_pool = stream_pool
@@ -156,6 +167,11 @@ class CallGate:
         self.watches = watches
         self.idle_timeout = idle_timeout
         self.receive_timeout = receive_timeout  # seconds an admitted request may take to arrive
+        # What a read is counted at before it is posted (the largest message gRPC accepts),
+        # and per method what a request holds per byte once read.
+        self.budget = budget
+        self.read_size = read_size
+        self._costs = dict(request_costs or {})
         self.in_flight = 0
         self.ended_idle = 0
         self.draining = False  # set when the server stops: new calls answer UNAVAILABLE
@@ -208,9 +224,18 @@ class CallGate:
             await asyncio.wait_for(self.closing.wait(), DRAIN_HOLD_S)
         raise NotReady("the server is shutting down; retry (another replica will answer)")
 
-    async def _read(self, context: Any, parse: Any, method: str) -> Any:
+    async def _read(self, context: Any, parse: Any, method: str, holds: list[Hold]) -> Any:
+        """The request message, read once the budget has room for it (the hold, appended to
+        `holds`, is the caller's to release when the call ends)."""
+        start = time.monotonic()
+        if self.budget is not None:
+            hold = await self.budget.reserve(
+                peer_host(context.peer()), self.read_size, self.receive_timeout
+            )
+            holds.append(hold)
+        left = self.receive_timeout - (time.monotonic() - start)
         try:
-            async with asyncio.timeout(self.receive_timeout):
+            async with asyncio.timeout(max(left, 0.0)):
                 raw = await context.read()
         except TimeoutError:
             raise DeadlineExceeded(
@@ -219,15 +244,34 @@ class CallGate:
             ) from None
         if raw is grpc.aio.EOF:
             raise InvalidInput(f"{method}: the call carried no request message")
+        if holds:
+            holds[-1].settle(self._cost(method, len(raw)))
         return _parse(parse, raw, method)
 
-    async def _incoming(self, context: Any, parse: Any, method: str, last: list[float]) -> Any:
+    def _open_stream(self, context: Any, holds: list[Hold]) -> Hold | None:
+        """A request stream's hold on the budget, for as long as it is open (or None)."""
+        if self.budget is None:
+            return None
+        hold = self.budget.open_stream(peer_host(context.peer()), self.read_size)
+        holds.append(hold)
+        return hold
+
+    async def _incoming(
+        self, context: Any, parse: Any, method: str, last: list[float], hold: Hold | None
+    ) -> Any:
         while True:
+            if hold is not None:
+                hold.settle(self.read_size)  # the last message is done with: read the next
             raw = await context.read()
             if raw is grpc.aio.EOF:
                 return
             last[0] = time.monotonic()
+            if hold is not None:
+                hold.settle(max(self.read_size, self._cost(method, len(raw))))
             yield _parse(parse, raw, method)
+
+    def _cost(self, method: str, size: int) -> int:
+        return int(size * self._costs.get(method, DEFAULT_REQUEST_COST))
 
     def _status(self, exc: Exception, method: str, rid: str) -> tuple[grpc.StatusCode, str]:
         """The status a call that raised `exc` ends with (logged)."""
@@ -259,6 +303,7 @@ class CallGate:
             context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
             outcome = "OK"
             admitted = False
+            holds: list[Hold] = []
             try:
                 if self.draining:
                     await self._refuse_if_draining(method)
@@ -272,9 +317,10 @@ class CallGate:
                     self.in_flight += 1
                     admitted = True
                 if reads_stream:
-                    given: Any = self._incoming(context, parse, method, [0.0])
+                    hold = self._open_stream(context, holds)
+                    given: Any = self._incoming(context, parse, method, [0.0], hold)
                 elif reads:
-                    given = await self._read(context, parse, method)
+                    given = await self._read(context, parse, method, holds)
                 else:
                     given = None
                 if on_loop:
@@ -302,6 +348,8 @@ class CallGate:
                     outcome = _code_name(context)
                 if admitted:
                     self.in_flight -= 1
+                for hold in holds:
+                    hold.release()
                 if counters is not None:
                     counters.record("grpc", name, outcome, int((time.perf_counter() - start) * 1e9))
                 _end(method, start, token)
@@ -329,6 +377,7 @@ class CallGate:
             token = request_id_var.set(rid)
             context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
             held: str | None = None
+            holds: list[Hold] = []
             thread_context: ThreadContext | None = None
             try:
                 if self.draining:
@@ -337,9 +386,10 @@ class CallGate:
                 held = slots.take(context.peer())
                 last = [time.monotonic()]
                 if reads_stream:
-                    given: Any = self._incoming(context, parse, method, last)
+                    hold = self._open_stream(context, holds)
+                    given: Any = self._incoming(context, parse, method, last, hold)
                 elif reads:
-                    given = await self._read(context, parse, method)
+                    given = await self._read(context, parse, method, holds)
                 else:
                     given = None
                 if inspect.iscoroutinefunction(inner):  # writes with context.write itself
@@ -373,6 +423,8 @@ class CallGate:
                     thread_context.end()
                 if held is not None:
                     slots.give(held)
+                for hold in holds:
+                    hold.release()
                 _end(method, start, token)
 
         return streaming

@@ -35,9 +35,16 @@ class Service:
     # Request parsers by method name, used instead of the generated deserializer (to refuse
     # a message from its bytes before protobuf builds it): {"ModelInfer": parse_request}.
     parsers: Mapping[str, Callable[[bytes], Any]] = field(default_factory=dict)
+    # What a request of a method holds once read, per byte of its message (the message,
+    # its parsed form and what the handler derives from it), for the memory budget;
+    # methods not named here: services.common.calls.DEFAULT_REQUEST_COST.
+    request_costs: Mapping[str, float] = field(default_factory=dict)
 
     def probe_methods(self) -> list[str]:
         return [f"/{self.name}/{method}" for method in self.probes]
+
+    def method_costs(self) -> dict[str, float]:
+        return {f"/{self.name}/{method}": cost for method, cost in self.request_costs.items()}
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,12 @@ class ServerOptions:
     # The largest request (KB), when requests are far smaller than answers (the analysis
     # service's requests are a few hundred bytes, its answers megabytes); None: as above.
     max_request_kb: float | None = None
+    # Memory admitted requests may hold at once (MB): a read counts the largest message
+    # until it is in, then what its request costs (services.common.budget); None: 4 x
+    # the largest request, at least 256. One client address may hold `..._per_peer` of
+    # it (None: half).
+    memory_budget_mb: float | None = None
+    memory_budget_mb_per_peer: float | None = None
     max_connections: int = 512  # TCP connections at once (gRPC refuses more at accept)
     max_connection_streams: int = 128  # HTTP/2 streams open at once on one connection
     # Seconds a new connection may take for its TLS handshake and HTTP/2 preface.
@@ -124,6 +137,17 @@ class ServerOptions:
             raise ValueError(f"max message size must be positive, got {self.max_message_mb} MB")
         if self.max_request_kb is not None and not self.max_request_kb > 0:
             raise ValueError(f"max request size must be positive, got {self.max_request_kb} KB")
+        for what, mb in (
+            ("memory budget", self.memory_budget_mb),
+            ("memory budget per peer", self.memory_budget_mb_per_peer),
+        ):
+            if mb is not None and not mb > 0:
+                raise ValueError(f"{what} must be positive, got {mb} MB")
+        if self.budget_per_peer_bytes > self.budget_bytes:
+            raise ValueError(
+                f"memory budget per peer ({self.budget_per_peer_bytes / 2**20:g} MB) is larger "
+                f"than the memory budget ({self.budget_bytes / 2**20:g} MB)"
+            )
         if self.grace_period < 0:
             raise ValueError(f"grace period must be >= 0 seconds, got {self.grace_period}")
         if self.auth_token is not None and not self.auth_token.strip():
@@ -138,6 +162,19 @@ class ServerOptions:
         if self.max_request_kb is not None:
             return int(self.max_request_kb * 1024)
         return self.max_send_bytes
+
+    @property
+    def budget_bytes(self) -> int:
+        """The memory budget of admitted requests, in bytes."""
+        if self.memory_budget_mb is not None:
+            return int(self.memory_budget_mb * 2**20)
+        return max(256 * 2**20, 4 * self.max_receive_bytes)
+
+    @property
+    def budget_per_peer_bytes(self) -> int:
+        if self.memory_budget_mb_per_peer is not None:
+            return int(self.memory_budget_mb_per_peer * 2**20)
+        return self.budget_bytes // 2
 
     @property
     def max_calls(self) -> int:

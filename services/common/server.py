@@ -37,6 +37,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from services.common.auth import BearerToken
+from services.common.budget import ReadBudget
 from services.common.calls import HEALTH_CHECK, CallGate, Registrar
 from services.common.counters import CallCounters
 from services.common.health import HEALTH_SERVICE, NOT_SERVING, SERVING, HealthService
@@ -123,6 +124,9 @@ class ManagedServer:
         opts = self.options
         probes = [HEALTH_CHECK, *(m for s in self.services for m in s.probe_methods())]
         parsers = {f"/{s.name}/{m}": parse for s in self.services for m, parse in s.parsers.items()}
+        costs = {m: c for s in self.services for m, c in s.method_costs().items()}
+        # The health port reads no request (read_open=False): nothing to count there.
+        budget = ReadBudget(opts.budget_bytes, opts.budget_per_peer_bytes) if read_open else None
         return CallGate(
             pool=self._pool,
             stream_pool=self._stream_pool,
@@ -142,6 +146,9 @@ class ManagedServer:
             ),
             idle_timeout=opts.stream_idle_timeout,
             receive_timeout=opts.receive_timeout,
+            budget=budget,
+            read_size=opts.max_receive_bytes,
+            request_costs=costs,
         )
 
     def _grpc_options(self, max_receive: int) -> list[tuple[str, int]]:
@@ -155,6 +162,12 @@ class ManagedServer:
             ("grpc.max_concurrent_streams", opts.max_connection_streams),
             ("grpc.server_handshake_timeout_ms", int(opts.handshake_timeout * 1000)),
             ("grpc.max_connection_idle_ms", int(opts.connection_idle_timeout * 1000)),
+            # No bandwidth-delay probing: it grows every stream's flow-control window (to
+            # 8-16 MiB on a fast link) whether or not its handler reads, so a call waiting
+            # for its token check, admission or room in the memory budget could be sent
+            # that much uncounted. Without it a stream's window stays at HTTP/2's 64 KiB
+            # until its handler posts a read (which lets in the message it announced).
+            ("grpc.http2.bdp_probe", 0),
             # Ping a connection quiet this long; one that does not answer is closed (a
             # client that vanished without closing would otherwise keep its slot). No
             # maximum connection age: it would cut WatchRun and ModelStreamInfer streams.

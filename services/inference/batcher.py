@@ -397,8 +397,9 @@ def stack_rows(arrays: list[np.ndarray]) -> np.ndarray:
 
     numpy lets go of the GIL while it copies each array of more than a few hundred
     elements, and a worker thread that lets go of it waits for a busy event loop to
-    give it back: up to a switch interval (5 ms) per array. Batches of 32 CNN requests
-    spent 13-17 ms so before each run; one bytes join takes 0.5 ms (docs/performance.md).
+    give it back: up to a switch interval per array, so a batch of many requests waited
+    far longer than its copy takes; one bytes join holds the GIL throughout
+    (docs/notes/request-costs.md).
     """
     first = arrays[0]
     tail = first.shape[1:]

@@ -193,9 +193,8 @@ class _HTTPServer(ThreadingHTTPServer):
     at least one, from one client address), each ended after `timeout` seconds however
     slowly its client trickles bytes.
 
-    The standard server kept a thread for every half-sent request for ever (300 such
-    connections: 300 threads, and 5,700 lines of tracebacks when they closed); and when
-    one client held every connection, no scrape was answered.
+    The standard server keeps a thread for every half-sent request for ever, and when
+    one client holds every connection, no scrape is answered.
     """
 
     daemon_threads = True

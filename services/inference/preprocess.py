@@ -5,8 +5,9 @@ docs/formats.md): decode, convert to C channels (L or RGB), resize to H x W
 (bilinear), divide by `scale`, then `(x - mean) / std` per channel. The server
 hard-codes none of it, so a client sends the image file and nothing else.
 
-Decoding is the costly part: a 186 KB PNG can claim 7999x7999 pixels, which took
-0.74 s and 180 MB to decode for a model whose input is 8x8. So an image may be at
+Decoding is the costly part: a small file can claim an image of many megapixels,
+which takes far longer and far more memory to decode than a model's input needs
+(docs/notes/request-costs.md has a measured case). So an image may be at
 most `max_scale` times the model's input in each direction (in pixels all told,
 read from the header before any decoding), and `DecodeSlots` bounds how many
 images decode at once across the server.

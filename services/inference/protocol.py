@@ -175,8 +175,8 @@ def output_requests(
 ) -> list[OutputRequest]:
     """The requested outputs from (name, parameters as plain values) pairs.
 
-    Each output may be named once: a request naming the same output 400,000 times used
-    to build an answer 400,000 times as large. Unknown parameters are ignored
+    Each output may be named once: an answer holds each named output, so naming one
+    output N times would build an answer N times as large. Unknown parameters are ignored
     (`ignored` gets their count); shared memory is refused.
     """
     outputs = []

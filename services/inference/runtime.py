@@ -51,7 +51,7 @@ class RuntimeOptions:
     # Whether intra-op workers spin-wait for work: "off" (they sleep), "run" (they spin
     # between the operators of a run and stop at its end) or "on" (they spin between runs
     # too). Spinning between runs holds the cores that the gRPC threads and the clients
-    # need: on 2 cores it doubled the p99 at concurrency 1. Sleeping between operators
+    # need, which lengthens the tail at concurrency 1. Sleeping between operators
     # costs a wake-up per operator, which a small model of many operators feels; "run"
     # keeps the cores only while a run needs them: a better median and throughput at
     # concurrency 1 than "off", but a longer tail (figures in docs/performance.md).
@@ -154,9 +154,8 @@ def intra_op_threads_for(
     """Intra-op threads for each session of a model. A model with `count: N` CPU
     instances runs N batches at once; at one thread per core each, N threads would
     share every core, and a thread taken off its core mid-operator stalls its run's
-    other threads: the reference CNN at count 2 on 2 cores served 311-358 infer/s at
-    concurrency 16-64 with 1 thread per instance against 277-327 with 2, though a lone
-    request took longer (p50 7.3-8.0 ms against 5.0-5.3; docs/performance.md). So
+    other threads: under load, one thread per instance serves more than one per core,
+    though a lone request takes longer (measured in docs/notes/serving-speed.md). So
     without an explicit --threads the cores are divided among the instances, and a
     server process of several (`options.cores`) divides only its share of them."""
     if options.intra_op_threads or providers != [CPU]:
@@ -237,8 +236,9 @@ def binding_run(session: Any) -> Any:
 
     InferenceSession.run checks the feeds' count and, on a provider failure, falls back
     to the next provider; on the CPU alone there is nothing to fall back to, and the
-    batcher's feeds always match the graph (checked at load), so the wrapper is 7 of the
-    15 us a small model's run takes. CUDA sessions keep it.
+    batcher's feeds always match the graph (checked at load), so the wrapper is pure
+    overhead, a large share of a small model's run (docs/notes/request-costs.md). CUDA
+    sessions keep it.
     """
     binding = getattr(session, "_sess", None)
     direct = getattr(binding, "run", None)

@@ -30,7 +30,7 @@ from services.inference.rest_server import HttpOptions, HttpServer
 from services.inference.runtime import RuntimeOptions
 from services.inference.servicer import PROBES, InferenceServicer, add_to_server
 from services.inference.tensors import RequestLimits
-from services.inference.wire import parse_infer_request
+from services.inference.wire import REQUEST_COSTS, parse_infer_request
 
 log = logging.getLogger("stride.inference.server")
 
@@ -95,6 +95,7 @@ class InferenceServer:
             lambda s: add_to_server(self.servicer, s),
             probes=PROBES,
             parsers={"ModelInfer": parse, "ModelStreamInfer": parse},
+            request_costs=REQUEST_COSTS,
         )
         self.grpc = ManagedServer(
             [service],

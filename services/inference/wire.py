@@ -2,9 +2,9 @@
 
 Protobuf makes an object of every element of a repeated field, and some elements
 are tiny on the wire: an empty `bytes_contents` entry or an empty `outputs` entry
-takes 2 bytes there and 16 to 100 once parsed. 31 million empty `bytes_contents`
-(a 62 MB request) made the server allocate 1.1 GB and spend 3 s of CPU inside the
-parser, before any of Stride's own checks could run. So `parse_infer_request`
+takes 2 bytes there and 16 to 100 once parsed, so a request of tens of MB of empty
+entries makes protobuf allocate gigabytes and spend seconds of CPU before any of
+Stride's own checks can run (docs/notes/request-costs.md). So `parse_infer_request`
 walks the message first and counts the elements of every repeated field, stopping
 at the first count past its limit (the walk costs no more than the limits), and
 only then lets protobuf build the message. A request under `SCAN_FROM` bytes cannot
@@ -29,6 +29,11 @@ MAX_PARAMETERS = 64  # entries of one parameters map
 MAX_DIMS = 64  # dimensions of one tensor's shape
 MAX_REPEATS = 16  # occurrences of any other field (a singular field comes once)
 SCAN_FROM = 64 * 1024  # bytes; smaller requests are parsed without the walk
+# What an inference request holds once read, per byte of its message, for the gRPC memory
+# budget (services.common.budget): the message parsed by protobuf, its tensors' bytes
+# copied out of it, and a batch's inputs joined into one array.
+INFER_REQUEST_COST = 3.0
+REQUEST_COSTS = {"ModelInfer": INFER_REQUEST_COST, "ModelStreamInfer": INFER_REQUEST_COST}
 
 _REQUEST = pb.ModelInferRequest.DESCRIPTOR.fields_by_name
 _INPUT = pb.ModelInferRequest.InferInputTensor.DESCRIPTOR.fields_by_name

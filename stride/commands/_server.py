@@ -45,8 +45,9 @@ def tls_and_token(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser, idle_default: str = "300") -> None:
-    """--max-streams, --max-health-watches, --stream-idle-timeout and --max-connections
-    (services.common.calls and services.common.options have the reasons)."""
+    """--max-streams, --max-health-watches, --max-connections, the gRPC memory budget and
+    the receive, handshake and stream idle timeouts (services.common.calls,
+    services.common.budget and services.common.options have the reasons)."""
     parser.add_argument(
         "--max-streams",
         type=int,
@@ -68,6 +69,23 @@ def add_stream_arguments(parser: argparse.ArgumentParser, idle_default: str = "3
         default=env_default("max-connections", "512"),
         help="gRPC connections at once; more are refused when they connect "
         "(env STRIDE_MAX_CONNECTIONS, default 512)",
+    )
+    parser.add_argument(
+        "--grpc-memory-budget-mb",
+        type=float,
+        default=env_default("grpc-memory-budget-mb"),
+        help="memory admitted gRPC requests may hold at once: a read counts the largest "
+        "message until it is in, then the request at what it costs parsed; a read that does "
+        "not fit waits (within --receive-timeout), a request stream that does not fit is "
+        "refused (env STRIDE_GRPC_MEMORY_BUDGET_MB, default 4 x the largest request, at "
+        "least 256)",
+    )
+    parser.add_argument(
+        "--grpc-memory-budget-mb-per-peer",
+        type=float,
+        default=env_default("grpc-memory-budget-mb-per-peer"),
+        help="the share of it one client address may hold (env "
+        "STRIDE_GRPC_MEMORY_BUDGET_MB_PER_PEER, default half of --grpc-memory-budget-mb)",
     )
     parser.add_argument(
         "--receive-timeout",
@@ -101,4 +119,6 @@ def stream_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_connections": args.max_connections,
         "handshake_timeout": args.handshake_timeout,
         "receive_timeout": args.receive_timeout,
+        "memory_budget_mb": args.grpc_memory_budget_mb,
+        "memory_budget_mb_per_peer": args.grpc_memory_budget_mb_per_peer,
     }

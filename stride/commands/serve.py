@@ -45,7 +45,7 @@ def _model_control(value: str) -> str:
 
 
 def _grpc_server(value: str) -> str:
-    # Retired with the threaded server (issue 24): one gRPC stack, on grpc.aio.
+    # The threaded server was retired: one gRPC stack, on grpc.aio.
     if value == "threads":
         raise argparse.ArgumentTypeError(
             "'threads' was removed: stride serve has one gRPC server, on grpc.aio (an event "

@@ -155,7 +155,13 @@ def run(args: argparse.Namespace) -> int:
             on_epoch=None if args.quiet else print_epoch,
         )
     else:
-        run_dir, summary = train_with_progress(cfg, args, args.name)
+        from pipeline.ray_train import RunFailedError
+
+        try:
+            run_dir, summary = train_with_progress(cfg, args, args.name)
+        except RunFailedError as exc:  # its summary.json says the same
+            print(f"stride train: {exc}", file=sys.stderr)
+            return 1
     print(f"run: {run_dir}")
     print(
         f"test accuracy: {summary.test_accuracy:.4f}  test loss: {summary.test_loss:.4f}  "

@@ -29,9 +29,9 @@ def test_smoke_run_writes_the_table_and_json(perf_analyzer: str, tmp_path: Path)
     doc = json.loads(path.read_text())
     assert doc["mode"] == "smoke" and doc["git"]["revision"]
     assert doc["machine"]["cores"] and doc["versions"]["onnxruntime"]
-    assert set(doc["sections"]) == {
-        "training", "serving", "scaling", "startup", "peer", "triton", "frontends"
-    }  # fmt: skip
+    sections = {"training", "data", "serving", "scaling", "startup", "peer", "triton",
+                "frontends"}  # fmt: skip
+    assert set(doc["sections"]) == sections
     assert all("figures" in s for s in doc["sections"].values()), doc["sections"]
     figures = {(r["section"], r["figure"]) for r in doc["table"]}
     for section in ("training", "serving", "scaling", "startup"):

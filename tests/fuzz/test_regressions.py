@@ -152,7 +152,8 @@ def test_config_with_the_largest_max_batch_size_loads_without_allocating_it(
 ) -> None:
     # A probe while writing the config.pbtxt target: warm-up allocated max_batch_size rows.
     # At 2**31 - 1 the MemoryError escaped the load (a failed start for every model,
-    # INTERNAL on load); at 2**26 the load took 5 GB for a 64-float input.
+    # INTERNAL on load); at 2**26 the load took gigabytes for a 64-float input
+    # (docs/performance.md, what the fuzzers found).
     from bench.repo import linear_model
     from services.inference.repository import ModelRepository
 

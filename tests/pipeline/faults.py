@@ -13,15 +13,22 @@ from runstore import RunDir
 
 
 def worker_pids() -> list[int]:
-    """Live Ray Train worker processes (Ray titles them `ray::RayTrainWorker...`)."""
+    """Live Ray Train worker processes of this test process's Ray instance (Ray titles
+    them `ray::RayTrainWorker...`). Those of other Ray instances on the machine (another
+    pytest-xdist worker's, a test's own cluster, a neighbour's) are told apart by the
+    TMPDIR they inherited: every test process has its own (tests/conftest.py)."""
+    ours = b"\0TMPDIR=" + os.environ["TMPDIR"].encode() + b"\0"
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
+                if not cmdline.startswith(b"ray::RayTrainWorker"):
+                    continue
+                environ = b"\0" + (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if cmdline.startswith(b"ray::RayTrainWorker"):
+            if ours in environ:
                 pids.append(int(entry.name))
     return pids
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from pipeline.config import ConfigError, DataSpec, parse_config
-from pipeline.data import ImageDataset, build_augment, describe, load_splits, make_loader
+from pipeline.data import DataError, ImageDataset, build_augment, describe, load_splits, make_loader
 
 
 def test_digits_split_is_stratified_fixed_and_complete() -> None:
@@ -54,7 +54,7 @@ def test_folder_of_class_subfolders(tmp_path: Path) -> None:
     assert splits.train.images.shape[1:] == (1, 6, 5)
     assert len(splits.train) + len(splits.val) + len(splits.test) == 20
     (tmp_path / "cat" / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(ConfigError, match=r"cannot read image .*broken\.png"):
+    with pytest.raises(DataError, match=r"cannot read image .*broken\.png"):
         load_splits(spec)
 
 

@@ -60,3 +60,27 @@ def test_fp16_uses_a_grad_scaler(tmp_path: Path) -> None:
     _, summary = train_local(cfg, runs=tmp_path, experiment="gpu", name="fp16")
     assert summary.precision == "fp16"
     assert summary.test_accuracy is not None and summary.test_accuracy > 0.8
+
+
+@pytest.mark.gpu
+@pytest.mark.ray
+def test_streamed_digits_train_on_cuda_with_augmentation(
+    ray_cluster: object, tmp_path: Path
+) -> None:
+    from pipeline.datafiles import DataRoot
+    from pipeline.packing import pack
+
+    out = tmp_path / "digits"
+    pack(DataSpec(), DataRoot.parse(str(out)))
+    cfg = tiny_config(
+        **{
+            "scaling.use_gpu": True,
+            "data.name": "parquet",
+            "data.root": str(out),
+            "data.streaming": "true",
+            "data.augment.crop_padding": 1,  # BatchAugment on the device
+        }
+    )
+    _, summary = train_local(cfg, runs=tmp_path / "runs", experiment="gpu", name="streamed")
+    assert summary.device is not None and summary.device.startswith("cuda")
+    assert summary.test_accuracy is not None and summary.test_accuracy > 0.8

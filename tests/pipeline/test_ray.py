@@ -92,7 +92,25 @@ def test_a_failing_run_does_not_stop_the_sweep(ray_cluster: dict, tmp_path: Path
     summary = RunDir(tmp_path / "sw" / failed.run_id).read_summary()
     assert summary is not None and summary.status == "failed"
     assert summary.reason is not None and "diverged" in summary.reason
+    assert summary.failure == "diverged"
     assert "diverged" in failed.error
+
+
+def test_a_diverged_ray_run_keeps_the_summary_its_loop_wrote(
+    ray_cluster: dict, tmp_path: Path
+) -> None:
+    """Two workers diverge; the driver gets Ray's wrapped error, and summary.json stays
+    the one rank 0 wrote: `failure: "diverged"` and the epochs before it."""
+    from pipeline.ray_train import RunFailedError
+
+    diverging = {"optimizer.name": "sgd", "optimizer.lr": 1e6, "training.epochs": 3}
+    cfg = tiny_config(**diverging, **{"scaling.workers": 2})
+    with pytest.raises(RunFailedError, match="diverged"):
+        train_on_ray(cfg, runs=tmp_path, experiment="d", name="boom")
+    run = RunDir(tmp_path / "d" / "boom")
+    summary = not_none(run.read_summary())
+    assert summary.status == "failed" and summary.failure == "diverged"
+    assert summary.workers == 2 and summary.epochs_run == len(_epochs(run))
 
 
 def test_a_two_worker_trial_fits_on_two_cpus(ray_cluster: dict, tmp_path: Path) -> None:

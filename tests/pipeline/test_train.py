@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import pickle
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,8 @@ from pipeline.config import EarlyStoppingSpec
 from pipeline.layers import Conv2d
 from pipeline.model import CNN
 from pipeline.run import train_local
-from pipeline.train import EarlyStopping
-from runstore import EpochRecord, RunDir, check_name
+from pipeline.train import DivergenceError, EarlyStopping
+from runstore import EpochRecord, RunDir, check_name, diverged
 from tests.pipeline.conftest import tiny_config
 from tests.pipeline.typed import layer, not_none
 
@@ -124,7 +126,8 @@ def test_run_directory_files_and_fields(tmp_path: Path) -> None:
     stored = json.loads((run.path / "summary.json").read_text())
     assert stored == dataclasses.asdict(summary) and run.read_summary() == summary
     assert stored["status"] == "completed" and stored["device"] == "cpu"
-    assert stored["schema"] == 1 and 0 < stored["val_accuracy"] <= 1
+    assert stored["schema"] == 2 and 0 < stored["val_accuracy"] <= 1
+    assert stored["failure"] is None
     assert stored["test_accuracy"] > 0.8  # 4 epochs of a tiny CNN on the digits
     assert (run.checkpoints / "last.pt").is_file() and (run.checkpoints / "model.pt").is_file()
     with pytest.raises(ValueError, match="already exists; pass --resume"):
@@ -165,12 +168,41 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
 
 
 def test_diverging_run_is_marked_failed(tmp_path: Path) -> None:
+    """The loop writes the divergence as a fact (`failure: "diverged"`), with what the
+    run did before it; a reader needs no phrase of the reason."""
     cfg = tiny_config(**{"optimizer.name": "sgd", "optimizer.lr": 1e6, "training.epochs": 3})
     with pytest.raises(FloatingPointError, match="diverged"):
         train_local(cfg, runs=tmp_path, experiment="e", name="boom")
-    summary = RunDir(tmp_path / "e" / "boom").read_summary()
-    assert summary is not None and summary.status == "failed"
-    assert summary.reason is not None and "diverged" in summary.reason
+    run = RunDir(tmp_path / "e" / "boom")
+    stored = json.loads((run.path / "summary.json").read_text())
+    assert stored["schema"] == 2 and stored["status"] == "failed"
+    assert stored["failure"] == "diverged"
+    summary = not_none(run.read_summary())
+    assert summary.failure == "diverged" and diverged(summary)
+    assert summary.reason is not None and "validation loss is nan" in summary.reason
+    assert summary.epochs_run == len(run.read_metrics())  # the finite epochs it wrote
+    assert summary.workers == 1 and summary.device == "cpu" and summary.test_accuracy is None
+
+
+def test_the_divergence_error_survives_pickling() -> None:
+    """Ray pickles a worker's exception to the driver; one that cannot be rebuilt from
+    its args arrives as a TypeError instead."""
+    error = pickle.loads(pickle.dumps(DivergenceError(3, math.nan)))
+    assert isinstance(error, FloatingPointError) and error.epoch == 3
+    assert str(error) == "epoch 3: validation loss is nan; the run diverged"
+
+
+def test_a_run_that_errors_is_marked_failed_by_an_error(tmp_path: Path) -> None:
+    cfg = tiny_config(**{"training.epochs": 2})
+
+    def crash(record: object) -> None:
+        raise RuntimeError("the disk went away")
+
+    with pytest.raises(RuntimeError, match="disk went away"):
+        train_local(cfg, runs=tmp_path, experiment="e", name="crash", on_epoch=crash)
+    summary = not_none(RunDir(tmp_path / "e" / "crash").read_summary())
+    assert summary.status == "failed" and summary.failure == "error"
+    assert summary.reason == "RuntimeError: the disk went away" and not diverged(summary)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "x" * 200, "a b"])
@@ -224,4 +256,4 @@ def test_dead_units_and_weight_norm_on_the_fixed_batch(tmp_path: Path) -> None:
     squares = sum((w**2).sum() for w in weights)  # a Tensor: weights is not empty
     assert isinstance(squares, torch.Tensor)
     assert norm == pytest.approx(torch.sqrt(squares).item(), rel=1e-5)
-    assert trainer.probe.shape[0] == min(256, len(trainer.splits.val))
+    assert trainer.probe.shape[0] == min(256, trainer.sizes["val"])

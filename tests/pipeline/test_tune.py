@@ -87,13 +87,15 @@ def test_a_sweep_resumes_after_its_driver_was_killed(
     args += ["--grid", "optimizer.name=sgd,adam", "--max-concurrent", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "stride.cli", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own group: the local Ray it starts is ended below
-    )
+    log = tmp_path / "driver.log"  # what the driver printed, for a failure's message
+    with log.open("wb") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "stride.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the local Ray it starts is ended below
+        )
     try:
         deadline = time.monotonic() + 240
         first: RunDir | None = None
@@ -104,9 +106,14 @@ def test_a_sweep_resumes_after_its_driver_was_killed(
             if done and going and len(_epochs(going[0])) >= 1:
                 first = done[0]
                 break
-            assert driver.poll() is None, "the sweep ended before it could be killed"
+            if driver.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:]
+                pytest.fail(
+                    f"the sweep ended (exit {driver.returncode}) before it could be killed:\n{tail}"
+                )
             time.sleep(0.2)
-        assert first is not None, "the sweep did not reach its second trial in time"
+        tail = log.read_text(errors="replace")[-3000:]
+        assert first is not None, f"the sweep did not reach its second trial in time:\n{tail}"
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
     finally:

@@ -1,6 +1,10 @@
 """Issue 25, items 5 and 11: what parsed runs may cost, and a SIGTERM with renders queued.
 
-Item 5. `stride serve-analysis --run-memory-mb 48` over an experiment of five legal
+Both servers run as Deployment stride-analysis runs them (bench/deployed.py: the
+manifest's flags, TLS, a token, the pod's memory limit as a cgroup where the machine
+allows).
+
+Item 5. The server with STRIDE_RUN_MEMORY_MB=48, over an experiment of five legal
 runs, each a metrics.jsonl of 5 MB of short gradient norms that parses into about
 15 MB. Before the fix the cache kept up to 512 runs whatever they cost: after a GetRun
 of each, all five stayed resident (the server grew by about 160 MiB), and a few large
@@ -14,14 +18,12 @@ Item 11. The server runs with the deployment's grace period (10 s) and one clien
 queues five large figures. Before the fix SIGTERM waited for every queued figure to be
 drawn (65 s with six). Now the queued ones are refused at once (UNAVAILABLE, long
 before the grace period ends), the one being drawn finishes or stops at the end of the
-grace period, and the process exits soon after.
+grace period, and the process exits soon after, within the pod's 30 s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -39,59 +41,56 @@ from bench.analysis_attacks import (
     write_run,
 )
 from bench.attacks import Probe
-from bench.servers import free_port, rss_mb, stop, wait_ready
+from bench.deployed import Served, pod, serve_analysis
+from bench.servers import rss_mb
 from services.generated.stride.analysis.v1 import analysis_pb2 as pb
 from services.generated.stride.analysis.v1 import analysis_pb2_grpc as pb_grpc
+from tests.deploy.manifests import option
 
-ROOT = Path(__file__).resolve().parents[2]
 MEMORY_MB = 48
-GRACE_S = 10.0  # deploy/k8s/base/analysis-deployment.yaml
 PER_CLIENT = 5  # half of the render lane's 9 places
 
 
-def serve(runs: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
-    """`stride serve-analysis` over `runs` as the deployment starts it (plus `flags`)."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "stride.cli", "serve-analysis", "--runs", str(runs),
-        "--host", "127.0.0.1", "--port", str(port), "--grace-period", str(GRACE_S), *flags,
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(port, proc, timeout=90)
-    return proc, port
+def grace_period() -> float:
+    """deploy/'s --grace-period for serve-analysis."""
+    return float(option(pod("stride-analysis").argv, "--grace-period") or 10)
 
 
 @pytest.fixture
-def big_store(tmp_path: Path) -> Iterator[tuple[int, int, list[str]]]:
+def big_store(tmp_path: Path) -> Iterator[tuple[Served, list[str]]]:
     runs = tmp_path / "runs"
     ids = large_runs(runs, "big", 5, megabytes=5)
     large_runs(runs, "alone", 1, megabytes=20)  # about 65 MB parsed: over 48 MiB by itself
     write_run(runs, "small", "r", lines=metrics_lines(3, 4))
-    proc, port = serve(runs, "--run-memory-mb", str(MEMORY_MB))
+    served = serve_analysis(tmp_path / "pod", runs, {"STRIDE_RUN_MEMORY_MB": str(MEMORY_MB)})
     try:
-        yield port, proc.pid, ids
+        yield served, ids
     finally:
-        stop(proc)
+        served.stop()
 
 
 def test_parsed_runs_are_bounded_by_what_they_take_in_memory(
-    big_store: tuple[int, int, list[str]],
+    big_store: tuple[Served, list[str]],
 ) -> None:
-    port, pid, ids = big_store
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    served, ids = big_store
+    pid, auth = served.pid, served.metadata
+    with served.channel() as channel:
         stub = pb_grpc.AnalysisServiceStub(channel)
         # Warm the code paths on a small run: nothing large has been parsed yet.
-        stub.GetRun(pb.GetRunRequest(experiment="small", run_id="r"), timeout=60)
+        stub.GetRun(pb.GetRunRequest(experiment="small", run_id="r"), timeout=60, metadata=auth)
         before = rss_mb(pid)
         with Probe({}, rss_of=pid, period=0.05) as probe:
             for run_id in ids * 2:  # the second round finds what the cache kept
                 request = pb.GetRunRequest(experiment="big", run_id=run_id, last_epoch=1)
-                answer = stub.GetRun(request, timeout=120)
+                answer = stub.GetRun(request, timeout=120, metadata=auth)
                 assert answer.run.run_id == run_id and len(answer.history) == 1
             with pytest.raises(grpc.RpcError) as info:
-                stub.GetRun(pb.GetRunRequest(experiment="alone", run_id="big0"), timeout=120)
-            listing = stub.ListRuns(pb.ListRunsRequest(experiment="alone"), timeout=120)
-            stub.ListExperiments(pb.ListExperimentsRequest(), timeout=120)  # all of them
+                alone = pb.GetRunRequest(experiment="alone", run_id="big0")
+                stub.GetRun(alone, timeout=120, metadata=auth)
+            listing = stub.ListRuns(
+                pb.ListRunsRequest(experiment="alone"), timeout=120, metadata=auth
+            )
+            stub.ListExperiments(pb.ListExperimentsRequest(), timeout=120, metadata=auth)
         after = rss_mb(pid)
     grown = probe.peak_rss - before
     print(f"\nRSS {before:.0f} -> peak {probe.peak_rss:.0f} -> {after:.0f} MiB (+{grown:.0f})")
@@ -104,32 +103,36 @@ def test_parsed_runs_are_bounded_by_what_they_take_in_memory(
     # The five runs take about 75 MB parsed; the budget keeps 48 MiB of them alive, with
     # the bytes of the file being parsed among them.
     assert grown < 100, f"resident memory grew by {grown:.0f} MiB"
+    served.check_memory()
 
 
 @pytest.fixture
-def render_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def render_server(tmp_path: Path) -> Iterator[Served]:
     runs = tmp_path / "runs"
     render_runs(runs, "render", 24)
-    proc, port = serve(runs)
+    served = serve_analysis(tmp_path / "pod", runs)
     try:
-        yield proc, port
+        yield served
     finally:
-        stop(proc)
+        served.stop()
 
 
 def test_sigterm_refuses_queued_renders_at_once_and_exits_within_the_grace_period(
-    render_server: tuple[subprocess.Popen[bytes], int],
+    render_server: Served,
 ) -> None:
-    proc, port = render_server
+    proc, auth, grace = render_server.server.proc, render_server.metadata, grace_period()
     request = render_request("render", 2400)
     ended: list[tuple[str, float]] = []
     lock = threading.Lock()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with render_server.channel() as channel:
         stub = pb_grpc.AnalysisServiceStub(channel)
         start = time.monotonic()
-        stub.RenderComparison(request, timeout=300)  # one figure: how long it takes here
+        stub.RenderComparison(request, timeout=300, metadata=auth)  # one figure: its time here
         one = time.monotonic() - start
-        calls = [stub.RenderComparison.future(request, timeout=300) for _ in range(PER_CLIENT)]
+        calls = [
+            stub.RenderComparison.future(request, timeout=300, metadata=auth)
+            for _ in range(PER_CLIENT)
+        ]
 
         def done(call: grpc.Future) -> None:
             with lock:
@@ -140,7 +143,7 @@ def test_sigterm_refuses_queued_renders_at_once_and_exits_within_the_grace_perio
         time.sleep(0.5)  # let them arrive: one drawing, four waiting
         sigterm = time.monotonic()
         proc.terminate()
-        code = proc.wait(timeout=GRACE_S + one + 60)
+        code = proc.wait(timeout=grace + one + 60)
         exited = time.monotonic() - sigterm
         for call in calls:
             with contextlib.suppress(grpc.RpcError):
@@ -149,7 +152,7 @@ def test_sigterm_refuses_queued_renders_at_once_and_exits_within_the_grace_perio
     while len(ended) < PER_CLIENT and time.monotonic() < deadline:
         time.sleep(0.01)  # the last done-callbacks run on gRPC's thread
     codes = Counter(name for name, _ in ended)
-    # Answered UNAVAILABLE long before the grace period ends: refused, not held for it.
+    # Answered UNAVAILABLE before the grace period ends: refused, not held for it.
     refused = sorted(at - sigterm for name, at in ended if name == "UNAVAILABLE")
     print(
         f"\none figure {one:.2f} s; {dict(codes)}; UNAVAILABLE after "
@@ -159,7 +162,8 @@ def test_sigterm_refuses_queued_renders_at_once_and_exits_within_the_grace_perio
     assert sum(codes.values()) == PER_CLIENT
     # The queued figures were refused at once, not drawn. The one being drawn finished
     # (OK) or, drawing past the grace period, was cancelled with the server's calls then.
-    assert len([t for t in refused if t < GRACE_S / 2]) >= PER_CLIENT - 1, refused
+    assert len([t for t in refused if t < grace]) >= PER_CLIENT - 1, refused
     assert set(codes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, codes
-    # Before: every queued figure was drawn before the process left (4 x one more).
-    assert exited < GRACE_S + one + 5, f"exited {exited:.1f} s after SIGTERM"
+    # Before: every queued figure was drawn before the process left (4 x one more), past
+    # the pod's grace period; now it leaves within it (the kubelet's SIGKILL comes then).
+    assert exited < render_server.server.pod.grace_period, f"exited {exited:.1f} s after SIGTERM"

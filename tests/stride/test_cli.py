@@ -237,15 +237,21 @@ def test_a_sweep_with_a_trial_that_failed_outside_the_training_exits_1(
     from stride.commands.sweep import _exit_status
     from tests.pipeline.conftest import tiny_config
 
-    def trial(run_id: str, state: str, reason: str | None = None) -> SweepRun:
-        summary = SummaryRecord(status=state, reason=reason)
+    def trial(
+        run_id: str, state: str, reason: str | None = None, failure: str | None = None
+    ) -> SweepRun:
+        summary = SummaryRecord(status=state, reason=reason, failure=failure)
         return SweepRun(run_id, {}, 0, tiny_config(), run_id, state, summary=summary)
 
-    diverged = "FloatingPointError: epoch 1: validation loss is nan; the run diverged"
-    good = [trial("a", "completed"), trial("b", "stopped"), trial("c", "failed", diverged)]
+    diverged = "DivergenceError: epoch 1: validation loss is nan; the run diverged"
+    good = [
+        trial("a", "completed"),
+        trial("b", "stopped"),
+        trial("c", "failed", diverged, failure="diverged"),
+    ]
     assert _exit_status(good, allow_failed=False) == 0
     assert "diverged (a result, counted by stride compare): c" in capsys.readouterr().err
-    crashed = [*good, trial("d", "failed", "RuntimeError: worker lost")]
+    crashed = [*good, trial("d", "failed", "RuntimeError: worker lost", failure="error")]
     crashed[-1].error = "RuntimeError: worker lost"
     assert _exit_status(crashed, allow_failed=False) == 1
     err = capsys.readouterr().err

@@ -112,11 +112,13 @@ def test_claim_tables_count_diverged_runs_and_say_what_was_left_out(tmp_path: Pa
     diverged = RunDir.create(StoreLocation.parse(tmp_path), "exp", "relu-3")
     diverged.write_config(ConfigRecord("exp", "relu-3", "now", {"seed": 3, "act": "relu"}))
     reason = "FloatingPointError: epoch 1: validation loss is nan; the run diverged"
-    diverged.write_summary(SummaryRecord(status="failed", reason=reason))
+    diverged.write_summary(SummaryRecord(status="failed", failure="diverged", reason=reason))
     crashed = RunDir.create(StoreLocation.parse(tmp_path), "exp", "relu-4")
     crashed.write_config(ConfigRecord("exp", "relu-4", "now", {"seed": 4, "act": "relu"}))
     crashed.append_metrics(EpochRecord(epoch=1, **_epoch(0.2, 0.1, 0.5)))
-    crashed.write_summary(SummaryRecord(status="failed", reason="RuntimeError: worker lost"))
+    crashed.write_summary(
+        SummaryRecord(status="failed", failure="error", reason="RuntimeError: worker lost")
+    )
     d = tables.write_table("dead_units", StoreLocation.parse(tmp_path), ["exp"], "act", 0.9)
     assert "| act=relu | 3 (1 diverged) |" in d.markdown
     # no class count in this config.json: the diverged run scores the worst accuracy, 0

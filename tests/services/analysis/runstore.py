@@ -86,9 +86,13 @@ def summary(
     status: str = "completed",
     wall_seconds: float | None = None,
     reason: str | None = None,
+    failure: str | None = None,
+    schema: int | None = None,
 ) -> dict[str, Any]:
-    """A summary.json record."""
-    return {
+    """A summary.json record: without `schema` as the first format wrote it (a failed
+    run's reason tells a divergence), with schema 2 and `failure` as Stride writes now."""
+    record: dict[str, Any] = {} if schema is None else {"schema": schema, "failure": failure}
+    return record | {
         "status": status,
         "reason": reason,
         "test_loss": None if test_accuracy is None else round(1.0 - test_accuracy, 6),

@@ -216,8 +216,8 @@ def test_gradient_flow_per_layer_and_ratio(tmp_path: Path) -> None:
 
 
 def test_the_work_of_a_comparison_is_bounded_before_it_starts(tmp_path: Path) -> None:
-    # 2,000 groups cost 42 s of CPU before the answer was refused as too large; they
-    # are now refused at once.
+    # 2,000 groups cost tens of seconds of CPU before the answer was refused as too
+    # large; they are now refused at once.
     import time
 
     from services.analysis import compare as cmp

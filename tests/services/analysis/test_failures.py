@@ -54,17 +54,21 @@ def _run(
     )
 
 
-def failure_store(root: Path) -> Path:
+def failure_store(root: Path, schema: int | None = None) -> Path:
+    """The store above; schema None writes summaries as the first format did (a
+    divergence told by its reason's text), 2 as Stride writes them now (`failure`)."""
+
+    def failed(epochs: int, reason: str, failure: str) -> dict[str, Any]:
+        return summary(None, epochs, status="failed", reason=reason, failure=failure, schema=schema)
+
     for seed in (1, 2, 3):
         _run(root, "steady", seed, STEADY, summary(0.96, 8) | {"stopped_early": True})
         stopped = summary(None, 2, status="stopped", reason="asha") | {"stopped_by": "asha"}
         _run(root, "quitter", seed, [0.5, 0.6], stopped)
     _run(root, "diverger", 1, DIVERGER_1, summary(0.97, 10))
-    failed = summary(None, 2, status="failed", reason=DIVERGED)
-    _run(root, "diverger", 2, [0.4, 0.5], failed)
-    _run(root, "diverger", 3, [], summary(None, 0, status="failed", reason=DIVERGED))
-    lost = summary(None, 1, status="failed", reason="RuntimeError: worker lost")
-    _run(root, "steady", 4, [0.5], lost)
+    _run(root, "diverger", 2, [0.4, 0.5], failed(2, DIVERGED, "diverged"))
+    _run(root, "diverger", 3, [], failed(0, DIVERGED, "diverged"))
+    _run(root, "steady", 4, [0.5], failed(1, "RuntimeError: worker lost", "error"))
     _run(root, "quitter", 4, [0.5], None)  # running: no summary.json
     return root
 
@@ -73,8 +77,11 @@ def _groups(root: Path, **kw: Any) -> Any:
     return select(RunStore(str(root)), Selection("f", **kw))
 
 
-def test_every_run_that_ended_counts_and_the_rest_are_accounted_for(tmp_path: Path) -> None:
-    groups = _groups(failure_store(tmp_path))
+@pytest.mark.parametrize("schema", [None, 2], ids=["schema-1-reason", "schema-2-failure"])
+def test_every_run_that_ended_counts_and_the_rest_are_accounted_for(
+    tmp_path: Path, schema: int | None
+) -> None:
+    groups = _groups(failure_store(tmp_path, schema))
     assert {g: len(r) for g, r in groups.runs.items()} == {
         "diverger": 3,  # seed 3 too, though it wrote no epoch
         "quitter": 3,
@@ -90,6 +97,28 @@ def test_every_run_that_ended_counts_and_the_rest_are_accounted_for(tmp_path: Pa
     )
     everything = _groups(tmp_path, include_unfinished=True)
     assert len(everything.runs["steady"]) == 4 and len(everything.runs["quitter"]) == 4
+
+
+def test_a_current_summary_is_read_by_its_failure_field_not_its_reason(tmp_path: Path) -> None:
+    """From schema 2 on `failure` alone decides: a divergence whose reason says nothing
+    of it counts, an error whose reason quotes the old phrase does not. Without `failure`
+    a schema-2 failed run failed outside the training."""
+
+    def failed(reason: str, failure: str | None) -> dict[str, Any]:
+        return summary(None, 1, status="failed", reason=reason, failure=failure, schema=2)
+
+    _run(tmp_path, "a", 1, [0.5], summary(0.9, 1, schema=2))
+    _run(tmp_path, "a", 2, [0.4], failed("loss became inf", "diverged"))
+    _run(tmp_path, "a", 3, [0.4], failed("ValueError: bad image; the run diverged", "error"))
+    _run(tmp_path, "a", 4, [0.4], failed("killed", None))
+    groups = _groups(tmp_path)
+    assert [r.run_id for r in groups.runs["a"]] == ["a-s1", "a-s2"]
+    assert {s.run_id: s.reason for s in groups.skipped} == {
+        "a-s3": "failed outside the training: ValueError: bad image; the run diverged",
+        "a-s4": "failed outside the training: killed",
+    }
+    c = compare(groups, target=0.95)
+    assert [r.outcome for r in c.groups[0].runs] == ["completed", "diverged"]
 
 
 def test_time_to_target_counts_the_budget_whatever_ended_the_run(tmp_path: Path) -> None:
@@ -112,8 +141,9 @@ def test_time_to_target_counts_the_budget_whatever_ended_the_run(tmp_path: Path)
     assert low < 0 and (stat.mean, stat.ci_low, stat.ci_high) == pytest.approx((23 / 3, 0, high))
 
 
-def test_a_diverged_run_is_a_model_at_chance(tmp_path: Path) -> None:
-    c = compare(_groups(failure_store(tmp_path)), rank_by="final_val_accuracy")
+@pytest.mark.parametrize("schema", [None, 2], ids=["schema-1-reason", "schema-2-failure"])
+def test_a_diverged_run_is_a_model_at_chance(tmp_path: Path, schema: int | None) -> None:
+    c = compare(_groups(failure_store(tmp_path, schema)), rank_by="final_val_accuracy")
     d = next(x for x in c.groups if x.name == "diverger")
     assert [r.outcome for r in d.runs] == ["completed", "diverged", "diverged"]
     assert [r.final_val_accuracy for r in d.runs] == [0.98, 0.1, 0.1]

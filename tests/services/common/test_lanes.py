@@ -110,7 +110,9 @@ def test_concurrency_cap_leaves_health_answering(serve: Any, echo: Echo) -> None
 
 
 def test_streams_past_the_limit_are_refused_and_the_rest_keep_serving(serve: Any) -> None:
-    server = serve(handler_threads=2, max_streams=3)
+    # 1 MB messages: a request stream holds a message's worth of the memory budget, and with
+    # 64 MB ones the default budget has room for two (services.common.budget).
+    server = serve(handler_threads=2, max_streams=3, max_message_mb=1)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         opened = [idle_chat(ch) for _ in range(3)]
         follow_call = None

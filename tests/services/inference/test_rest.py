@@ -375,6 +375,7 @@ def test_calls_past_max_concurrent_are_refused_and_probes_are_not() -> None:
 
     class SlowCore:
         max_bytes_elements = 16
+        counters = None  # no ignored-parameter counts
 
         def live(self) -> bool:
             return True
@@ -410,6 +411,7 @@ def test_calls_past_max_concurrent_are_refused_and_probes_are_not() -> None:
     async def scenario() -> list[int]:
         first = asyncio.ensure_future(request("/v2/models/m/infer", payload=body))
         while app._in_flight == 0:
+            assert not first.done(), f"the first request ended early: {first.result()}"
             await asyncio.sleep(0.01)
         refused = await request("/v2/models/m/infer", payload=body)
         probes = [await request(p, "GET") for p in ("/v2/health/live", "/v2/health/ready")]
