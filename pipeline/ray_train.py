@@ -11,11 +11,14 @@ died starts from the newest one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +233,21 @@ def _fit_on_worker(
         run.write_summary(summary)
 
 
+@contextlib.contextmanager
+def _sigint_kept() -> Iterator[None]:
+    """Ray Train sets a SIGINT handler for a run (Ctrl-C aborts it gracefully) and leaves
+    it set afterwards; the handler holds the run's TrainController, which then stays
+    alive with its DatasetManager, polling, until the next run replaces it. Put the
+    process's own handler back once the run ends."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def ray_checkpoints(run: RunDir) -> list[str]:
     """Checkpoint folders Ray persisted for a run (relative to it), oldest first (their
     names sort by time)."""
@@ -318,7 +336,8 @@ def train_on_ray(
         **data,
     )
     try:
-        trainer.fit()
+        with _sigint_kept():
+            trainer.fit()
     except Exception as exc:
         reason = _failure_reason(exc)
         summary = run.read_summary()

@@ -12,18 +12,20 @@ from pipeline.ray_train import train_on_ray
 from runstore import RunDir
 
 
-def worker_pids() -> list[int]:
-    """Live Ray Train worker processes of this test process's Ray instance (Ray titles
-    them `ray::RayTrainWorker...`). Those of other Ray instances on the machine (another
-    pytest-xdist worker's, a test's own cluster, a neighbour's) are told apart by the
-    TMPDIR they inherited: every test process has its own (tests/conftest.py)."""
+def worker_pids(title: str = "RayTrainWorker") -> list[int]:
+    """Live processes of this test process's Ray instance whose Ray title starts with
+    `ray::TITLE` (default: the Ray Train workers). Those of other Ray instances on the
+    machine (another pytest-xdist worker's, a test's own cluster, a neighbour's) are told
+    apart by the TMPDIR they inherited: every test process has its own
+    (tests/conftest.py)."""
     ours = b"\0TMPDIR=" + os.environ["TMPDIR"].encode() + b"\0"
+    prefix = b"ray::" + title.encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
-                if not cmdline.startswith(b"ray::RayTrainWorker"):
+                if not cmdline.startswith(prefix):
                     continue
                 environ = b"\0" + (entry / "environ").read_bytes()
             except OSError:

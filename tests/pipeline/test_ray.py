@@ -6,8 +6,10 @@ All on CPU with one local Ray instance shared across the tests (2 CPUs)."""
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from pipeline.sweep import concurrency, prepare, run_sweep
 from pipeline.sweep_results import best_run, summarise
 from runstore import RunDir
 from tests.pipeline.conftest import tiny_config
-from tests.pipeline.faults import kill_workers_when, train_in_thread
+from tests.pipeline.faults import kill_workers_when, train_in_thread, worker_pids
 from tests.pipeline.typed import not_none
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -34,6 +36,7 @@ def test_two_workers_reach_the_single_process_band(ray_cluster: object, tmp_path
     cfg = tiny_config(**{"training.epochs": 8, "training.batch_size": 32})
     _, local = train_local(cfg, runs=tmp_path, experiment="band", name="local")
     two = parse_config(cfg.to_dict(), ["scaling.workers=2"])
+    handler = signal.getsignal(signal.SIGINT)
     run, summary = train_on_ray(two, runs=tmp_path, experiment="band", name="two")
     assert summary.status == "completed" and summary.workers == 2
     accuracy, local_accuracy = not_none(summary.test_accuracy), not_none(local.test_accuracy)
@@ -45,6 +48,13 @@ def test_two_workers_reach_the_single_process_band(ray_cluster: object, tmp_path
     # Metrics are of the whole epoch, reduced across both workers' shards.
     first = run.read_metrics()[0]
     assert 0 < not_none(first.train_accuracy) <= 1 and not_none(first.images_per_second) > 0
+    # The run's controller goes once it has ended: Ray Train's Ctrl-C handler, which
+    # holds it, was replaced by the process's own again.
+    assert signal.getsignal(signal.SIGINT) is handler
+    deadline = time.monotonic() + 120
+    while worker_pids("TrainController"):
+        assert time.monotonic() < deadline, "the run's TrainController is still alive"
+        time.sleep(0.2)
 
 
 def test_sweep_of_two_optimizers_and_two_seeds(ray_cluster: dict, tmp_path: Path) -> None:
