@@ -230,40 +230,48 @@ def _health(port: int) -> int:
 @pytest.mark.slow
 def test_sigterm_drains_every_worker_and_exits_zero(tmp_path: Path) -> None:
     repo = tmp_path / "repository"
-    slow_model(repo, depth=40)
+    add_model(repo, "digits")  # fast: spreads the connections
+    slow_model(repo, depth=400)  # a request takes a second or more
     x = np.ones((64, 1024), np.float32)
     request = pb.ModelInferRequest(model_name="slow")
     request.inputs.add(name="input", datatype="FP32", shape=[64, 1024])
     request.raw_input_contents.append(x.tobytes())
     request.outputs.add(name="logits")
-    with serve(tmp_path, repo, "--grace-period", "60") as server:
+    with serve(tmp_path, repo, "--grace-period", "120") as server:
         channels: list[grpc.Channel] = []
+        mine: dict[str, grpc.Channel] = {}  # a connection held by each worker
         try:
-            # Connections until both workers hold one (each warmed by a first call).
-            while len(channels) < 16:
+            # New connections until each worker holds one: a warm-up call on each tells
+            # which worker the kernel gave it to (a connection stays with its worker).
+            calls = per_worker(metrics(server.metrics_port), "grpc")
+            while len(mine) < 2:
+                assert len(channels) < 32, f"the connections all went to {list(mine)}"
                 channels.append(channel(server.port))
                 stub = pb_grpc.GRPCInferenceServiceStub(channels[-1])
-                stub.ModelInfer(request, timeout=120)
-                calls = per_worker(metrics(server.metrics_port), "grpc")
-                if len(channels) >= 2 and all(n > 0 for n in calls.values()) and len(calls) == 2:
-                    break
-            assert all(n > 0 for n in calls.values()), calls
+                stub.ModelInfer(infer_request(X), timeout=120)
+                before, calls = calls, per_worker(metrics(server.metrics_port), "grpc")
+                (worker,) = [w for w, n in calls.items() if n > before.get(w, 0)]
+                mine.setdefault(worker, channels[-1])
             results: list[object] = []
 
             def call(ch: grpc.Channel) -> None:
                 try:
-                    reply = pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(request, timeout=120)
+                    reply = pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(request, timeout=300)
                     results.append(np.frombuffer(reply.raw_output_contents[0], np.float32))
                 except grpc.RpcError as exc:
                     results.append(exc)
 
-            threads = [threading.Thread(target=call, args=(ch,)) for ch in channels]
+            # One slow request on each worker, in flight when SIGTERM comes.
+            threads = [threading.Thread(target=call, args=(ch,)) for ch in mine.values()]
             for thread in threads:
                 thread.start()
             pending = 'nv_inference_pending_request_count{model="slow",version="1"}'
             deadline = time.monotonic() + 60
-            while metrics(server.metrics_port)[pending] < len(channels):
-                assert time.monotonic() < deadline, "the requests never were in flight"
+            while (page := metrics(server.metrics_port))[pending] < len(mine):
+                assert time.monotonic() < deadline, (
+                    f"{page[pending]} of {len(mine)} requests in flight; "
+                    f"{per_worker(page, 'grpc')} answered by each worker; {results}"
+                )
                 time.sleep(0.01)
             server.proc.send_signal(signal.SIGTERM)
             saw_not_serving = False
@@ -276,7 +284,7 @@ def test_sigterm_drains_every_worker_and_exits_zero(tmp_path: Path) -> None:
         finally:
             for ch in channels:
                 ch.close()
-        assert [type(r).__name__ for r in results] == ["ndarray"] * len(channels), results
+        assert [type(r).__name__ for r in results] == ["ndarray"] * len(mine), results
         assert all(np.allclose(r, 1.0) for r in results)  # type: ignore[arg-type]
         assert saw_not_serving
         assert server.proc.wait(60) == 0, server.log_text()[-3000:]
@@ -311,6 +319,7 @@ def test_tls_token_and_the_health_port_work_in_every_worker(tmp_path: Path) -> N
 
     from tests.services.common.certs import make_certs
 
+    (tmp_path / "certs").mkdir()
     certs = make_certs(tmp_path / "certs")
     repo = tmp_path / "repository"
     add_model(repo, "digits")
