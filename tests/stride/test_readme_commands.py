@@ -78,14 +78,19 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def stride(workdir: Path, *args: str, timeout: float = 300) -> str:
+def stride(workdir: Path, *args: str, timeout: float = 600) -> str:
     """`stride ARGS` in `workdir` with the user's environment minus Stride's and Ray's
-    variables (so every default applies); returns stdout, fails with both streams."""
+    variables (so every default applies), except the priority of Ray's workers that the
+    suite sets (tests/conftest.py: at Ray's default, nice 15, a loaded machine starves
+    them); returns stdout, fails with both streams."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("STRIDE_", "RAY_")) and k != "PYTHONPATH"
     }
+    niceness = "RAY_worker_niceness"  # Ray's own spelling
+    if niceness in os.environ:
+        env[niceness] = os.environ[niceness]
     proc = subprocess.run(
         [str(STRIDE), *args],
         cwd=workdir,

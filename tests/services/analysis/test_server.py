@@ -230,7 +230,7 @@ def test_serve_analysis_command_serves_and_drains_on_sigterm(
             )
             assert list(out.ranking) == ["adam", "sgd"]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=90) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

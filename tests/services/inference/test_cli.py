@@ -298,7 +298,7 @@ def test_sigterm_drains_requests_in_flight_and_exits_zero(tmp_path: Path) -> Non
         out = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(64, 1024)
         assert np.allclose(out, 1.0)
         assert saw_not_serving
-        assert proc.wait(30) == 0
+        assert proc.wait(90) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
