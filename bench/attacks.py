@@ -25,7 +25,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,7 +363,7 @@ class Probe:
 
     def __init__(
         self,
-        checks: dict[str, Callable[[float], Any]],
+        checks: Mapping[str, Callable[[float], Any]],
         *,
         period: float = 0.1,
         timeout: float = 1.0,

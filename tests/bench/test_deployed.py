@@ -15,9 +15,9 @@ from bench.deployed import ROOT, Deployed, Memory, flag, pod, quantity
 BASE = ROOT / "deploy" / "k8s" / "base"
 
 
-def _container(name: str) -> dict:  # type: ignore[type-arg]
+def _container(name: str) -> dict:
     doc = yaml.safe_load((BASE / f"{name}-deployment.yaml").read_text())
-    return doc["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+    return doc["spec"]["template"]["spec"]["containers"][0]
 
 
 @pytest.mark.parametrize("name", ["inference", "analysis"])

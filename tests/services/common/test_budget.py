@@ -13,7 +13,7 @@ from services.common.errors import DeadlineExceeded, ResourceExhausted
 MB = 2**20
 
 
-def run(coroutine):  # type: ignore[no-untyped-def]
+def run(coroutine):
     return asyncio.run(coroutine)
 
 
