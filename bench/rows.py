@@ -198,23 +198,67 @@ def _peer(f: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _versus(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    note = (
+        f"p50 {ours['p50_us'] / 1000:.2f} vs {theirs['p50_us'] / 1000:.2f} ms; "
+        f"p99 {ours['p99_us'] / 1000:.2f} vs {theirs['p99_us'] / 1000:.2f} ms"
+    )
+    if not (ours.get("stable", 1) and theirs.get("stable", 1)):
+        note += " (windows not stable)"
+    return note
+
+
 def _triton(f: dict[str, Any]) -> list[Row]:
     if "skipped" in f:
         return [_row("triton", "real Triton", None, "", None, f["skipped"])]
     out = []
+    triton = f"Triton ({f['triton_version']}) infer/s"
     for run in f["runs"].values():
         ours, theirs = run["stride"], run["triton"]
-        note = (
-            f"p50 {ours['p50_us'] / 1000:.2f} vs {theirs['p50_us'] / 1000:.2f} ms; "
-            f"p99 {ours['p99_us'] / 1000:.2f} vs {theirs['p99_us'] / 1000:.2f} ms"
-        )
-        if not (ours.get("stable", 1) and theirs.get("stable", 1)):
-            note += " (windows not stable)"
+        where = f"{run['protocol']}, concurrency {run['concurrency']}"
+        by_workers = run.get("stride_workers", {})
+        first = next(iter(by_workers), None)
+        label = "stride serve" if len(by_workers) < 2 else f"stride serve --workers {first}"
         out.append(
-            _row("triton", f"{run['model']}: stride serve infer/s, {run['protocol']}, "
-                 f"concurrency {run['concurrency']}", ours["throughput"],
-                 f"Triton ({f['triton_version']}) infer/s", theirs["throughput"], note)
+            _row("triton", f"{run['model']}: {label} infer/s, {where}", ours["throughput"],
+                 triton, theirs["throughput"], _versus(ours, theirs))
         )  # fmt: skip
+        for n, other in list(by_workers.items())[1:]:
+            out.append(
+                _row("triton", f"{run['model']}: stride serve --workers {n} infer/s, {where}",
+                     other["throughput"], triton, theirs["throughput"], _versus(other, theirs))
+            )  # fmt: skip
+        echo = run.get("echo")
+        if echo is not None:
+            for n, mine in (by_workers or {"": ours}).items():
+                flag = f" --workers {n}" if n != "" else ""
+                out.append(
+                    _row("triton", f"{run['model']}: stride serve{flag} infer/s, {where}",
+                         mine["throughput"], "grpc.aio echo, no model (one process) infer/s",
+                         echo["throughput"], _versus(mine, echo))
+                )  # fmt: skip
+            out.append(
+                _row("triton", f"{run['model']}: grpc.aio echo, no model, infer/s, {where}",
+                     echo["throughput"], triton, theirs["throughput"], _versus(echo, theirs))
+            )  # fmt: skip
+    return out
+
+
+def _scaling(f: dict[str, Any]) -> list[Row]:
+    out = []
+    for model, figures in f["models"].items():
+        medians = figures["median"]
+        first = next(iter(medians))
+        for n, runs in figures["runs"].items():
+            each = ", ".join(f"{r['throughput']:,.0f}" for r in runs)
+            server = sum(r["server_cores"] for r in runs) / len(runs)
+            clients = sum(r["client_cores"] for r in runs) / len(runs)
+            load = ", ".join(f"{r['load_average']:.1f}" for r in runs)
+            note = f"runs {each}; server {server:.2f} cores, clients {clients:.2f}; load {load}"
+            out.append(
+                _row("scaling", f"{model}: --workers {n} infer/s, {f['connections']} connections",
+                     medians[n], f"--workers {first} infer/s (medians)", medians[first], note)
+            )  # fmt: skip
     return out
 
 
@@ -265,6 +309,7 @@ BUILDERS = {
     "startup": _startup,
     "peer": _peer,
     "triton": _triton,
+    "scaling": _scaling,
     "frontends": _frontends,
     "gpu_inference": _gpu,
 }

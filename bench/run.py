@@ -8,12 +8,13 @@
 Each figure is divided by a baseline measured in the same run, next to it in time:
 these machines are noisy, so a ratio measured in one run holds where an absolute
 time does not. Sections: training (bench/training.py), streamed training data
-(bench/data.py), serving (bench/serving.py and bench/serving_sweep.py), startup and
-memory (bench/startup.py), the KServe peer (bench/peer.py), real NVIDIA Triton
-serving the same model.onnx files (bench/triton_peer.py, gRPC and HTTP), server
-models under the same load (bench/frontends.py: gRPC's threaded server and grpc.aio,
-echo and batching, beside `stride serve`), and in GPU mode inference on ONNX
-Runtime's CUDA provider.
+(bench/data.py), serving (bench/serving.py and bench/serving_sweep.py), scaling with
+cores (bench/scaling.py: `stride serve --workers N` under one connection per
+concurrent request), startup and memory (bench/startup.py), the KServe peer
+(bench/peer.py), real NVIDIA Triton serving the same model.onnx files
+(bench/triton_peer.py, gRPC and HTTP), server models under the same load
+(bench/frontends.py: gRPC's threaded server and grpc.aio, echo and batching, beside
+`stride serve`), and in GPU mode inference on ONNX Runtime's CUDA provider.
 The JSON adds the machine, library versions, git revision and every raw figure.
 """
 
@@ -40,6 +41,7 @@ SECTIONS = (
     "training",
     "data",
     "serving",
+    "scaling",
     "startup",
     "peer",
     "triton",
@@ -88,6 +90,16 @@ def _serving(mode: str, repo: Path) -> dict[str, Any]:
     return {"cnn": cnn, "digits": digits, "echo": echo}
 
 
+def _scaling(mode: str, repo: Path) -> dict[str, Any]:
+    from bench import scaling
+
+    if mode == "full":
+        return scaling.measure(repo, ("digits", "cnn"), (1, 2, 4, 8), rounds=2, seconds=5.0)
+    if mode == "smoke":
+        return scaling.measure(repo, ("digits",), (1, 2), rounds=1, connections=8, seconds=1.0)
+    return scaling.measure(repo, ("digits",), (1, 2), rounds=1, seconds=2.0)
+
+
 def _startup(mode: str, repo: Path) -> dict[str, Any]:
     from bench import startup
 
@@ -114,7 +126,9 @@ def _triton(mode: str, repo: Path) -> dict[str, Any]:
     from bench import triton_peer
 
     if mode == "full":
-        return triton_peer.measure(repo, ("digits", "cnn"), (1, 16, 64), window_ms=2000)
+        return triton_peer.measure(
+            repo, ("digits", "cnn"), (1, 16, 64), window_ms=2000, workers=(1, 2), echo=True
+        )
     if mode == "smoke":
         return triton_peer.measure(repo, ("digits",), (1,), ("grpc",), 500, retry=False)
     return triton_peer.measure(repo, ("digits",), (16,), window_ms=1000, retry=False)
@@ -155,13 +169,14 @@ def run(mode: str, gpu: bool, only: tuple[str, ...], out_dir: Path) -> tuple[dic
     with tempfile.TemporaryDirectory(prefix="stride-bench-repo-") as tmp:
         repo = Path(tmp)
         models = ("digits",) if mode == "smoke" else ("cnn", "digits")
-        served = ("serving", "startup", "peer", "triton", "frontends", "gpu_inference")
+        served = ("serving", "scaling", "startup", "peer", "triton", "frontends", "gpu_inference")
         if any(s in only for s in served):
             serving_sweep.write_models(repo, models)
         jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "training": lambda: _training(mode, gpu),
             "data": lambda: _data(mode),
             "serving": lambda: _serving(mode, repo),
+            "scaling": lambda: _scaling(mode, repo),
             "startup": lambda: _startup(mode, repo),
             "peer": lambda: _peer(mode, repo),
             "triton": lambda: _triton(mode, repo),

@@ -62,9 +62,10 @@ def start_stride_serve(
     metrics_port: int = -1,
     http_port: int = -1,
     extra: tuple[str, ...] = (),
+    workers: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """`stride serve` on 127.0.0.1:port over `repo` (not waited for; see `wait_ready`);
-    REST on `http_port` (-1: none)."""
+    REST on `http_port` (-1: none); `--workers` when given (else its default)."""
     args = [
         sys.executable, "-m", "stride.cli", "serve", "--repository", str(repo),
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
@@ -73,6 +74,8 @@ def start_stride_serve(
     ]  # fmt: skip
     if poll_interval:
         args += ["--poll-interval", str(poll_interval)]
+    if workers is not None:
+        args += ["--workers", str(workers)]
     return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

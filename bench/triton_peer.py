@@ -293,11 +293,19 @@ def measure(
     protocols: Sequence[str] = ("grpc", "http"),
     window_ms: int = 2000,
     retry: bool = True,
+    workers: Sequence[int] = (1,),
+    echo: bool = False,
 ) -> dict[str, Any]:
     """`stride serve` and real Triton over the same model.onnx files and batching config,
     driven by the same perf_analyzer (batch-1 requests), each run of Stride next to its
-    Triton run in time. Figures per model, concurrency and protocol: infer/s, p50 and
-    p99 of both, and Stride's infer/s over Triton's (above 1: Stride serves more).
+    Triton run in time, the order flipped from one figure to the next. Figures per model,
+    concurrency and protocol: infer/s, p50 and p99 of both, and Stride's infer/s over
+    Triton's (above 1: Stride serves more).
+
+    `workers`: a `stride serve --workers N` for each N, all up at once, each measured in
+    turn (`stride` holds the first, `stride_workers` all). `echo`: also grpc.aio answering
+    a fixed message with no model (bench/frontends.py's `aio-echo`: one Python process's
+    ceiling), measured beside the digits model's gRPC figures.
 
     ONNX Runtime runs with the same options in both (one inter-op thread, intra-op
     threads one per core, no spinning: `stride serve`'s defaults).
@@ -308,40 +316,68 @@ def measure(
     if reason:
         return {"skipped": reason}
     runs: dict[str, Any] = {}
+    servers: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="stride-bench-triton-") as tmp:
         converted = Path(tmp) / "triton"
         triton_repository(repo, converted)
         for name in list(converted.iterdir()):
             if name.name not in models:
                 shutil.rmtree(name)
-        port, http_port = free_port(), free_port()
-        stride = start_stride_serve(repo, port, http_port=http_port)
+        ports: dict[str, dict[str, int]] = {}
         triton = None
         try:
-            wait_ready(port, stride)
+            for n in workers:
+                port, http_port = free_port(), free_port()
+                servers.append(start_stride_serve(repo, port, http_port=http_port, workers=n))
+                wait_ready(port, servers[-1])
+                ports[f"stride{n}"] = {"grpc": port, "http": http_port}
+            echo_port = None
+            if echo and "digits" in models:
+                from bench.frontends import _start as start_frontend
+
+                echo_port = free_port()
+                servers.append(start_frontend("aio-echo", repo, echo_port))
+                wait_ready(echo_port, servers[-1])
             triton = start(converted, log=Path(tmp) / "triton.log")
             server_version = _server_version(triton.http_port)
-            ports = {"grpc": (port, triton.grpc_port), "http": (http_port, triton.http_port)}
+            ports["triton"] = {"grpc": triton.grpc_port, "http": triton.http_port}
+            turn = 0
             for model in models:
                 for c in concurrency:
                     for protocol in protocols:
-                        ours_port, theirs_port = ports[protocol]
-                        ours = perf_run(model, ours_port, c, window_ms, retry, protocol)
-                        theirs = perf_run(model, theirs_port, c, window_ms, retry, protocol)
-                        runs[f"{model}@{c}/{protocol}"] = {
+                        order = [*(f"stride{n}" for n in workers), "triton"]
+                        if echo_port is not None and model == "digits" and protocol == "grpc":
+                            order.append("echo")
+                            ports["echo"] = {"grpc": echo_port}
+                        if turn % 2:
+                            order.reverse()
+                        turn += 1
+                        got = {
+                            name: perf_run(model, ports[name][protocol], c, window_ms, retry,
+                                           protocol)
+                            for name in order
+                        }  # fmt: skip
+                        ours = got[f"stride{workers[0]}"]
+                        entry: dict[str, Any] = {
                             "model": model,
                             "concurrency": c,
                             "protocol": protocol,
                             "stride": ours,
-                            "triton": theirs,
-                            "ratio": ours["throughput"] / theirs["throughput"],
+                            "triton": got["triton"],
+                            "ratio": ours["throughput"] / got["triton"]["throughput"],
+                            "stride_workers": {n: got[f"stride{n}"] for n in workers},
                         }
+                        if "echo" in got:
+                            entry["echo"] = got["echo"]
+                        runs[f"{model}@{c}/{protocol}"] = entry
         finally:
-            stop(stride)
+            for server in servers:
+                stop(server)
             if triton is not None:
                 triton.stop()
     return {
         "triton_version": f"{server_version}, {version()}",
         "client": "perf_analyzer (batch 1)",
+        "workers": list(workers),
         "runs": runs,
     }

@@ -41,6 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _SESSION_TMP = Path(tempfile.mkdtemp(prefix="st-", dir=parent))
     os.environ["TMPDIR"] = str(_SESSION_TMP)
     tempfile.tempdir = None  # recomputed from TMPDIR on the next call
+    # `stride serve` started by a test is one process, whatever the machine's cores (its
+    # default is one per two cores); tests of several pass --workers.
+    os.environ["STRIDE_WORKERS"] = "1"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

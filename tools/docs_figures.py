@@ -87,6 +87,8 @@ HEADLINE = (
              "cnn: stride serve infer/s, grpc, concurrency 16"),
     Headline("`stride serve`, CNN, concurrency 16: req/s", "peer",
              "cnn: stride serve req/s, concurrency 16"),
+    Headline("`stride serve --workers 2`, digits, 64 connections: infer/s", "scaling",
+             "digits: --workers 2 infer/s"),
     Headline("`stride serve` start to READY: s", "startup", "stride serve start to READY"),
 )  # fmt: skip
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from services.common.errors import InvalidInput, ModelNotFound, NotReady, Unimplemented
 from services.generated.inference import model_config_pb2 as mc
@@ -78,6 +78,17 @@ class ModelStatistics:
     snapshot: Snapshot
 
 
+class Cluster(Protocol):
+    """The other processes of a server of several (stride serve --workers N), as the
+    core sees them (services.inference.worker_link.WorkerLink)."""
+
+    def control(self, action: str, name: str) -> None:
+        """Load or unload a model in every process; raises the domain error it raised."""
+
+    def statistics(self) -> dict[tuple[str, str], Snapshot]:
+        """Statistics by (model, version), summed over every process."""
+
+
 class InferenceCore:
     """Every call of the protocol over a ModelRepository (raises services.common.errors)."""
 
@@ -97,6 +108,9 @@ class InferenceCore:
         # Load and unload through the API (Triton's --model-control-mode explicit); off by
         # default, as Triton's: anyone who may call the server could otherwise unload.
         self.model_control = model_control
+        # A server of several processes: loads and unloads reach all of them, statistics
+        # are their sum. None: this process is the whole server.
+        self.cluster: Cluster | None = None
 
     # Health and metadata ---------------------------------------------------------
 
@@ -168,6 +182,16 @@ class InferenceCore:
         if name and not models:
             self.repository.get(name, version)  # raises the precise error
             raise ModelNotFound(f"no statistics for model {name!r}")
+        if self.cluster is not None:
+            summed = self.cluster.statistics()
+            return [
+                ModelStatistics(
+                    m.name,
+                    str(m.version),
+                    summed.get((m.name, str(m.version))) or m.stats.snapshot(),
+                )
+                for m in models
+            ]
         return [ModelStatistics(m.name, str(m.version), m.stats.snapshot()) for m in models]
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
@@ -181,7 +205,11 @@ class InferenceCore:
                 f"load parameters {sorted(parameters)} are not supported: edit the "
                 "model's files in the repository and load it again"
             )
-        self.repository.load(name)
+        if self.cluster is not None:
+            check_model_name(name)
+            self.cluster.control("load", name)
+        else:
+            self.repository.load(name)
 
     def unload(self, name: str, parameters: Collection[str] = ()) -> None:
         if not self.model_control:
@@ -191,4 +219,8 @@ class InferenceCore:
             raise InvalidInput(
                 f"unknown unload parameters {unknown}; supported: {', '.join(UNLOAD_PARAMETERS)}"
             )
-        self.repository.unload(name)
+        if self.cluster is not None:
+            check_model_name(name)
+            self.cluster.control("unload", name)
+        else:
+            self.repository.unload(name)

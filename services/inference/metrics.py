@@ -18,11 +18,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from services.common.counters import CallCounters
+from services.common.counters import CallCounters, CallTotals
 from services.common.server import TlsFiles
 from services.inference.model import ModelVersion
 from services.inference.stats import Snapshot
@@ -109,8 +110,20 @@ CALL_METRICS = (
 )
 
 
-def _calls(counters: CallCounters) -> list[str]:
-    totals = counters.snapshot()
+# (protocol, method, outcome) -> totals; (protocol, where) -> ignored request parameters
+Calls = tuple[dict[tuple[str, str, str], CallTotals], dict[tuple[str, str], int]]
+
+
+@dataclass(frozen=True)
+class WorkerCalls:
+    """What one process of a server of several answered (stride serve --workers)."""
+
+    index: int
+    pid: int
+    calls: dict[str, int]  # protocol -> calls answered
+
+
+def _calls(totals: dict[tuple[str, str, str], CallTotals]) -> list[str]:
     lines = []
     for name, help_text, what in CALL_METRICS:
         lines.append(f"# HELP {name} {help_text}")
@@ -124,25 +137,50 @@ def _calls(counters: CallCounters) -> list[str]:
 def render(models: list[ModelVersion], counters: CallCounters | None = None) -> str:
     """The metrics page for these model versions (Prometheus text format 0.0.4), and the
     calls per protocol when `counters` are given."""
-    snaps = [(m, m.stats.snapshot(pending=m.batcher.pending)) for m in models]
+    snaps = [(m.name, str(m.version), m.stats.snapshot(pending=m.batcher.pending)) for m in models]
+    calls = None if counters is None else (counters.snapshot(), counters.ignored_parameters())
+    return render_page(snaps, calls)
+
+
+def render_page(
+    snaps: Sequence[tuple[str, str, Snapshot]],
+    calls: Calls | None = None,
+    workers: Sequence[WorkerCalls] = (),
+) -> str:
+    """The metrics page from statistics by (model, version), the calls counted per
+    protocol, and for a server of several processes what each of them answered."""
     lines = []
     for name, kind, help_text, value in METRICS:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
-        for model, snap in snaps:
-            labels = f'model="{_label(model.name)}",version="{model.version}"'
+        for model, version, snap in snaps:
+            labels = f'model="{_label(model)}",version="{_label(version)}"'
             lines.append(f"{name}{{{labels}}} {value(snap)}")
-    if counters is not None:
-        lines += _calls(counters)
+    if calls is not None:
+        totals, ignored = calls
+        lines += _calls(totals)
         lines.append(
             "# HELP stride_ignored_parameters Request parameters ignored as unknown, by "
             "protocol and place (request, input, output)"
         )
         lines.append("# TYPE stride_ignored_parameters counter")
-        for (protocol, where), count in counters.ignored_parameters().items():
+        for (protocol, where), count in ignored.items():
             lines.append(
                 f'stride_ignored_parameters{{protocol="{protocol}",where="{where}"}} {count}'
             )
+    if workers:
+        lines.append("# HELP stride_workers Server processes sharing the ports (--workers)")
+        lines.append("# TYPE stride_workers gauge")
+        lines.append(f"stride_workers {len(workers)}")
+        lines.append(
+            "# HELP stride_worker_requests Calls answered by each server process, by protocol "
+            "(the kernel spreads connections among them)"
+        )
+        lines.append("# TYPE stride_worker_requests counter")
+        for worker in workers:
+            for protocol, count in sorted(worker.calls.items()):
+                labels = f'worker="{worker.index}",pid="{worker.pid}",protocol="{protocol}"'
+                lines.append(f"stride_worker_requests{{{labels}}} {count}")
     return "\n".join(lines) + "\n"
 
 
@@ -274,24 +312,36 @@ class MetricsServer:
         self,
         host: str,
         port: int,
-        models: Callable[[], list[ModelVersion]],
+        models: Callable[[], list[ModelVersion]] | None = None,
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         timeout: float = DEFAULT_TIMEOUT,
         tls: TlsFiles | None = None,
         counters: CallCounters | None = None,
+        page: Callable[[], str] | None = None,  # the page itself, instead of models and counters
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"metrics connections must be at least 1, got {max_connections}")
         if timeout <= 0:
             raise ValueError(f"metrics timeout must be positive, got {timeout} s")
+        if page is None:
+            if models is None:
+                raise ValueError("the metrics server needs models or a page to render")
+            listed = models
+            page = lambda: render(listed(), counters)  # noqa: E731
+        render_page_now = page
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "only /metrics is served here")
                     return
-                body = render(models(), counters).encode()
+                try:
+                    body = render_page_now().encode()
+                except OSError as exc:  # a server of several processes: one did not answer
+                    log.warning("metrics not rendered: %s", exc)
+                    self.send_error(503, "the statistics of the server are unavailable")
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

@@ -10,6 +10,7 @@ fail. A model whose files are invalid fails its own load only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -38,6 +39,7 @@ from services.inference.tensors import InferRequest, InferResult, RequestLimits
 log = logging.getLogger("stride.inference.repository")
 
 READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
+Step = Callable[[], None]  # a change to what is routed, taken once every load is done
 
 
 @dataclass
@@ -97,6 +99,10 @@ class ModelRepository:
         self._on_health = on_health or (lambda name, ready: None)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        # Called with the repository's stop event between loading and routing, when there
+        # is something to route; returns once every process of the server has loaded the
+        # same (or the event is set). None: route at once (one process).
+        self.swap_together: Callable[[threading.Event], None] | None = None
         # The repository's own path, as it may appear in error text: clients are told
         # paths relative to the repository, never where it lives on the server.
         self._prefixes = sorted({str(root) + os.sep, str(root.resolve()) + os.sep}, key=len)[::-1]
@@ -118,17 +124,31 @@ class ModelRepository:
         )
 
     def poll(self) -> None:
-        """Bring the loaded set in line with the folder (new, changed and removed models)."""
+        """Bring the loaded set in line with the folder (new, changed and removed models).
+        Everything new is loaded and warmed up first; then every change is routed to at
+        once (`_apply`)."""
         with self._sync_lock:
             present = set(self._model_names())
+            steps: list[Step] = []
             for name in sorted(present):
                 entry = self._models.get(name)
                 if entry is None or not entry.unloaded:
-                    self._sync(name)
+                    steps += self._prepare(name)
             for name in sorted(set(self._models) - present):
-                self._remove_model(name)
+                steps.append(functools.partial(self._remove_model, name))
+            self._apply(steps)
 
-    def _sync(self, name: str, force: bool = False) -> None:
+    def _apply(self, steps: list[Step]) -> None:
+        """Take the steps that route requests to what was loaded (and away from what goes).
+        `swap_together` returns first when every process of the server has loaded the same
+        (stride serve --workers; services.inference.workers), so that they swap together."""
+        if steps and self.swap_together is not None:
+            self.swap_together(self._stop)
+        for step in steps:
+            step()
+
+    def _prepare(self, name: str, force: bool = False) -> list[Step]:
+        """Load what changed in a model's folder; returns the steps that route to it."""
         folder = self.root / name
         entry = self._models.get(name)
         if entry is None:
@@ -146,7 +166,7 @@ class ModelRepository:
                 entry.stamp, entry.reason = stamp, self._public(exc)
                 if not entry.versions:
                     self._on_health(name, False)
-                return  # keep serving what was loaded from the last good config
+                return []  # keep serving what was loaded from the last good config
             entry.config, entry.stamp, entry.reason = config, stamp, ""
         assert entry.config is not None
         available = [
@@ -155,18 +175,26 @@ class ModelRepository:
             if d.is_dir() and VERSION_PATTERN.fullmatch(d.name)
         ]
         wanted = version_policy_select(entry.config, available)
+        steps: list[Step] = []
         for version in wanted:
             state = entry.versions.get(version)
             filename = entry.config.default_model_filename or "model.onnx"
             file_stamp = _stamp(folder / str(version) / filename)
             if state is not None and not config_changed and file_stamp == state.stamp:
                 continue  # unchanged (a failed load is not retried until its files change)
-            self._load_version(entry, version, file_stamp)
+            route = self._load_version(entry, version, file_stamp)
+            if route is not None:
+                steps.append(route)
         for version in sorted(set(entry.versions) - set(wanted)):
-            self._remove_version(entry, version)
-        self._on_health(name, self._ready(entry))
+            steps.append(functools.partial(self._remove_version, entry, version))
+        if not steps:
+            self._on_health(name, self._ready(entry))
+            return []
+        return [*steps, lambda: self._on_health(name, self._ready(entry))]
 
-    def _load_version(self, entry: ModelEntry, version: int, stamp: tuple[int, int]) -> None:
+    def _load_version(self, entry: ModelEntry, version: int, stamp: tuple[int, int]) -> Step | None:
+        """Load and warm up a version; returns the step that routes to it (and releases
+        the version it replaces), or None when the load failed."""
         assert entry.config is not None
         folder = self.root / entry.name
         old = entry.versions.get(version)
@@ -183,20 +211,25 @@ class ModelRepository:
             log.error("model %s version %d failed to load: %s", entry.name, version, exc)
             with self._lock:
                 if old is not None and old.model is not None:
-                    return  # keep serving the version that works
+                    return None  # keep serving the version that works
                 entry.versions[version] = VersionState(UNAVAILABLE, self._public(exc), stamp=stamp)
-            return
-        with self._lock:
-            entry.versions[version] = VersionState(READY, model=model, stamp=stamp)
-        log.info(
-            "model %s version %d ready (%.0f ms, %s)",
-            entry.name,
-            version,
-            (time.perf_counter() - started) * 1e3,
-            model.sessions[0].get_providers()[0] if model.sessions else "-",
-        )
-        if old is not None and old.model is not None:
-            old.model.close()  # after the swap: requests already queued on it still finish
+            return None
+        took_ms = (time.perf_counter() - started) * 1e3
+
+        def route() -> None:
+            with self._lock:
+                entry.versions[version] = VersionState(READY, model=model, stamp=stamp)
+            log.info(
+                "model %s version %d ready (%.0f ms, %s)",
+                entry.name,
+                version,
+                took_ms,
+                model.sessions[0].get_providers()[0] if model.sessions else "-",
+            )
+            if old is not None and old.model is not None:
+                old.model.close()  # after the swap: requests already queued on it still finish
+
+        return route
 
     def _remove_version(self, entry: ModelEntry, version: int) -> None:
         with self._lock:
@@ -224,9 +257,10 @@ class ModelRepository:
             if name not in self._model_names():
                 raise ModelNotFound(f"no model {name!r} in the model repository")
             entry = self._models.get(name)
-            if entry is not None:
-                entry.unloaded = False
-            self._sync(name, force=True)
+            steps = self._prepare(name, force=True)
+            if entry is not None and entry.unloaded:
+                steps.insert(0, functools.partial(setattr, entry, "unloaded", False))
+            self._apply(steps)
             entry = self._models[name]
             if not self._ready(entry):
                 reasons = [entry.reason] + [v.reason for v in entry.versions.values() if v.reason]
@@ -240,10 +274,12 @@ class ModelRepository:
             entry = self._models.get(name)
             if entry is None:
                 raise ModelNotFound(f"model {name!r} is not loaded")
-            entry.unloaded = True
-            for version in sorted(entry.versions):
-                self._remove_version(entry, version)
-            self._on_health(name, False)
+            steps: list[Step] = [functools.partial(setattr, entry, "unloaded", True)]
+            steps += [
+                functools.partial(self._remove_version, entry, v) for v in sorted(entry.versions)
+            ]
+            steps.append(functools.partial(self._on_health, name, False))
+            self._apply(steps)
 
     # Lookups -----------------------------------------------------------------
 

@@ -319,7 +319,11 @@ class RestApp:
 
     async def _statistics(self, request: Request, held: Held) -> Response:
         name, version = _model(request) if "name" in request.path_params else ("", "")
-        return _json(200, rest.statistics(self.core.statistics(name, version)))
+        if self.core.cluster is not None:  # the sum over the server's processes: a wait
+            entries = await self._run(self.core.statistics, name, version)
+        else:
+            entries = self.core.statistics(name, version)
+        return _json(200, rest.statistics(entries))
 
     async def _unsupported(self, request: Request, held: Held) -> Response:
         raise Reply(

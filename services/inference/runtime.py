@@ -56,10 +56,16 @@ class RuntimeOptions:
     # keeps the cores only while a run needs them: a better median and throughput at
     # concurrency 1 than "off", but a longer tail (figures in docs/performance.md).
     spin: str = "off"
+    # Cores these sessions may use, all told; 0: every core this process may run on. A
+    # server of several processes (`stride serve --workers N`) gives each its share, which
+    # intra_op_threads=0 then divides among a model's instances.
+    cores: int = 0
 
     def __post_init__(self) -> None:
         if self.spin not in SPIN_MODES:
             raise ValueError(f"spin must be one of {', '.join(SPIN_MODES)}, got {self.spin!r}")
+        if self.cores < 0:
+            raise ValueError(f"cores must be >= 0, got {self.cores}")
 
 
 def choose_providers(use_gpu: bool | None, available: list[str]) -> list[str]:
@@ -85,6 +91,63 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cgroup_cpu_quota(
+    root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")
+) -> float | None:
+    """The CPU time this process's cgroup may use, in cores (Kubernetes' `limits.cpu`,
+    `docker --cpus`), the smallest along its path up to the mount; None without a quota
+    (or off Linux). cgroup v2 (`cpu.max`) and v1 (`cpu.cfs_quota_us`) alike."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
+        if controllers == "":  # v2: one unified hierarchy
+            mounts = [root]
+        elif "cpu" in controllers.split(","):
+            mounts = [root / "cpu,cpuacct", root / "cpu", root / controllers]
+        else:
+            continue
+        for mount in mounts:
+            # The process's own cgroup and its ancestors; a container sees its own cgroup at
+            # the mount's root when it has a cgroup namespace, so the root is read too.
+            parts = [p for p in path.split("/") if p]
+            for depth in range(len(parts), -1, -1):
+                quota = _read_quota(mount.joinpath(*parts[:depth]))
+                if quota is not None:
+                    quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _read_quota(folder: Path) -> float | None:
+    try:
+        if (folder / "cpu.max").is_file():  # v2: "max 100000" or "200000 100000"
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        if (folder / "cpu.cfs_quota_us").is_file():  # v1: -1 when unlimited
+            quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+            period = (folder / "cpu.cfs_period_us").read_text().strip()
+            return None if int(quota) <= 0 else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def cpu_limit() -> int:
+    """The cores this process may keep busy: its affinity, capped by its cgroup's CPU quota
+    (rounded up), at least 1."""
+    quota = cgroup_cpu_quota()
+    cores = available_cores()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
 def intra_op_threads_for(
     options: RuntimeOptions, settings: ModelSettings, providers: list[str]
 ) -> int:
@@ -93,10 +156,13 @@ def intra_op_threads_for(
     share every core, and a thread taken off its core mid-operator stalls its run's
     other threads: under load, one thread per instance serves more than one per core,
     though a lone request takes longer (measured in docs/notes/serving-speed.md). So
-    without an explicit --threads the cores are divided among the instances."""
-    if options.intra_op_threads or settings.instance_count < 2 or providers != [CPU]:
+    without an explicit --threads the cores are divided among the instances, and a
+    server process of several (`options.cores`) divides only its share of them."""
+    if options.intra_op_threads or providers != [CPU]:
         return options.intra_op_threads
-    return max(1, available_cores() // settings.instance_count)
+    if settings.instance_count < 2 and not options.cores:
+        return 0  # ONNX Runtime's default: one per core
+    return max(1, (options.cores or available_cores()) // settings.instance_count)
 
 
 def create_session(path: Path, settings: ModelSettings, options: RuntimeOptions) -> Any:

@@ -7,9 +7,12 @@ items) and execution count (model runs), and a per-batch-size breakdown.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.inference.batcher import BatchTimes
 
@@ -117,3 +120,69 @@ class ModelStats:
                 batches={size: _copy_batch(b) for size, b in sorted(self._batches.items())},
                 pending=pending,
             )
+
+
+# Several server processes (stride serve --workers) --------------------------------------
+
+
+def snapshot_to_dict(snap: Snapshot) -> dict[str, Any]:
+    """A snapshot as plain JSON values (batch sizes as text keys)."""
+    out = dataclasses.asdict(snap)
+    out["batches"] = {str(size): b for size, b in out["batches"].items()}
+    return out
+
+
+def snapshot_from_dict(data: dict[str, Any]) -> Snapshot:
+    """The inverse of `snapshot_to_dict`."""
+
+    def duration(d: dict[str, int]) -> Duration:
+        return Duration(int(d["count"]), int(d["ns"]))
+
+    return Snapshot(
+        last_inference_ms=int(data["last_inference_ms"]),
+        inference_count=int(data["inference_count"]),
+        execution_count=int(data["execution_count"]),
+        success=duration(data["success"]),
+        fail=duration(data["fail"]),
+        queue=duration(data["queue"]),
+        compute_input=duration(data["compute_input"]),
+        compute_infer=duration(data["compute_infer"]),
+        compute_output=duration(data["compute_output"]),
+        batches={
+            int(size): BatchStats(
+                duration(b["compute_input"]),
+                duration(b["compute_infer"]),
+                duration(b["compute_output"]),
+            )
+            for size, b in data["batches"].items()
+        },
+        pending=int(data.get("pending", 0)),
+    )
+
+
+def merge_snapshots(snaps: Iterable[Snapshot]) -> Snapshot:
+    """One version's statistics over several processes: counts, times and pending requests
+    summed (per batch size too), the last inference the latest of them."""
+    total = ModelStats().snapshot()
+    for snap in snaps:
+        total.last_inference_ms = max(total.last_inference_ms, snap.last_inference_ms)
+        total.inference_count += snap.inference_count
+        total.execution_count += snap.execution_count
+        total.pending += snap.pending
+        for name in (
+            "success",
+            "fail",
+            "queue",
+            "compute_input",
+            "compute_infer",
+            "compute_output",
+        ):
+            mine, theirs = getattr(total, name), getattr(snap, name)
+            mine.add(theirs.ns, theirs.count)
+        for size, b in snap.batches.items():
+            per = total.batches.setdefault(size, BatchStats())
+            per.compute_input.add(b.compute_input.ns, b.compute_input.count)
+            per.compute_infer.add(b.compute_infer.ns, b.compute_infer.count)
+            per.compute_output.add(b.compute_output.ns, b.compute_output.count)
+    total.batches = dict(sorted(total.batches.items()))
+    return total

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from stride.commands._inference_server import build_server, server_options
 from stride.commands._paths import local_path
-from stride.commands._server import (
-    add_stream_arguments,
-    env_default,
-    stream_options,
-    tls_and_token,
-)
+from stride.commands._server import add_stream_arguments, env_default
 
 NAME = "serve"
 HELP = "serve a model repository over the KServe v2 / Triton protocol (gRPC and HTTP/REST)"
@@ -219,6 +214,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "side is --handler-threads",
     )
     add(
+        "--workers",
+        type=int,
+        default=env_default("workers", "0"),
+        help="server processes sharing the gRPC, REST and health ports (Linux: SO_REUSEPORT), "
+        "each with its own event loop and ONNX Runtime sessions on its share of the cores; "
+        "the limits on connections, memory, calls and threads are divided among them; 0: one "
+        "per two cores of the CPU limit (cgroup quota or affinity), at least 1 "
+        "(env STRIDE_WORKERS)",
+    )
+    add(
         "--spin",
         type=_spin_mode,
         metavar="{" + ",".join(SPIN_MODES) + "}",
@@ -306,36 +311,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def server_options(args: argparse.Namespace) -> Any:
-    """ServerOptions from parsed arguments (ValueError/OSError name the bad option)."""
-    from services.common import ServerOptions
-
-    tls, token = tls_and_token(args)
-    return ServerOptions(
-        host=args.host,
-        port=args.port,
-        health_port=args.health_port,
-        handler_threads=args.handler_threads,
-        max_concurrent_requests=args.max_concurrent_requests,
-        **stream_options(args),
-        max_message_mb=args.max_message_mb,
-        grace_period=args.grace_period,
-        tls=tls,
-        auth_token=token,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    """Start the server, serve until SIGTERM/SIGINT, drain, exit 0."""
+    """Start the server, serve until SIGTERM/SIGINT, drain, exit 0 (with --workers N > 1:
+    N processes under a supervisor, stride.commands._serve_workers)."""
     import logging
 
     from services.common import configure_json_logging
-    from services.common.server import return_large_allocations_to_the_os
-    from services.inference.rest_server import HttpOptions
-    from services.inference.runtime import RuntimeOptions
-    from services.inference.server import InferenceServer, MetricsOptions
-    from services.inference.tensors import RequestLimits
-    from stride import __version__
 
     if args.log_format == "json":
         configure_json_logging(logging.getLogger().level or "INFO")
@@ -344,53 +325,19 @@ def run(args: argparse.Namespace) -> int:
             "--grpc-server (STRIDE_GRPC_SERVER) is deprecated and ignored: there is one "
             "gRPC server, on grpc.aio; drop the option"
         )
-    return_large_allocations_to_the_os()  # requests of many MB must not ratchet the heap up
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.poll_interval < 0:
         raise ValueError(f"--poll-interval must be >= 0, got {args.poll_interval}")
-    metrics = MetricsOptions(
-        port=args.metrics_port,
-        max_connections=args.metrics_max_connections,
-        timeout=args.metrics_timeout,
-        tls=args.metrics_tls == "on",
-    )
-    limits = RequestLimits(
-        max_bytes_elements=args.max_bytes_elements,
-        max_image_scale=args.max_image_scale,
-        max_decodes=args.max_decodes,
-    )
-    options = server_options(args)
-    http = None
-    if args.http_port >= 0:
-        budget = args.http_memory_budget_mb or max(256, 4 * args.max_message_mb)
-        http = HttpOptions(
-            host=args.host,
-            port=args.http_port,
-            threads=args.http_threads,
-            max_message_mb=args.max_message_mb,
-            memory_budget_mb=budget,
-            memory_budget_mb_per_peer=args.http_memory_budget_mb_per_peer or budget / 2,
-            max_connections=args.http_max_connections,
-            max_connections_per_peer=args.http_max_connections_per_peer,
-            tls=options.tls,
-            auth_token=options.auth_token,
-            grace_period=args.grace_period,
-            max_concurrent=args.max_concurrent_requests,
-            body_timeout=args.http_body_timeout,
-            header_timeout=args.http_header_timeout,
-        )
-    server = InferenceServer(
-        Path(args.repository),
-        options,
-        http=http,
-        metrics=None if args.metrics_port < 0 else metrics,
-        poll_interval=args.poll_interval or None,
-        runtime=RuntimeOptions(intra_op_threads=args.threads, spin=args.spin),
-        limits=limits,
-        version=__version__,
-        model_control=args.model_control == "explicit",
-    )
+    from stride.commands import _serve_workers
+
+    workers = _serve_workers.worker_count(args.workers)
+    if workers > 1:
+        return _serve_workers.supervise(args, workers)
+    from services.common.server import return_large_allocations_to_the_os
+
+    return_large_allocations_to_the_os()  # requests of many MB must not ratchet the heap up
+    server = build_server(args)
     server.start()
     server.install_signal_handlers()
     print(
@@ -402,3 +349,6 @@ def run(args: argparse.Namespace) -> int:
     )
     server.wait()
     return 0
+
+
+__all__ = ["NAME", "add_arguments", "build_server", "run", "server_options"]

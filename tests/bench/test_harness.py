@@ -29,11 +29,12 @@ def test_smoke_run_writes_the_table_and_json(perf_analyzer: str, tmp_path: Path)
     doc = json.loads(path.read_text())
     assert doc["mode"] == "smoke" and doc["git"]["revision"]
     assert doc["machine"]["cores"] and doc["versions"]["onnxruntime"]
-    sections = {"training", "data", "serving", "startup", "peer", "triton", "frontends"}
+    sections = {"training", "data", "serving", "scaling", "startup", "peer", "triton",
+                "frontends"}  # fmt: skip
     assert set(doc["sections"]) == sections
     assert all("figures" in s for s in doc["sections"].values()), doc["sections"]
     figures = {(r["section"], r["figure"]) for r in doc["table"]}
-    for section in ("training", "serving", "startup"):
+    for section in ("training", "serving", "scaling", "startup"):
         assert any(s == section for s, _ in figures), section
     assert any(s == "frontends" for s, _ in figures)
     measured = [r for r in doc["table"] if r["section"] not in ("peer", "triton")]
@@ -99,3 +100,53 @@ def test_the_flame_graph_keeps_no_machine_path(tmp_path: Path) -> None:
     assert "py-spy record --pid 7 --output serve.svg" in text
     assert "(services/inference/model.py:120)" in text
     assert str(ROOT) not in text and str(tmp_path) not in text
+
+
+def test_scaling_rows_divide_each_worker_count_by_the_first() -> None:
+    def run(throughput: float) -> dict[str, float]:
+        return {"throughput": throughput, "p50_us": 1000.0, "p99_us": 2000.0,
+                "server_cores": 1.5, "client_cores": 0.4, "load_average": 2.0}  # fmt: skip
+
+    figures = {
+        "connections": 64,
+        "models": {
+            "digits": {
+                "runs": {1: [run(100.0), run(120.0)], 2: [run(180.0), run(200.0)]},
+                "median": {1: 110.0, 2: 190.0},
+                "over_first": {1: 1.0, 2: 190 / 110},
+            }
+        },
+    }
+    first, second = rows.table({"scaling": {"figures": figures}})
+    assert first["figure"] == "digits: --workers 1 infer/s, 64 connections"
+    assert (second["value"], second["baseline_value"]) == (190.0, 110.0)
+    assert second["ratio"] == pytest.approx(190 / 110)
+    assert "runs 180, 200" in second["note"] and "load 2.0, 2.0" in second["note"]
+
+
+def test_triton_rows_name_each_worker_count_and_the_echo_ceiling() -> None:
+    run = {"throughput": 100.0, "p50_us": 1000, "p99_us": 2000, "stable": 1.0}
+    figures = {
+        "triton_version": "tritonserver 2.51.0",
+        "runs": {
+            "digits@16/grpc": {
+                "model": "digits", "concurrency": 16, "protocol": "grpc",
+                "stride": {**run, "throughput": 50.0}, "triton": run, "ratio": 0.5,
+                "stride_workers": {1: {**run, "throughput": 50.0}, 2: {**run, "throughput": 80.0}},
+                "echo": {**run, "throughput": 60.0},
+            }
+        },
+    }  # fmt: skip
+    table = rows.table({"triton": {"figures": figures}})
+    named = {(r["figure"], r["baseline"].split(" ")[0]): r["ratio"] for r in table}
+    assert (
+        named[("digits: stride serve --workers 1 infer/s, grpc, concurrency 16", "Triton")] == 0.5
+    )
+    assert (
+        named[("digits: stride serve --workers 2 infer/s, grpc, concurrency 16", "Triton")] == 0.8
+    )
+    over_echo = ("digits: stride serve --workers 2 infer/s, grpc, concurrency 16", "grpc.aio")
+    assert named[over_echo] == pytest.approx(80 / 60)
+    assert (
+        named[("digits: grpc.aio echo, no model, infer/s, grpc, concurrency 16", "Triton")] == 0.6
+    )

@@ -424,6 +424,58 @@ def test_grace_period_exceeds_the_drain(docs: list[Obj]) -> None:
         assert termination > drain, f"{pod.where}: {termination} s grace <= {drain} s drain"
 
 
+CORES_PER_WORKER = 2  # stride serve's default: one worker per two cores of the CPU limit
+MIB_PER_WORKER = 384  # a worker with the reference models loaded, with room to spare
+MIB_SUPERVISOR = 128
+
+
+def _quantity(value: str | int | float, unit: str) -> float:
+    """A Kubernetes quantity in cores (unit "cpu") or MiB (unit "mem")."""
+    text = str(value)
+    if unit == "cpu":
+        return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    factors = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20,
+               "G": 1e9 / 2**20}  # fmt: skip
+    for suffix, factor in factors.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text) / 2**20
+
+
+def test_inference_workers_follow_the_cpu_limit_and_fit_the_memory(docs: list[Obj]) -> None:
+    """`stride serve --workers`: 0 (one per two cores of limits.cpu, which the server reads
+    from its cgroup) or a count the CPU limit can run; the memory limit holds that many
+    workers, each of which loads every model."""
+    import math
+
+    checked = 0
+    for pod, container, command in servers(docs):
+        if command != "serve":
+            continue
+        limits = container["resources"]["limits"]
+        cores = math.ceil(_quantity(limits["cpu"], "cpu"))  # the cgroup quota, rounded up
+        value = setting(container, "--workers", "STRIDE_WORKERS")
+        assert value is not None, f"{pod.where}: set STRIDE_WORKERS (0: from the CPU limit)"
+        workers = int(value) or max(1, cores // CORES_PER_WORKER)
+        assert 1 <= workers <= cores, f"{pod.where}: {workers} workers on {cores} cores"
+        memory = _quantity(limits["memory"], "mem")
+        need = MIB_SUPERVISOR * (workers > 1) + MIB_PER_WORKER * workers
+        assert memory >= need, f"{pod.where}: {memory:.0f} MiB for {workers} workers"
+        checked += 1
+    assert checked, "no stride serve container found"
+
+
+def test_the_worker_check_matches_the_server_s_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.inference import runtime
+    from stride.commands._serve_workers import CORES_PER_WORKER as SERVER_DEFAULT
+    from stride.commands._serve_workers import worker_count
+
+    assert SERVER_DEFAULT == CORES_PER_WORKER
+    monkeypatch.setattr(runtime, "cgroup_cpu_quota", lambda: 4.0)
+    monkeypatch.setattr(runtime, "available_cores", lambda: 64)
+    assert worker_count(0) == 4 // CORES_PER_WORKER  # the quota, not the node's cores
+
+
 # ---------------------------------------------------------------- secrets
 
 

@@ -1,6 +1,7 @@
 """The client-compatibility suite: other projects' clients against one `stride serve`.
 
-One `stride serve` subprocess (gRPC and REST, the digits test model) serves every check.
+One `stride serve` subprocess (gRPC and REST, the digits test model) serves every check,
+once as one process and once as two (`--workers 2`).
 Each client library runs in its own venv and subprocess, since their generated protos
 clash with Stride's in one process: KServe 0.21's `InferenceRESTClient` and
 `InferenceGRPCClient` (compat_kserve_client.py, .venv-kserve) and tritonclient's HTTP, gRPC
@@ -136,8 +137,12 @@ def _collect(script: Script, proc: subprocess.Popen[str], seen: Observed) -> Non
             seen.results[entry["check"]] = entry["result"]
 
 
-@pytest.fixture(scope="module")
-def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["workers1", "workers2"])
+def observed(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Observed]:
+    """Every client against one server: one process, then two on the same ports (stride
+    serve --workers 2: load and unload reach both, statistics are their sum)."""
     root = tmp_path_factory.mktemp("compat")
     repo = root / "repository"
     add_model(repo, "digits")
@@ -149,6 +154,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         "--host", "127.0.0.1", "--port", str(port), "--http-port", str(http_port),
         "--metrics-port", "-1", "--threads", "1", "--log-format", "text",
         "--model-control", "explicit",  # the load and unload checks need repository control
+        "--workers", str(request.param),
     ]  # fmt: skip
     with log.open("wb") as err:
         server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)

@@ -270,6 +270,63 @@ def test_cpu_instances_divide_the_cores_unless_threads_are_given(
         repository.close()
 
 
+@pytest.mark.parametrize(
+    ("count", "cores", "expected"), [(1, 4, 4), (2, 4, 2), (3, 4, 1), (1, 1, 1)]
+)
+def test_a_worker_divides_only_its_share_of_the_cores(
+    tmp_path: Path, count: int, cores: int, expected: int
+) -> None:
+    """A process of `stride serve --workers N` gets `cores` (its share): a model's instances
+    divide those, and one instance takes them all, not ONNX Runtime's one per core."""
+    folder = add_model(tmp_path, "digits")
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace("count: 1", f"count: {count}"))
+    repository = ModelRepository(tmp_path, RuntimeOptions(cores=cores))
+    try:
+        repository.poll()
+        sessions = repository.get("digits").sessions
+        assert {s.get_session_options().intra_op_num_threads for s in sessions} == {expected}
+    finally:
+        repository.close()
+
+
+def test_changes_are_loaded_first_and_routed_when_swap_together_returns(
+    tmp_path: Path, repository: ModelRepository
+) -> None:
+    """The hook a server of several processes waits in: every new version is loaded and
+    warmed up, none routed; after it returns, all are (and the replaced ones are gone)."""
+    add_model(tmp_path, "digits", versions=(1,))
+    add_model(tmp_path, "other", versions=(1,))
+    repository.poll()
+    seen: list[tuple[int, int, list[tuple[str, str, str]]]] = []
+
+    def routed(name: str) -> int:
+        return repository.get(name).version if repository.is_ready(name) else 0
+
+    def swap_together(stop: threading.Event) -> None:
+        states = [(e.name, e.version, e.state) for e in repository.index()]
+        seen.append((routed("digits"), routed("other"), states))
+
+    repository.swap_together = swap_together
+    for name in ("digits", "other"):
+        classifier(tmp_path / name / "2" / "model.onnx", seed=2)
+    repository.poll()
+    assert len(seen) == 1
+    digits, other, states = seen[0]
+    assert (digits, other) == (1, 1)  # still routed to version 1 in the hook
+    assert ("digits", "2", "LOADING") in states and ("other", "2", "LOADING") in states
+    assert (repository.get("digits").version, repository.get("other").version) == (2, 2)
+    assert [(e.name, e.version) for e in repository.index()] == [("digits", "2"), ("other", "2")]
+    repository.poll()  # nothing changed: nothing to swap, no wait
+    assert len(seen) == 1
+    repository.unload("other")
+    assert len(seen) == 2 and seen[1][1] == 2  # an unload waits too, then takes effect
+    assert not repository.is_ready("other")
+    repository.load("other")
+    assert len(seen) == 3 and seen[2][1] == 0  # loaded, not yet routed in the hook
+    assert repository.is_ready("other")
+
+
 def test_available_cores_counts_this_process_s_cpus() -> None:
     from services.inference.runtime import available_cores
 
