@@ -104,7 +104,10 @@ class Services:
     """`stride serve` and `stride serve-analysis` as child processes on free ports."""
 
     def __init__(self, repository: Path, runs: StoreLocation) -> None:
-        self.infer_port, self.metrics_port, self.analysis_port = (
+        # Every port a free one: REST's default, 8000, is often taken (another
+        # `stride serve`, a web server under development).
+        self.infer_port, self.http_port, self.metrics_port, self.analysis_port = (
+            free_port(),
             free_port(),
             free_port(),
             free_port(),
@@ -115,7 +118,8 @@ class Services:
             n: tmp / f"stride-demo-{n}-{os.getpid()}.log" for n in ("inference", "analysis")
         }
         inference = ["serve", "--repository", str(repository), "--port", str(self.infer_port)]
-        inference += ["--metrics-port", str(self.metrics_port), *local]
+        inference += ["--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port)]
+        inference += local
         analysis = [
             "serve-analysis",
             "--runs",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,15 @@ def test_demo_runs_the_whole_pipeline_twice(
     assert (tmp_path / "runs" / experiments[0] / "sweep.json").is_file()
     # A second demo works on what the first left: a new experiment, a new model version.
     assert (tmp_path / "repository" / "digits-cnn" / "1" / "model.onnx").is_file()
-    assert main(args) == 0
+    # With the default ports taken (REST's 8000, gRPC's 8001: another `stride serve`):
+    # the demo's servers use free ones.
+    with contextlib.ExitStack() as held:
+        for port in (8000, 8001):
+            taken = held.enter_context(socket.socket())
+            with contextlib.suppress(OSError):  # taken already: the same condition
+                taken.bind(("127.0.0.1", port))
+                taken.listen()
+        assert main(args) == 0
     assert "version 2" in capsys.readouterr().out
     assert len(list((tmp_path / "runs").iterdir())) == 2
 
