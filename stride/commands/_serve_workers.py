@@ -89,12 +89,6 @@ def worker_args(
     mine.http_memory_budget_mb_per_peer = min(
         max(per_peer / count, args.max_message_mb), mine.http_memory_budget_mb
     )
-    grpc_budget = args.grpc_memory_budget_mb or max(256, 4 * args.max_message_mb)
-    grpc_per_peer = args.grpc_memory_budget_mb_per_peer or grpc_budget / 2
-    mine.grpc_memory_budget_mb = max(grpc_budget / count, args.max_message_mb)
-    mine.grpc_memory_budget_mb_per_peer = min(
-        max(grpc_per_peer / count, args.max_message_mb), mine.grpc_memory_budget_mb
-    )
     mine.port, mine.http_port = ports["grpc"], ports["http"]
     mine.health_port = ports.get("health")
     mine.metrics_port = -1
